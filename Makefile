@@ -1,0 +1,69 @@
+# tamalloc: `make help` lists the targets.
+#
+# The kernel is built in $(TAMALLOC_BUILD_DIR) (default ~/.cache/tamalloc),
+# outside the work tree, so clones and CI runs share one build.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+MODULE_DIR  := $(CURDIR)/kernel/modules/system_stats
+CMD         ?= uname -a
+TAMALLOC_BUILD_DIR ?= $(HOME)/.cache/tamalloc
+
+export TAMALLOC_BUILD_DIR
+export PYTHONPATH := $(CURDIR)/vm
+
+.DEFAULT_GOAL := help
+.PHONY: help deps venv lint host-test kernel module vm-run vm-test series-check \
+	test bench bench-vm clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the kernel build and the VM need (root)
+	@bash vm/install-deps.sh
+
+$(VPY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(VPY)
+
+venv: $(VPY) ## create .venv with the package (editable) and the test tools
+
+lint: $(VPY) ## ruff on all Python code
+	$(VENV)/bin/ruff check src tests bench examples vm
+	$(VENV)/bin/ruff format --check vm
+
+host-test: $(VPY) ## the test suite on this machine's kernel (procfs backend)
+	$(VPY) -m pytest -q -rs tests
+
+kernel: deps ## build the patched debug kernel (incremental)
+	$(PYTHON) vm/kernel.py
+
+module: deps ## build the kernel and the system_stats module against it
+	$(PYTHON) vm/kernel.py --module $(MODULE_DIR)
+
+vm-run: module ## run CMD='...' as root in the guest, in this work tree
+	$(PYTHON) vm/run.py '$(CMD)'
+
+vm-test: module $(VPY) ## boot the guest, run selftests + pytest inside, check the kernel log
+	$(PYTHON) vm/run.py --check-log \
+		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) $(VPY) -m pytest -p no:cacheprovider -q -rs tests'
+
+series-check: deps $(VPY) ## git am the series on a pristine tree and checkpatch --strict every patch
+	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PYTHON) vm/series_check.py
+
+test: lint host-test series-check vm-test ## everything CI runs
+
+bench: $(VPY) ## procfs and allocation benchmark on this machine
+	$(VPY) bench/bench_procfs.py
+
+bench-vm: module $(VPY) ## kernel-backend benchmark inside the guest (1,000 and 10,000 processes)
+	VM_MEMORY=8G $(PYTHON) vm/run.py '$(VPY) bench/bench_kernel.py --processes 1000 && $(VPY) bench/bench_kernel.py --processes 10000'
+
+clean: ## remove the venv and the module build (the kernel build stays)
+	rm -rf $(VENV)
+	$(MAKE) -C $(MODULE_DIR) clean KDIR=$(TAMALLOC_BUILD_DIR)/obj 2>/dev/null || true
