@@ -78,7 +78,8 @@ def oom_score(pid: int) -> int:
 
 
 def rss_pages() -> int:
-    return status_kb(os.getpid())["VmRSS"] * 1024 // PAGE_SIZE
+    """Resident anonymous pages: file pages come and go as the interpreter runs."""
+    return status_kb(os.getpid())["RssAnon"] * 1024 // PAGE_SIZE
 
 
 class Mapping:

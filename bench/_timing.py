@@ -1,0 +1,148 @@
+"""Timing helpers shared by the benchmarks: best-of timing, idle process fleets and a
+results table with PASS/FAIL per target."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+# Forks N children that sleep until killed; it reaps them itself when its stdin closes,
+# so no zombies are left to whatever init the machine has. -S: no site imports, to keep
+# each child's address space and page tables small (10,000 of them fit in a small VM).
+_FLEET = r"""
+import os, signal, sys
+pids = []
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            signal.pause()
+    pids.append(pid)
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.read()
+for pid in pids:
+    os.kill(pid, signal.SIGKILL)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+
+
+@contextmanager
+def idle_processes(count: int) -> Iterator[int]:
+    """``count`` extra idle processes for the duration of the block; yields the count."""
+    if count <= 0:
+        yield 0
+        return
+    fleet = subprocess.Popen(
+        [sys.executable, "-S", "-c", _FLEET, str(count)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C on the benchmark must not hit the fleet first
+    )
+    try:
+        assert fleet.stdout is not None and fleet.stdin is not None
+        if fleet.stdout.readline() != "ready\n":
+            raise RuntimeError(f"could not start {count} idle processes")
+        yield count
+    finally:
+        if fleet.stdin is not None:
+            fleet.stdin.close()
+        try:
+            fleet.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(fleet.pid, signal.SIGKILL)
+            fleet.wait()
+
+
+def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> float:
+    """Seconds per call: the best of ``repeat`` runs of ``number`` calls (after one
+    warm-up call), the usual way to filter out noise from other load."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def count_user_processes() -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/statm", "rb") as f:
+                    if f.read(2) != b"0 ":
+                        count += 1
+            except OSError:
+                pass
+    return count
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.2f} µs"
+
+
+@dataclass
+class Report:
+    """Rows of measurements, and target lines judged PASS or FAIL."""
+
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    targets: list[tuple[str, bool]] = field(default_factory=list)
+
+    def time(self, label: str, seconds: float, per: int | None = None) -> None:
+        extra = f"  ({fmt_time(seconds / per)} per process)" if per else ""
+        self.rows.append((label, fmt_time(seconds) + extra))
+
+    def note(self, label: str, text: str) -> None:
+        self.rows.append((label, text))
+
+    def target(self, text: str, ok: bool) -> None:
+        self.targets.append((text, ok))
+
+    def print(self) -> None:
+        width = max((len(label) for label, _ in self.rows), default=0)
+        print(f"== {self.title}")
+        for label, value in self.rows:
+            print(f"  {label.ljust(width)}  {value}")
+        if self.targets:
+            print("targets:")
+            for text, ok in self.targets:
+                print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+        sys.stdout.flush()
+
+    @property
+    def failed(self) -> bool:
+        return not all(ok for _, ok in self.targets)
+
+
+def minimal_statm_oom_reader() -> list[tuple[int, bytes, int]]:
+    """The least a Python reader can do for reserved/committed and the OOM score:
+    statm and oom_score of every process, with plain open()."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/statm", "rb") as f:
+                statm = f.read()
+            with open(f"/proc/{name}/oom_score", "rb") as f:
+                score = int(f.read())
+        except OSError:
+            continue
+        out.append((int(name), statm, score))
+    return out

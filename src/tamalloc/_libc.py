@@ -1,0 +1,45 @@
+"""ctypes prototypes for the few libc calls the package makes."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap as _mmap
+import os
+
+# The symbols of the running process: glibc or musl, whichever Python is linked to.
+libc = ctypes.CDLL(None, use_errno=True)
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+HUGE_PAGE_SIZE = 2 << 20
+
+PROT_READ_WRITE = _mmap.PROT_READ | _mmap.PROT_WRITE
+# MAP_NORESERVE is 0x4000 on every Linux architecture; the mmap module lacks it on 3.11.
+MAP_NORESERVE = getattr(_mmap, "MAP_NORESERVE", 0x4000)
+MAP_PRIVATE_ANON_NORESERVE = _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | MAP_NORESERVE
+MADV_HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", 14)
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+syscall = libc.syscall
+syscall.restype = ctypes.c_long
+
+mmap = libc.mmap
+mmap.restype = ctypes.c_void_p
+mmap.argtypes = (
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+)
+
+munmap = libc.munmap
+munmap.restype = ctypes.c_int
+munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+
+madvise = libc.madvise
+madvise.restype = ctypes.c_int
+madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+mincore = libc.mincore
+mincore.restype = ctypes.c_int
+mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+
+
+def page_round_up(size: int, align: int = PAGE_SIZE) -> int:
+    return (size + align - 1) & ~(align - 1)

@@ -1,0 +1,118 @@
+"""The tamalloc system-call ABI, mirrored from ``include/uapi/linux/tamalloc.h``.
+
+This is the only place that knows syscall numbers and record layouts; ``docs/abi.md``
+is the reference and the two must match.  The ``struct`` formats are derived from the
+ctypes layouts so that bulk decoding (``struct.iter_unpack``) cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from typing import Any
+
+# x86_64 only: other architectures have no numbers assigned, so the kernel backend
+# treats them as "syscalls absent".
+SUPPORTED_MACHINES = frozenset({"x86_64", "amd64"})
+
+NR_TAMALLOC = 548
+NR_GET_MEM_STATS = 549
+NR_GET_TOTAL_MEM_STATS = 550
+
+TAMALLOC_HUGE = 0x1
+
+TAMALLOC_MEM_STATS_SIZE_VER0 = 88
+TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 = 64
+# The kernel rejects record sizes above this.
+TAMALLOC_MAX_RECORD_SIZE = 4096
+
+COMM_LEN = 16
+
+
+class TamallocMemStats(ctypes.Structure):
+    """``struct tamalloc_mem_stats`` (VER0)."""
+
+    _fields_ = (
+        ("pid", ctypes.c_int32),
+        ("oom_score", ctypes.c_int32),
+        ("oom_score_adj", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),  # __reserved in C: always zero
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("reserved_kb", ctypes.c_uint64),
+        ("committed_kb", ctypes.c_uint64),
+        ("anon_kb", ctypes.c_uint64),
+        ("file_kb", ctypes.c_uint64),
+        ("shmem_kb", ctypes.c_uint64),
+        ("swap_kb", ctypes.c_uint64),
+        ("pgtables_kb", ctypes.c_uint64),
+    )
+
+
+class TamallocTotalMemStats(ctypes.Structure):
+    """``struct tamalloc_total_mem_stats`` (VER0)."""
+
+    _fields_ = (
+        ("processes", ctypes.c_uint64),
+        ("reserved_kb", ctypes.c_uint64),
+        ("committed_kb", ctypes.c_uint64),
+        ("swap_kb", ctypes.c_uint64),
+        ("committed_as_kb", ctypes.c_uint64),
+        ("commit_limit_kb", ctypes.c_uint64),
+        ("mem_total_kb", ctypes.c_uint64),
+        ("overcommit_memory", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),  # __reserved in C: always zero
+    )
+
+
+_STRUCT_CODES: dict[type, str] = {
+    ctypes.c_int32: "i",
+    ctypes.c_uint32: "I",
+    ctypes.c_int64: "q",
+    ctypes.c_uint64: "Q",
+}
+
+
+def _struct_format(cls: type[ctypes.Structure]) -> str:
+    codes = []
+    for field in cls._fields_:
+        ctype: Any = field[1]
+        if issubclass(ctype, ctypes.Array) and ctype._type_ is ctypes.c_char:
+            codes.append(f"{ctype._length_}s")
+        else:
+            codes.append(_STRUCT_CODES[ctype])
+    return "=" + "".join(codes)
+
+
+MEM_STATS_STRUCT = struct.Struct(_struct_format(TamallocMemStats))
+TOTAL_MEM_STATS_STRUCT = struct.Struct(_struct_format(TamallocTotalMemStats))
+
+
+def _check_layout() -> None:
+    # A layout that disagrees with the header would silently corrupt every record, so
+    # fail at import time; explicit raises survive ``python -O``, asserts would not.
+    checks = {
+        "sizeof(tamalloc_mem_stats)": (
+            ctypes.sizeof(TamallocMemStats), TAMALLOC_MEM_STATS_SIZE_VER0),
+        "sizeof(tamalloc_total_mem_stats)": (
+            ctypes.sizeof(TamallocTotalMemStats), TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+        "struct format of tamalloc_mem_stats": (
+            MEM_STATS_STRUCT.size, TAMALLOC_MEM_STATS_SIZE_VER0),
+        "struct format of tamalloc_total_mem_stats": (
+            TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+        "offsetof(tamalloc_mem_stats, comm)": (TamallocMemStats.comm.offset, 16),
+        "offsetof(tamalloc_mem_stats, reserved_kb)": (TamallocMemStats.reserved_kb.offset, 32),
+        "offsetof(tamalloc_total_mem_stats, overcommit_memory)": (
+            TamallocTotalMemStats.overcommit_memory.offset, 56),
+    }
+    for what, (got, want) in checks.items():
+        if got != want:
+            raise AssertionError(f"tamalloc ABI mismatch: {what} is {got}, header says {want}")
+
+
+_check_layout()
+
+
+def machine_supported(machine: str | None = None) -> bool:
+    """Whether the syscall numbers above are valid on this (or the given) machine."""
+    return (machine or os.uname().machine).lower() in SUPPORTED_MACHINES

@@ -1,0 +1,85 @@
+"""Backend selection: the tamalloc syscalls where present, /proc everywhere else.
+
+The default is decided once per process (``TAMALLOC_BACKEND`` or probing the kernel)
+and cached; every public function also takes ``backend=`` to override it per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import mmap
+import os
+from typing import Literal, Protocol
+
+from ..models import MemStats, TotalMemStats
+
+BackendName = Literal["kernel", "procfs"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "procfs")
+ENV_VAR = "TAMALLOC_BACKEND"
+
+
+class Backend(Protocol):
+    name: BackendName
+
+    def mem_stats(self, pid: int) -> MemStats: ...
+
+    def all_mem_stats(self) -> list[MemStats]: ...
+
+    def total_mem_stats(self) -> TotalMemStats: ...
+
+    def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
+        """Map ``size`` bytes of lazily-zeroed memory. Returns its address and the
+        object owning the mapping, if any (closing it unmaps; else munmap(2) frees)."""
+        ...
+
+
+@functools.cache
+def kernel_available() -> bool:
+    """True when the running kernel has the tamalloc syscalls (probed once)."""
+    from .kernel import probe
+
+    return probe()
+
+
+def _check_name(name: str, origin: str) -> BackendName:
+    if name == "kernel":
+        return "kernel"
+    if name == "procfs":
+        return "procfs"
+    raise ValueError(f"unknown backend {name!r} from {origin}: expected 'kernel' or 'procfs'")
+
+
+@functools.cache
+def default_backend_name() -> BackendName:
+    """``$TAMALLOC_BACKEND`` if set, else kernel when available, else procfs."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return _check_name(env, f"${ENV_VAR}")
+    return "kernel" if kernel_available() else "procfs"
+
+
+@functools.cache
+def _instance(name: BackendName) -> Backend:
+    if name == "kernel":
+        from .kernel import KernelBackend
+
+        return KernelBackend()
+    from .procfs import ProcfsBackend
+
+    return ProcfsBackend()
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The backend called ``name`` (default: :func:`default_backend_name`).
+
+    Raises KernelUnavailable for "kernel" on a kernel without the syscalls and
+    ValueError for an unknown name.
+    """
+    if name is None:
+        return _default_instance()
+    return _instance(_check_name(name, "backend="))
+
+
+@functools.cache
+def _default_instance() -> Backend:
+    return _instance(default_backend_name())

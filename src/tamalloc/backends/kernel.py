@@ -1,0 +1,117 @@
+"""The kernel backend: the tamalloc syscalls through ctypes (x86_64, patched kernel)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+from typing import Any
+
+from .. import _libc, abi
+from ..errors import KernelUnavailable, raise_errno
+from ..models import MemStats, TotalMemStats
+from . import BackendName
+
+_c_long = ctypes.c_long
+_c_uint = ctypes.c_uint
+_c_int = ctypes.c_int
+_c_ulong = ctypes.c_ulong
+
+_MEM_STATS_SIZE = ctypes.sizeof(abi.TamallocMemStats)
+_TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)
+_MAX_OVERFLOW_RETRIES = 8
+
+
+def probe() -> bool:
+    """Whether the syscalls exist: get_total_mem_stats(NULL, 0, 0) is a harmless call
+    that fails with EINVAL on the patched kernel and ENOSYS elsewhere."""
+    if not abi.machine_supported():
+        return False
+    ret = _libc.syscall(_c_long(abi.NR_GET_TOTAL_MEM_STATS), None, _c_uint(0), _c_uint(0))
+    # Anything but EINVAL (ENOSYS, or EPERM from a seccomp filter) means unusable.
+    return ret == -1 and ctypes.get_errno() == errno.EINVAL
+
+
+def _decode_name(comm: bytes) -> str:
+    return comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _from_record(fields: tuple[Any, ...]) -> MemStats:
+    pid, oom_score, oom_adj, _zero, comm, reserved, committed, anon, file_, shmem, swap, _pte = (
+        fields
+    )
+    return MemStats.build(
+        pid, _decode_name(comm), reserved, committed, anon, file_, shmem, swap, oom_score, oom_adj
+    )
+
+
+def _get_mem_stats(pid: int, buf: ctypes.Array[ctypes.c_char] | None, count: int) -> int:
+    """Raw get_mem_stats; returns its result or -errno."""
+    ret = _libc.syscall(
+        _c_long(abi.NR_GET_MEM_STATS),
+        _c_int(pid),
+        buf,
+        _c_uint(_MEM_STATS_SIZE),
+        _c_uint(count),
+        _c_uint(0),
+    )
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+class KernelBackend:
+    name: BackendName = "kernel"
+
+    def __init__(self) -> None:
+        from . import kernel_available
+
+        if not kernel_available():
+            raise KernelUnavailable()
+
+    def mem_stats(self, pid: int) -> MemStats:
+        buf = ctypes.create_string_buffer(_MEM_STATS_SIZE)
+        ret = _get_mem_stats(pid, buf, 1)
+        if ret < 0:
+            raise_errno(-ret, pid=pid, what=f"get_mem_stats({pid})")
+        return _from_record(abi.MEM_STATS_STRUCT.unpack(buf.raw))
+
+    def all_mem_stats(self) -> list[MemStats]:
+        count = _get_mem_stats(0, None, 0)
+        if count < 0:
+            raise_errno(-count, what="get_mem_stats(0)")
+        # Processes may appear between the sizing call and the real one: leave
+        # headroom, and grow on EOVERFLOW (the kernel never truncates silently).
+        capacity = count + max(16, count // 8)
+        for _ in range(_MAX_OVERFLOW_RETRIES):
+            buf = ctypes.create_string_buffer(capacity * _MEM_STATS_SIZE)
+            written = _get_mem_stats(0, buf, capacity)
+            if written >= 0:
+                view = memoryview(buf).cast("B")[: written * _MEM_STATS_SIZE]
+                return [_from_record(r) for r in abi.MEM_STATS_STRUCT.iter_unpack(view)]
+            if -written != errno.EOVERFLOW:
+                raise_errno(-written, what="get_mem_stats(0)")
+            capacity *= 2
+        raise_errno(errno.EOVERFLOW, what="get_mem_stats(0): process count kept growing")
+
+    def total_mem_stats(self) -> TotalMemStats:
+        rec = abi.TamallocTotalMemStats()
+        ret = _libc.syscall(
+            _c_long(abi.NR_GET_TOTAL_MEM_STATS), ctypes.byref(rec), _c_uint(_TOTAL_SIZE), _c_uint(0)
+        )
+        if ret < 0:
+            raise_errno(ctypes.get_errno(), what="get_total_mem_stats")
+        return TotalMemStats(
+            processes=rec.processes,
+            reserved_kb=rec.reserved_kb,
+            committed_kb=rec.committed_kb,
+            swap_kb=rec.swap_kb,
+            committed_as_kb=rec.committed_as_kb,
+            commit_limit_kb=rec.commit_limit_kb,
+            mem_total_kb=rec.mem_total_kb,
+            overcommit_memory=rec.overcommit_memory,
+        )
+
+    def map_anonymous(self, size: int, huge: bool) -> tuple[int, None]:
+        flags = abi.TAMALLOC_HUGE if huge else 0
+        ret = _libc.syscall(_c_long(abi.NR_TAMALLOC), _c_ulong(size), _c_ulong(flags))
+        if ret == -1:
+            raise_errno(ctypes.get_errno(), what=f"cannot allocate {size} bytes")
+        return int(ret), None

@@ -1,0 +1,284 @@
+"""The /proc backend: works on any Linux, reads as few files per process as it can.
+
+Per process it reads ``status`` (one read gives the name and every memory field:
+VmSize, VmRSS, RssAnon, RssFile, RssShmem, VmSwap), then ``oom_score`` and
+``oom_score_adj``. ``statm`` would be smaller but lacks the anon/file/shmem split and
+swap, and ``comm`` is already in ``status``, so three reads is the minimum that fills
+every MemStats field. Kernel threads are recognised by a ``status`` without VmSize and
+cost one read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import mmap
+import os
+import re
+from collections.abc import Callable
+
+from .. import _libc
+from ..errors import (
+    AccessDenied,
+    NoSuchProcess,
+    exception_for_errno,
+    raise_errno,
+    translate_os_errors,
+)
+from ..models import MemStats, TotalMemStats
+from . import BackendName
+
+_PROC = "/proc"
+_READ_CHUNK = 4096
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+# The status fields MemStats needs, in its order. _memory_fields expects the layout
+# every kernel since 4.5 prints (checking prefixes and slicing is several times faster
+# than a regex); _parse_status_slow copes with any other.
+_STATUS_KEYS = (b"VmSize", b"VmRSS", b"RssAnon", b"RssFile", b"RssShmem", b"VmSwap")
+_TGID_RE = re.compile(rb"\nTgid:\s*(\d+)")
+_UID_RE = re.compile(rb"\nUid:\s*(\d+)\s+(\d+)")
+# status escapes "\n" and "\\" in Name (fs/proc/array.c); comm itself is raw bytes.
+_NAME_ESCAPE_RE = re.compile(r"\\([n\\])")
+
+
+def _read_rest(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        data = os.read(fd, _READ_CHUNK)
+        if len(data) == _READ_CHUNK:  # rare: e.g. a status with a very long Groups line
+            data += _read_rest(fd)
+        return data
+    finally:
+        os.close(fd)
+
+
+def _name(status: bytes) -> str:
+    name = status[6 : status.find(b"\n")].decode("utf-8", "replace")  # after b"Name:\t"
+    return _unescape_name(name) if "\\" in name else name
+
+
+def _unescape_name(name: str) -> str:
+    return _NAME_ESCAPE_RE.sub(lambda m: "\n" if m[1] == "n" else "\\", name)
+
+
+def _parse_status_slow(status: bytes) -> tuple[int, ...] | None:
+    fields: dict[bytes, int] = {}
+    for line in status.split(b"\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key in _STATUS_KEYS:
+            fields[key] = int(value.split()[0])
+    if b"VmSize" not in fields:
+        return None
+    return tuple(fields.get(key, 0) for key in _STATUS_KEYS)
+
+
+def _memory_fields(status: bytes) -> tuple[int, ...] | None:
+    """(reserved, committed, anon, file, shmem, swap) in kB; None for no mm."""
+    start = status.find(b"\nVmSize:")
+    if start < 0:
+        return None  # kernel thread or zombie: no address space
+    lines = status[start + 1 : start + 1024].split(b"\n", 14)
+    if (
+        len(lines) > 13
+        and lines[4].startswith(b"VmRSS:")
+        and lines[5].startswith(b"RssAnon:")
+        and lines[6].startswith(b"RssFile:")
+        and lines[7].startswith(b"RssShmem:")
+        and lines[13].startswith(b"VmSwap:")
+    ):
+        # "VmRSS:\t    1234 kB": int() skips the blanks; [-3:] is " kB".
+        return (
+            int(lines[0][7:-3]),
+            int(lines[4][6:-3]),
+            int(lines[5][8:-3]),
+            int(lines[6][8:-3]),
+            int(lines[7][9:-3]),
+            int(lines[13][7:-3]),
+        )
+    return _parse_status_slow(status)
+
+
+def _process_stats(
+    pid: int,
+    *,
+    _open: Callable[..., int] = os.open,
+    _read_fd: Callable[[int, int], bytes] = os.read,
+    _close: Callable[[int], None] = os.close,
+) -> tuple[MemStats | None, bytes]:
+    """(MemStats, status) of ``pid``; None for a process without memory (kernel thread,
+    zombie). Raises OSError. This is the hot loop of `tamalloc stats`: reads are inlined
+    and os functions bound as defaults, which is measurably faster than helpers."""
+    base = f"{_PROC}/{pid}/"
+    fd = _open(base + "status", _OPEN_FLAGS)
+    try:
+        status = _read_fd(fd, _READ_CHUNK)
+        if len(status) == _READ_CHUNK:
+            status += _read_rest(fd)
+    finally:
+        _close(fd)
+    memory = _memory_fields(status)
+    if memory is None:
+        return None, status
+    fd = _open(base + "oom_score", _OPEN_FLAGS)
+    try:
+        oom_score = int(_read_fd(fd, 32))
+    finally:
+        _close(fd)
+    fd = _open(base + "oom_score_adj", _OPEN_FLAGS)
+    try:
+        oom_score_adj = int(_read_fd(fd, 32))
+    finally:
+        _close(fd)
+    reserved, committed, anon, file_, shmem, swap = memory
+    name = status[6 : status.find(b"\n")].decode("utf-8", "replace")  # after b"Name:\t"
+    stats = MemStats(
+        pid,
+        _unescape_name(name) if "\\" in name else name,
+        reserved,
+        committed,
+        committed / reserved * 100 if reserved else 0.0,  # models.committed_pct, inlined
+        anon,
+        file_,
+        shmem,
+        swap,
+        oom_score,
+        oom_score_adj,
+    )
+    return stats, status
+
+
+def _skip_vanished(err: OSError, pid: int) -> None:
+    """During a scan, a process that exited (or is hidden from us) is left out; any
+    other error is raised as the package's exception."""
+    exc = exception_for_errno(err.errno, pid=pid) if err.errno else err
+    if not isinstance(exc, (NoSuchProcess, AccessDenied)):
+        raise exc from err
+
+
+def list_pids() -> list[int]:
+    """Process ids in /proc (thread-group ids only: threads are not listed)."""
+    return sorted(int(name) for name in os.listdir(_PROC) if name.isdigit())
+
+
+def process_uid(pid: int) -> int:
+    """Effective uid of ``pid`` (as ``ps -u`` filters), from its status."""
+    with translate_os_errors(pid=pid):
+        match = _UID_RE.search(_read(f"{_PROC}/{pid}/status"))
+    if match is None:
+        raise NoSuchProcess(pid)
+    return int(match[2])
+
+
+def _read_meminfo(keys: tuple[bytes, ...]) -> dict[bytes, int]:
+    found: dict[bytes, int] = {}
+    for line in _read(f"{_PROC}/meminfo").split(b"\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key in keys:
+            found[key] = int(value.split()[0])
+    return found
+
+
+class ProcfsBackend:
+    name: BackendName = "procfs"
+
+    def mem_stats(self, pid: int) -> MemStats:
+        with translate_os_errors(pid=pid):
+            found, status = _process_stats(pid)
+            # None: a kernel thread or zombie, which has no memory but is a process.
+            stats = found or MemStats.build(
+                pid, _name(status), 0, 0, 0, 0, 0, 0,
+                int(_read(f"{_PROC}/{pid}/oom_score")),
+                int(_read(f"{_PROC}/{pid}/oom_score_adj")),
+            )
+        tgid = _TGID_RE.search(status)
+        if tgid is not None and int(tgid[1]) != pid:
+            # A thread id: like the syscall, report its process's id with the
+            # thread's own name (the memory and OOM figures are per process anyway).
+            stats = dataclasses.replace(stats, pid=int(tgid[1]))
+        return stats
+
+    def all_mem_stats(self) -> list[MemStats]:
+        result: list[MemStats] = []
+        append = result.append
+        for pid in list_pids():
+            # A plain try (free when nothing is raised) rather than a context manager
+            # per process: this loop is the hot path of `tamalloc stats`.
+            try:
+                stats = _process_stats(pid)[0]
+            except OSError as err:
+                _skip_vanished(err, pid)
+                continue
+            if stats is not None:
+                append(stats)
+        return result
+
+    def total_mem_stats(self) -> TotalMemStats:
+        processes = reserved = committed = swap = 0
+        for pid in list_pids():
+            try:
+                memory = _memory_fields(_read(f"{_PROC}/{pid}/status"))
+            except OSError as err:
+                _skip_vanished(err, pid)
+                continue
+            if memory is not None:
+                processes += 1
+                reserved += memory[0]
+                committed += memory[1]
+                swap += memory[5]
+        meminfo = _read_meminfo((b"Committed_AS", b"CommitLimit", b"MemTotal"))
+        overcommit = int(_read(f"{_PROC}/sys/vm/overcommit_memory"))
+        return TotalMemStats(
+            processes=processes,
+            reserved_kb=reserved,
+            committed_kb=committed,
+            swap_kb=swap,
+            committed_as_kb=meminfo.get(b"Committed_AS", 0),
+            commit_limit_kb=meminfo.get(b"CommitLimit", 0),
+            mem_total_kb=meminfo.get(b"MemTotal", 0),
+            overcommit_memory=overcommit,
+        )
+
+    def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
+        """mmap private anonymous MAP_NORESERVE; huge: 2 MiB aligned + MADV_HUGEPAGE."""
+        if not huge:
+            # The mmap module is the cheapest way to call mmap(2) from Python (ctypes
+            # costs ~1 µs a call more); the object then owns the mapping, and closing
+            # it is the munmap(2).
+            try:
+                owner = mmap.mmap(-1, size, flags=_libc.MAP_PRIVATE_ANON_NORESERVE)
+            except OSError as exc:  # not a `with` block: this path is timed in µs
+                raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {size} bytes")
+            return ctypes.addressof(ctypes.c_char.from_buffer(owner)), owner
+        # Over-map by one huge page so that an aligned start fits, then trim both ends.
+        length = _libc.page_round_up(size)
+        span = length + _libc.HUGE_PAGE_SIZE
+        raw: int | None = _libc.mmap(
+            None, span, _libc.PROT_READ_WRITE, _libc.MAP_PRIVATE_ANON_NORESERVE, -1, 0
+        )
+        if raw is None or raw == _libc.MAP_FAILED:
+            raise_errno(ctypes.get_errno(), what=f"cannot allocate {size} bytes")
+        start = _libc.page_round_up(raw, _libc.HUGE_PAGE_SIZE)
+        head, tail = start - raw, raw + span - (start + length)
+        # Trimming splits the mapping and can fail at the map count limit (ENOMEM):
+        # then give everything back rather than return a half-trimmed mapping.
+        if head and _libc.munmap(raw, head):
+            err = ctypes.get_errno()
+            _libc.munmap(raw, span)
+            raise_errno(err, what=f"cannot allocate {size} bytes")
+        if tail and _libc.munmap(start + length, tail):
+            err = ctypes.get_errno()
+            _libc.munmap(start, length + tail)  # the head is gone already
+            raise_errno(err, what=f"cannot allocate {size} bytes")
+        # Best effort, as the syscall's flag: without THP support madvise says EINVAL
+        # and the memory is still valid, just in small pages.
+        _libc.madvise(start, length, _libc.MADV_HUGEPAGE)
+        return start, None

@@ -1,0 +1,1 @@
+"""The ``tamalloc`` command."""

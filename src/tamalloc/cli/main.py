@@ -1,0 +1,189 @@
+"""Entry point of the ``tamalloc`` command: argument parsing, exit status, error lines.
+
+Each sub-command lives in its own module with ``add_parser`` and ``run``; rich and
+the heavier parts of the package are imported by the commands only when they need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import NoReturn, TextIO
+
+from .. import __version__
+
+PROG = "tamalloc"
+DEBUG_ENV = "TAMALLOC_DEBUG"
+
+
+class ExitStatus(IntEnum):
+    SUCCESS = 0
+    ERROR = 1  # runtime: no such process, access denied, allocation failed
+    USAGE = 2  # bad arguments
+    INTERRUPTED = 130  # Ctrl-C where it is not the normal way out
+
+
+@dataclass
+class Environment:
+    """The command's streams and terminal facts, swappable for tests."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdout_isatty: bool | None = None
+    no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
+
+    def __post_init__(self) -> None:
+        if self.stdout_isatty is None:
+            isatty = getattr(self.stdout, "isatty", None)
+            self.stdout_isatty = bool(isatty and isatty())
+
+    @property
+    def interactive(self) -> bool:
+        """Whether to draw tables, live views and progress bars (rich) or plain text."""
+        return bool(self.stdout_isatty)
+
+    @property
+    def color(self) -> bool:
+        return self.interactive and not self.no_color
+
+    def error(self, message: str) -> None:
+        print(f"{PROG}: error: {message}", file=self.stderr)
+
+    def info(self, message: str) -> None:
+        print(message, file=self.stdout, flush=True)
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def pid_or_zero(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid pid {text!r}: must be >= 0 (0 = all)")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from . import demo, stats, system, total, watch
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--backend",
+        choices=("kernel", "procfs"),
+        default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
+        help="kernel: the tamalloc syscalls; procfs: /proc and mmap (default: kernel when"
+        " available, or $TAMALLOC_BACKEND)",
+    )
+    parser = _Parser(
+        prog=PROG,
+        description="Lazily-zeroed buffers and per-process/system memory statistics.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (stats, total, system, watch, demo):
+        module.add_parser(commands, common)
+    return parser
+
+
+def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
+    parser = _build_parser()
+    # argparse prints --help/--version to sys.stdout; route it to the environment's.
+    with contextlib.redirect_stdout(env.stdout):
+        return parser.parse_args(argv)
+
+
+def _check_backend(args: argparse.Namespace) -> None:
+    """Resolve the backend before running so a bad choice is one clean error."""
+    from ..backends import get_backend
+
+    try:
+        get_backend(getattr(args, "backend", None))
+    except ValueError as err:  # unknown name in $TAMALLOC_BACKEND
+        raise UsageError(str(err)) from err
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command; returns the exit status (the console script exits with it)."""
+    env = env or Environment()
+    try:
+        args = _parse(argv, env)
+    except UsageError as err:
+        env.error(str(err))
+        return ExitStatus.USAGE
+    except SystemExit as exit_:  # --help, --version
+        return int(exit_.code or 0)
+    return _run(args, env)
+
+
+def _run(args: argparse.Namespace, env: Environment) -> int:
+    from ..errors import TamallocError
+
+    try:
+        if args.needs_backend:
+            _check_backend(args)
+        return int(args.run(args, env))
+    except UsageError as err:
+        env.error(str(err))
+        return ExitStatus.USAGE
+    except KeyboardInterrupt:
+        env.error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error, but stop writing to it.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return ExitStatus.SUCCESS
+    except (TamallocError, MemoryError) as err:
+        env.error(str(err) or type(err).__name__)
+        return ExitStatus.ERROR
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        env.error(f"{err.strerror or err}{where}")
+        return ExitStatus.ERROR
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        env.error(f"internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for details)")
+        return ExitStatus.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

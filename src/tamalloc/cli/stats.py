@@ -1,0 +1,182 @@
+"""``tamalloc stats [PID ...]``: reserved and committed memory per process."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Callable
+from typing import Any
+
+from ..models import FIELD_NAMES, MemStats, committed_pct
+from ..sizes import format_kb
+from .main import Environment, ExitStatus, pid_or_zero, positive_int
+from .output import UNIT_LABELS, UNITS, Column, render_table, write_json
+
+# CLI sort key → (MemStats field, biggest first?). Names sort A→Z, pids ascending,
+# everything else biggest first, which is what one looks for.
+SORT_KEYS: dict[str, tuple[str, bool]] = {
+    "pid": ("pid", False),
+    "name": ("name", False),
+    "reserved": ("reserved_kb", True),
+    "committed": ("committed_kb", True),
+    "committed_pct": ("committed_pct", True),
+    "pct": ("committed_pct", True),
+    "anon": ("anon_kb", True),
+    "file": ("file_kb", True),
+    "shmem": ("shmem_kb", True),
+    "swap": ("swap_kb", True),
+    "oom_score": ("oom_score", True),
+    "oom": ("oom_score", True),
+    "oom_score_adj": ("oom_score_adj", True),
+    "oom_adj": ("oom_score_adj", True),
+}
+for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
+    SORT_KEYS.setdefault(_field, (_field, _field not in ("pid", "name")))
+
+
+def _user(text: str) -> int:
+    import pwd
+
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="memory of processes (all, or the PIDs given)",
+        description="Reserved (virtual) and committed (resident) memory, swap and OOM"
+        " score per process. No PID or 0 lists every process.",
+    )
+    p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
+    p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",
+                   help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); default pid, "
+                   "or oom_score with --top, so the top N are the likeliest OOM victims")
+    p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
+    p.add_argument("--top", type=positive_int, metavar="N", help="show the first N only")
+    p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
+    p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
+    p.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
+    fmt.add_argument("--csv", action="store_true", help="CSV with the MemStats field names")
+    p.set_defaults(run=run, needs_backend=True)
+
+
+def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats], bool]:
+    from .. import stats as api
+    from ..errors import NoSuchProcess
+
+    backend = getattr(args, "backend", None)
+    if not args.pids or 0 in args.pids:
+        return api.all_mem_stats(backend=backend), True
+    found, ok = [], True
+    for pid in dict.fromkeys(args.pids):  # keep order, drop repeats
+        try:
+            found.append(api.mem_stats(pid, backend=backend))
+        except NoSuchProcess as err:
+            env.error(str(err))
+            ok = False
+    return found, ok
+
+
+def _filter(rows: list[MemStats], args: argparse.Namespace) -> list[MemStats]:
+    if args.name:
+        needle = args.name.casefold()
+        rows = [r for r in rows if needle in r.name.casefold()]
+    if args.user is not None:
+        rows = [r for r in rows if _uid_of(r.pid) == args.user]
+    field, descending = SORT_KEYS[args.sort or ("oom_score" if args.top else "pid")]
+    key: Callable[[MemStats], Any] = (
+        (lambda r: (r.name.casefold(), r.pid)) if field == "name"
+        else (lambda r: (getattr(r, field), -r.pid if descending else r.pid))
+    )
+    rows = sorted(rows, key=key, reverse=descending != args.reverse)
+    return rows[: args.top] if args.top else rows
+
+
+def _uid_of(pid: int) -> int | None:
+    from ..backends.procfs import process_uid
+    from ..errors import AccessDenied, NoSuchProcess
+
+    try:
+        return process_uid(pid)
+    except (NoSuchProcess, AccessDenied):
+        return None
+
+
+def risk_style(oom_score: int, oom_score_adj: int) -> str | None:
+    """Row colour by how likely the OOM killer is to pick the process.
+
+    Since Linux 5.9 /proc/PID/oom_score is (1000 + badness) * 2/3 with badness in
+    per-mille of RAM + swap plus the adj, so an idle process with adj 0 scores 666.
+    """
+    if oom_score_adj == -1000 or oom_score == 0:
+        return "dim"  # exempt from the OOM killer
+    if oom_score >= 1000:  # half of memory, or pushed up by oom_score_adj
+        return "bold red"
+    if oom_score >= 800:  # a fifth of memory
+        return "yellow"
+    return None
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    rows, ok = _collect(args, env)
+    rows = _filter(rows, args)
+    if not ok and not rows:
+        return ExitStatus.ERROR  # every PID asked for is missing: the errors say it all
+    if args.json:
+        write_json(env, [r.to_dict() for r in rows])
+    elif args.csv:
+        writer = csv.writer(env.stdout, lineterminator="\n")
+        writer.writerow(FIELD_NAMES)
+        writer.writerows([getattr(r, f) for f in FIELD_NAMES] for r in rows)
+    else:
+        _table(env, rows, args.units)
+    return ExitStatus.SUCCESS if ok else ExitStatus.ERROR
+
+
+def _table(env: Environment, rows: list[MemStats], units: str) -> None:
+    label = UNIT_LABELS[units]
+    columns = (
+        Column("PID"),
+        Column("NAME", numeric=False),
+        Column(f"RESERVED{label}"),
+        Column(f"COMMITTED{label}"),
+        Column("COMMIT %"),
+        Column(f"SWAP{label}"),
+        Column("OOM SCORE"),
+        Column("OOM ADJ"),
+    )
+    cells = [
+        [
+            str(r.pid),
+            r.name,
+            format_kb(r.reserved_kb, units),
+            format_kb(r.committed_kb, units),
+            f"{r.committed_pct:.1f}",
+            format_kb(r.swap_kb, units),
+            str(r.oom_score),
+            str(r.oom_score_adj),
+        ]
+        for r in rows
+    ]
+    reserved = sum(r.reserved_kb for r in rows)
+    committed = sum(r.committed_kb for r in rows)
+    footer = [
+        "TOTAL",
+        f"{len(rows)} process{'es' if len(rows) != 1 else ''}",
+        format_kb(reserved, units),
+        format_kb(committed, units),
+        f"{committed_pct(committed, reserved):.1f}",
+        format_kb(sum(r.swap_kb for r in rows), units),
+        "",
+        "",
+    ]
+    styles = [risk_style(r.oom_score, r.oom_score_adj) for r in rows] if env.color else None
+    render_table(env, columns, cells, footer=footer, styles=styles)

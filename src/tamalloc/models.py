@@ -1,0 +1,171 @@
+"""Result types shared by both backends (frozen, so results can be cached and compared)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+OVERCOMMIT_MODES = {0: "heuristic", 1: "always", 2: "never"}
+
+
+def committed_pct(committed_kb: int, reserved_kb: int) -> float:
+    """Committed as a percentage of reserved (0 when nothing is reserved)."""
+    return committed_kb / reserved_kb * 100 if reserved_kb else 0.0
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+@dataclass(frozen=True, slots=True)
+class MemStats:
+    """Memory of one process. Sizes are in kB (1024 bytes), as in /proc."""
+
+    pid: int
+    name: str
+    reserved_kb: int  # virtual size, VmSize
+    committed_kb: int  # resident, VmRSS = anon + file + shmem
+    committed_pct: float
+    anon_kb: int
+    file_kb: int
+    shmem_kb: int
+    swap_kb: int
+    oom_score: int
+    oom_score_adj: int
+
+    @classmethod
+    def build(
+        cls,
+        pid: int,
+        name: str,
+        reserved_kb: int,
+        committed_kb: int,
+        anon_kb: int,
+        file_kb: int,
+        shmem_kb: int,
+        swap_kb: int,
+        oom_score: int,
+        oom_score_adj: int,
+    ) -> MemStats:
+        """Construct with ``committed_pct`` derived, so every backend computes it alike."""
+        return cls(
+            pid,
+            name,
+            reserved_kb,
+            committed_kb,
+            committed_pct(committed_kb, reserved_kb),
+            anon_kb,
+            file_kb,
+            shmem_kb,
+            swap_kb,
+            oom_score,
+            oom_score_adj,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(MemStats))
+
+
+@dataclass(frozen=True, slots=True)
+class TotalMemStats:
+    """Sums over every user process, plus the system's commit accounting (kB)."""
+
+    processes: int
+    reserved_kb: int
+    committed_kb: int
+    swap_kb: int
+    committed_as_kb: int  # /proc/meminfo Committed_AS
+    commit_limit_kb: int  # /proc/meminfo CommitLimit
+    mem_total_kb: int  # /proc/meminfo MemTotal
+    overcommit_memory: int  # vm.overcommit_memory: 0, 1 or 2
+
+    @property
+    def overcommit_mode(self) -> str:
+        """``vm.overcommit_memory`` by name: heuristic, always or never."""
+        return OVERCOMMIT_MODES.get(self.overcommit_memory, str(self.overcommit_memory))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInfo:
+    total_kb: int
+    used_kb: int  # total - available, as procps free 4.x
+    free_kb: int
+    available_kb: int
+    buffers_kb: int
+    cached_kb: int
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """Cumulative CPU time in USER_HZ ticks since boot; ``cpu`` is None for the total."""
+
+    cpu: int | None
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+    steal: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.user + self.nice + self.system + self.idle
+            + self.iowait + self.irq + self.softirq + self.steal
+        )
+
+    def pct(self, name: str) -> float:
+        """Share of ``name`` (e.g. "user") in all ticks, in percent."""
+        total = self.total
+        return getattr(self, name) / total * 100 if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _as_dict(self)
+        if self.cpu is None:
+            del data["cpu"]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class CpuStats:
+    total: CpuTimes
+    per_cpu: tuple[CpuTimes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    path: str
+    total_kb: int
+    free_kb: int
+    available_kb: int
+    used_pct: float  # (total - free) / total, one decimal, as the module reports it
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStats:
+    """Memory, CPU and disk figures; ``source`` says where they came from."""
+
+    memory: MemoryInfo
+    cpu: CpuStats
+    disk: DiskUsage
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape of /proc/system_stats.json, plus ``source``."""
+        return {
+            "memory": _as_dict(self.memory),
+            "cpu": {
+                "total": self.cpu.total.to_dict(),
+                "per_cpu": [c.to_dict() for c in self.cpu.per_cpu],
+            },
+            "disk": _as_dict(self.disk),
+            "source": self.source,
+        }

@@ -1,0 +1,82 @@
+"""Parsing and formatting of byte sizes ("10M", "1GiB", "512k")."""
+
+from __future__ import annotations
+
+import functools
+import re
+from fractions import Fraction
+
+# Suffixes are binary (powers of 1024) whether or not they carry the "i": memory is
+# sized in pages, and the original demo called 10 * 1024 * 1024 bytes "10 MB".
+_MULTIPLIERS = {
+    "": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "p": 1 << 50,
+    "e": 1 << 60,
+}
+_SIZE_RE = re.compile(
+    r"\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgtpe]?)(?:(?<=[kmgtpe])i)?b?\s*",
+    re.IGNORECASE,
+)
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def parse_size(size: int | str) -> int:
+    """Return ``size`` in bytes; strings take an optional K/M/G/T/P/E suffix.
+
+    "512", "512B", "4k", "10M", "10MB", "1GiB" and "1.5G" are accepted. Raises
+    ValueError for anything unparsable, not a whole number of bytes, or ≤ 0.
+    """
+    if isinstance(size, bool):  # bool is an int subclass; alloc(True) is a bug
+        raise ValueError(f"invalid size: {size!r}")
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"invalid size: {size!r} (must be greater than 0)")
+        return size
+    if isinstance(size, str):
+        return _parse_text(size)
+    raise ValueError(f"invalid size: {size!r} (expected int or str)")
+
+
+@functools.lru_cache(maxsize=256)  # alloc("1GiB") in a loop should not re-parse
+def _parse_text(size: str) -> int:
+    match = _SIZE_RE.fullmatch(size)
+    if match is None:
+        raise ValueError(f"invalid size: {size!r} (expected e.g. 4096, 512k, 10M, 1GiB)")
+    number, multiplier = match["num"], _MULTIPLIERS[match["unit"].lower()]
+    if number.isdigit():
+        value = int(number) * multiplier
+    else:
+        exact = Fraction(number) * multiplier
+        if exact.denominator != 1:
+            raise ValueError(f"invalid size: {size!r} is not a whole number of bytes")
+        value = int(exact)
+    if value <= 0:
+        raise ValueError(f"invalid size: {size!r} (must be greater than 0)")
+    return value
+
+
+def format_bytes(n: float, precision: int = 1) -> str:
+    """``1536`` → ``"1.5 KiB"``; plain bytes below 1 KiB."""
+    value = float(n)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.{precision}f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_kb(kb: float, units: str = "auto", precision: int = 1) -> str:
+    """Format a kB count for display: ``units`` is "kb", "mb" or "auto"."""
+    if units == "kb":
+        return f"{int(kb):,}"
+    if units == "mb":
+        return f"{kb / 1024:,.{precision}f}"
+    if units == "auto":
+        return format_bytes(kb * 1024, precision)
+    raise ValueError(f"unknown units: {units!r}")

@@ -1,0 +1,111 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for child Pythons: finds the package even when not installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.pop("TAMALLOC_BACKEND", None)
+    env.pop("NO_COLOR", None)
+    env.update(extra)
+    return env
+
+
+# A child with a known allocation: RESERVE bytes mapped (MAP_NORESERVE), the first
+# TOUCH bytes written, then it sits on stdin so its memory stays still.
+CHILD_SCRIPT = """
+import mmap, sys
+reserve, touch = int(sys.argv[1]), int(sys.argv[2])
+mem = mmap.mmap(-1, reserve, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
+for offset in range(0, touch, mmap.PAGESIZE):
+    mem[offset] = 1
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen[str]
+    reserve: int
+    touch: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def status_kb(pid: int) -> dict[str, int]:
+    """The kB fields of /proc/PID/status as ints."""
+    return {k: int(v.split()[0]) for k, v in proc_status(pid).items() if v.endswith(" kB")}
+
+
+def read_int(path: str) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tamalloc ARGS`` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tamalloc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(**env),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """Exit ``status`` with exactly one line on stderr and no traceback."""
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("tamalloc: error: ")
+    return lines[0]
+
+
+def run_on_pty(*args: str, **env: str) -> str:
+    """Run the command with a terminal as stdout; what it wrote there."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamalloc", *args], stdout=slave, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, env=subprocess_env(COLUMNS="160", LINES="50", **env),
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode(errors="replace")

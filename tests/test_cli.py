@@ -1,0 +1,206 @@
+"""The other ``tamalloc`` commands and the exit statuses, run as ``python -m tamalloc``
+in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from _support import Child, assert_clean_error, read_int, run_cli, run_on_pty, subprocess_env
+from tamalloc.models import TotalMemStats
+
+TOTAL_FIELDS = tuple(TotalMemStats.__dataclass_fields__)
+
+
+# --- total and system ----------------------------------------------------------------
+
+
+def test_total_json(backend: str) -> None:
+    result = run_cli("total", "--json", "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert tuple(data) == TOTAL_FIELDS
+    assert data["processes"] > 0
+    assert data["mem_total_kb"] == _meminfo("MemTotal")
+    assert data["overcommit_memory"] == read_int("/proc/sys/vm/overcommit_memory")
+
+
+def test_total_table() -> None:
+    result = run_cli("total")
+    assert result.returncode == 0
+    for field in ("processes", "reserved", "committed", "Committed_AS", "CommitLimit"):
+        assert field in result.stdout
+
+
+def _meminfo(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def test_system_json(tmp_path: object) -> None:
+    result = run_cli("system", "--json", "--path", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"memory", "cpu", "disk", "source"}
+    assert data["memory"]["total_kb"] == _meminfo("MemTotal")
+    assert data["disk"]["path"] == str(tmp_path)
+    assert data["cpu"]["per_cpu"][0]["cpu"] == 0
+    assert {"user", "system", "idle", "iowait"} <= set(data["cpu"]["total"])
+
+
+def test_system_table() -> None:
+    result = run_cli("system")
+    assert result.returncode == 0
+    assert "available" in result.stdout
+    assert "IOWAIT %" in result.stdout
+    assert "Disk /" in result.stdout
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+def test_watch_ends_when_the_process_exits(backend: str) -> None:
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    try:
+        result = run_cli("watch", str(target.pid), "--interval", "0.2", "--backend", backend)
+    finally:
+        target.kill()
+        target.wait()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith(f"process {target.pid} ")
+    assert result.stdout.splitlines()[-1].endswith("exited")
+    assert result.stderr == ""
+
+
+def test_watch_ends_cleanly_on_ctrl_c(child: Child) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamalloc", "watch", str(child.pid), "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the loop is running once a sample is out
+    assert f"pid {child.pid}" in first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert "exited" not in out
+
+
+def test_watch_count_and_sample_lines(child: Child) -> None:
+    result = run_cli("watch", str(child.pid), "--interval", "0.1", "--count", "3")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert all("reserved" in line and "committed" in line for line in lines)
+
+
+def test_watch_rich_view_on_a_terminal(child: Child) -> None:
+    out = run_on_pty("watch", str(child.pid), "--interval", "0.1", "--count", "3")
+    assert "committed" in out
+    assert any(bar in out for bar in "▁▂▃▄▅▆▇█")
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_demo_verdict(backend: str, huge: bool) -> None:
+    args = ["demo", "--size", "1M", "--backend", backend] + (["--huge"] if huge else [])
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Verdict: OK" in result.stdout
+    assert "1,048,576 bytes read as 0" in result.stdout
+    assert "resident before touching 0 B" in result.stdout
+    assert f"backend {backend}" in result.stdout
+
+
+def test_demo_pauses_where_the_original_did() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tamalloc", "demo", "--size", "1M", "--pause"],
+        input="\n\n\n", capture_output=True, text=True, env=subprocess_env(), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("press Enter") == 3
+    assert proc.stdout.index("press Enter") < proc.stdout.index("Allocated")
+    assert proc.stdout.rindex("press Enter") > proc.stdout.index("Verdict: OK")
+
+
+def test_demo_progress_bar_on_a_terminal() -> None:
+    out = run_on_pty("demo", "--size", "2M")
+    assert "committed" in out
+    assert "Verdict: OK" in out
+
+
+# --- errors and exit statuses -------------------------------------------------------------
+
+
+def test_no_such_process_is_status_1() -> None:
+    missing = str(read_int("/proc/sys/kernel/pid_max") + 1)
+    for args in (("stats", missing), ("stats", missing, "--json"), ("watch", missing)):
+        line = assert_clean_error(run_cli(*args), 1)
+        assert f"no such process: {missing}" in line
+
+
+def test_allocation_failure_is_status_1() -> None:
+    line = assert_clean_error(run_cli("demo", "--size", "1EiB"), 1)
+    assert "cannot allocate" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("bogus",),
+        ("stats", "abc"),
+        ("stats", "-1"),
+        ("stats", "--top", "0"),
+        ("stats", "--sort", "bogus"),
+        ("stats", "--units", "gb"),
+        ("stats", "--json", "--csv"),
+        ("stats", "--user", "no-such-user-xyz"),
+        ("stats", "--backend", "sysfs"),
+        ("watch",),
+        ("watch", "0"),
+        ("watch", "1", "--interval", "0"),
+        ("watch", "1", "--interval", "soon"),
+        ("demo", "--size", "0"),
+        ("demo", "--size", "ten"),
+        ("system", "--units", "bytes"),
+    ],
+)
+def test_usage_errors_are_status_2(args: tuple[str, ...]) -> None:
+    assert_clean_error(run_cli(*args), 2)
+
+
+def test_bad_backend_environment_is_a_usage_error() -> None:
+    line = assert_clean_error(run_cli("stats", TAMALLOC_BACKEND="bogus"), 2)
+    assert "bogus" in line
+
+
+def test_kernel_backend_where_absent_is_status_1() -> None:
+    import tamalloc
+
+    if tamalloc.kernel_available():
+        pytest.skip("this kernel has the tamalloc syscalls")
+    for args in (("stats", "--backend", "kernel"), ("--backend", "kernel", "total")):
+        assert "patched kernel" in assert_clean_error(run_cli(*args), 1)
+
+
+def test_missing_path_is_status_1() -> None:
+    assert_clean_error(run_cli("system", "--path", "/no/such/dir"), 1)
+
+
+def test_help_and_version() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("stats", "total", "system", "watch", "demo"):
+        assert command in result.stdout
+    assert run_cli("--version").stdout.startswith("tamalloc ")

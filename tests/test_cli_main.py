@@ -1,0 +1,89 @@
+"""``tamalloc.cli.main.main`` in-process, with swapped streams: error mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pytest
+
+import tamalloc.stats
+from tamalloc import AccessDenied
+from tamalloc.cli.main import Environment, ExitStatus, main
+
+
+def _env(*, tty: bool = False, no_color: bool = False) -> Environment:
+    return Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
+                       stdout_isatty=tty, no_color=no_color)
+
+
+def _out(env: Environment) -> str:
+    assert isinstance(env.stdout, io.StringIO)
+    return env.stdout.getvalue()
+
+
+def _err(env: Environment) -> str:
+    assert isinstance(env.stderr, io.StringIO)
+    return env.stderr.getvalue()
+
+
+def test_output_goes_to_the_environment_streams() -> None:
+    env = _env()
+    assert main(["stats", str(os.getpid()), "--json", "--backend", "procfs"], env) == 0
+    assert json.loads(_out(env))[0]["pid"] == os.getpid()
+    assert _err(env) == ""
+
+
+def test_help_goes_to_the_environment_stdout() -> None:
+    env = _env()
+    assert main(["stats", "--help"], env) == 0
+    assert "--sort" in _out(env)
+
+
+def test_access_denied_is_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(pid: int, **_: object) -> None:
+        raise AccessDenied(pid)
+
+    monkeypatch.setattr(tamalloc.stats, "mem_stats", denied)
+    env = _env()
+    assert main(["stats", "1", "--backend", "procfs"], env) == ExitStatus.ERROR
+    assert _err(env) == (
+        "tamalloc: error: access denied to process 1 (try as root or as its owner)\n"
+    )
+
+
+def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(**_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tamalloc.stats, "all_mem_stats", broken)
+    monkeypatch.delenv("TAMALLOC_DEBUG", raising=False)
+    env = _env()
+    assert main(["stats", "--backend", "procfs"], env) == ExitStatus.ERROR
+    assert _err(env).count("\n") == 1
+    assert "internal error: RuntimeError: boom" in _err(env)
+
+
+def test_ctrl_c_outside_watch_is_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(**_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tamalloc.stats, "total_mem_stats", interrupted)
+    env = _env()
+    assert main(["total", "--backend", "procfs"], env) == ExitStatus.INTERRUPTED
+    assert _err(env) == "tamalloc: error: interrupted\n"
+
+
+def test_colour_needs_a_terminal_and_no_no_color() -> None:
+    assert _env(tty=True).color
+    assert not _env(tty=True, no_color=True).color
+    assert not _env(tty=False).color
+    assert _env(tty=True, no_color=True).interactive
+
+
+def test_rich_table_without_colour_has_no_escape_codes() -> None:
+    env = _env(tty=True, no_color=True)
+    assert main(["stats", str(os.getpid()), "--backend", "procfs"], env) == 0
+    assert "\x1b[" not in _out(env)
+    assert "TOTAL" in _out(env)

@@ -1,0 +1,116 @@
+"""``tamalloc stats`` run as ``python -m tamalloc`` in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pwd
+import subprocess
+import sys
+
+from _support import Child, read_int, run_cli, run_on_pty, status_kb, subprocess_env
+from tamalloc.models import FIELD_NAMES
+
+# --- stats ---------------------------------------------------------------------------
+
+
+def test_stats_json_lists_every_process(backend: str, child: Child) -> None:
+    result = run_cli("stats", "--json", "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list)
+    assert all(tuple(row) == FIELD_NAMES for row in rows)
+    pids = [row["pid"] for row in rows]
+    assert pids == sorted(pids)
+    mine = next(row for row in rows if row["pid"] == child.pid)
+    assert mine["reserved_kb"] == status_kb(child.pid)["VmSize"]
+    assert mine["committed_kb"] == status_kb(child.pid)["VmRSS"]
+
+
+def test_stats_of_given_pids(backend: str, child: Child) -> None:
+    result = run_cli("stats", str(child.pid), str(child.pid), "--json", "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["pid"] == child.pid
+    assert row["oom_score"] == read_int(f"/proc/{child.pid}/oom_score")
+    assert row["swap_kb"] == status_kb(child.pid)["VmSwap"]
+
+
+def test_stats_zero_means_all(child: Child) -> None:
+    rows = json.loads(run_cli("stats", "0", "--json").stdout)
+    assert len(rows) > 1
+    assert child.pid in {row["pid"] for row in rows}
+
+
+def test_stats_csv(child: Child) -> None:
+    result = run_cli("stats", "--csv")
+    assert result.returncode == 0
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert tuple(rows[0]) == FIELD_NAMES
+    by_pid = {int(row[0]): row for row in rows[1:]}
+    assert int(by_pid[child.pid][2]) == status_kb(child.pid)["VmSize"]
+
+
+def test_stats_sort_top_and_name(child: Child) -> None:
+    rows = json.loads(run_cli("stats", "--sort", "committed", "--top", "3", "--json").stdout)
+    assert 1 <= len(rows) <= 3
+    committed = [row["committed_kb"] for row in rows]
+    assert committed == sorted(committed, reverse=True)
+    rows = json.loads(run_cli("stats", "--sort", "pid", "--reverse", "--json").stdout)
+    assert [r["pid"] for r in rows] == sorted((r["pid"] for r in rows), reverse=True)
+    name = json.loads(run_cli("stats", str(child.pid), "--json").stdout)[0]["name"]
+    rows = json.loads(run_cli("stats", "--name", name[1:].upper(), "--json").stdout)
+    assert child.pid in {row["pid"] for row in rows}
+    assert all(name[1:].lower() in row["name"].lower() for row in rows)
+
+
+def test_stats_user_filter(child: Child) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    rows = json.loads(run_cli("stats", "--user", me, "--json").stdout)
+    assert child.pid in {row["pid"] for row in rows}
+    by_uid = json.loads(run_cli("stats", "--user", str(os.geteuid()), "--json").stdout)
+    assert child.pid in {row["pid"] for row in by_uid}
+    other = next((u for u in pwd.getpwall() if u.pw_uid not in (os.geteuid(),)), None)
+    if other is not None:
+        rows = json.loads(run_cli("stats", "--user", other.pw_name, "--json").stdout)
+        assert child.pid not in {row["pid"] for row in rows}
+
+
+def test_stats_table_is_plain_when_piped(child: Child) -> None:
+    result = run_cli("stats", str(child.pid), "--units", "kb")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:2] == ["PID", "NAME"]
+    for title in ("RESERVED", "COMMITTED", "COMMIT %", "SWAP", "OOM SCORE", "OOM ADJ"):
+        assert title in lines[0]
+    assert "(kB)" in lines[0]
+    assert lines[1].split()[0] == str(child.pid)
+    assert f"{status_kb(child.pid)['VmSize']:,}" in lines[1]
+    assert lines[-1].startswith("TOTAL")
+    assert "\x1b[" not in result.stdout
+
+
+def test_stats_colour_on_a_terminal_unless_no_color(spawn_child: object) -> None:
+    # oom_score_adj 1000 puts any process in the highest risk band.
+    child = spawn_child(reserve=1 << 20, touch=0)  # type: ignore[operator]
+    with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
+        f.write("1000")
+    coloured = run_on_pty("stats", str(child.pid))
+    assert "\x1b[" in coloured and "31m" in coloured  # red
+    assert "TOTAL" in coloured
+    plain = run_on_pty("stats", str(child.pid), NO_COLOR="1")
+    assert "\x1b[" not in plain
+    assert str(child.pid) in plain
+
+
+def test_stats_json_does_not_import_rich() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "tamalloc", "stats", "--json"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=60,
+    )
+    assert result.returncode == 0
+    assert "| rich" not in result.stderr
+    assert "| tamalloc.cli.stats" in result.stderr

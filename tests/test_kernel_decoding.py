@@ -1,0 +1,84 @@
+"""The kernel backend's buffer sizing, retry on EOVERFLOW and record decoding, with the
+syscall replaced by a fake (runs on any kernel)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import pytest
+
+from tamalloc import NoSuchProcess, abi
+from tamalloc.backends import kernel
+
+RECORD = ctypes.sizeof(abi.TamallocMemStats)
+
+
+def _record(pid: int, comm: bytes, reserved: int, committed: int) -> bytes:
+    return bytes(abi.TamallocMemStats(
+        pid=pid, oom_score=666, oom_score_adj=-100, comm=comm, reserved_kb=reserved,
+        committed_kb=committed, anon_kb=committed - 8, file_kb=8, shmem_kb=0, swap_kb=4,
+        pgtables_kb=12,
+    ))
+
+
+class FakeKernel:
+    """get_mem_stats over a process table that grows by ``growth`` after sizing."""
+
+    def __init__(self, records: list[bytes], growth: list[bytes]) -> None:
+        self.records, self.growth, self.calls = records, growth, []
+
+    def __call__(self, pid: int, buf: ctypes.Array[ctypes.c_char] | None, count: int) -> int:
+        self.calls.append((pid, count))
+        if pid > 0:
+            for rec in self.records:
+                if abi.MEM_STATS_STRUCT.unpack(rec)[0] == pid:
+                    assert buf is not None and count >= 1
+                    ctypes.memmove(buf, rec, RECORD)
+                    return 1
+            return -errno.ESRCH
+        if buf is None:
+            n = len(self.records)
+            self.records = self.records + self.growth  # processes appear meanwhile
+            return n
+        if len(self.records) > count:
+            return -errno.EOVERFLOW
+        data = b"".join(self.records)
+        ctypes.memmove(buf, data, len(data))
+        return len(self.records)
+
+
+@pytest.fixture
+def kbackend() -> kernel.KernelBackend:
+    return object.__new__(kernel.KernelBackend)  # skip the availability check
+
+
+def test_all_grows_the_buffer_on_eoverflow(
+    kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = [_record(pid, b"proc%d" % pid, 1000 + pid, 100) for pid in range(1, 4)]
+    growth = [_record(pid, b"late", 500, 50) for pid in range(10, 40)]
+    fake = FakeKernel(table, growth)
+    monkeypatch.setattr(kernel, "_get_mem_stats", fake)
+    stats = kbackend.all_mem_stats()
+    assert [s.pid for s in stats] == [1, 2, 3, *range(10, 40)]
+    assert [count for _, count in fake.calls] == [0, 19, 38]  # sized, too small, doubled
+    first = stats[0]
+    assert first.name == "proc1"
+    assert (first.reserved_kb, first.committed_kb, first.anon_kb, first.file_kb) == (
+        1001, 100, 92, 8)
+    assert (first.swap_kb, first.oom_score, first.oom_score_adj) == (4, 666, -100)
+    assert first.committed_pct == pytest.approx(100 / 1001 * 100)
+
+
+def test_one_process_and_errors(
+    kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "é-sixteen-bytes!".encode()[:15]  # comm is cut at 15 bytes, mid-character
+    monkeypatch.setattr(kernel, "_get_mem_stats", FakeKernel([_record(7, name, 0, 0)], []))
+    stats = kbackend.mem_stats(7)
+    assert stats.pid == 7
+    assert stats.name == name.decode("utf-8", "replace")
+    assert stats.committed_pct == 0
+    with pytest.raises(NoSuchProcess, match="8"):
+        kbackend.mem_stats(8)

@@ -1,0 +1,188 @@
+"""mem_stats / all_mem_stats / total_mem_stats on each backend, checked against /proc
+and psutil with a child process whose allocation is known."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import tamalloc
+from _support import Child, MiB, proc_status, read_int, status_kb
+from tamalloc import MemStats, NoSuchProcess
+from tamalloc.models import FIELD_NAMES
+
+
+def test_child_matches_proc_status(backend: str, child: Child) -> None:
+    stats = tamalloc.mem_stats(child.pid, backend=backend)
+    status = status_kb(child.pid)
+    assert stats.pid == child.pid
+    assert stats.name == proc_status(child.pid)["Name"]
+    assert stats.reserved_kb == status["VmSize"]
+    assert stats.committed_kb == status["VmRSS"]
+    assert stats.anon_kb == status["RssAnon"]
+    assert stats.file_kb == status["RssFile"]
+    assert stats.shmem_kb == status["RssShmem"]
+    assert stats.swap_kb == status["VmSwap"]
+    assert stats.committed_kb == stats.anon_kb + stats.file_kb + stats.shmem_kb
+    assert stats.committed_pct == pytest.approx(stats.committed_kb / stats.reserved_kb * 100)
+
+
+def test_child_allocation_is_visible(backend: str, spawn_child: Callable[..., Child]) -> None:
+    small = tamalloc.mem_stats(spawn_child(reserve=MiB, touch=MiB).pid, backend=backend)
+    big = tamalloc.mem_stats(spawn_child(reserve=128 * MiB, touch=32 * MiB).pid,
+                             backend=backend)
+    # Same program, different mapping: the differences are the allocation itself.
+    assert big.reserved_kb - small.reserved_kb == pytest.approx(127 * 1024, abs=2048)
+    assert big.anon_kb - small.anon_kb == pytest.approx(31 * 1024, abs=2048)
+
+
+def test_child_agrees_with_psutil(backend: str, child: Child) -> None:
+    psutil = pytest.importorskip("psutil")
+    stats = tamalloc.mem_stats(child.pid, backend=backend)
+    proc = psutil.Process(child.pid)
+    info = proc.memory_info()
+    assert stats.reserved_kb * 1024 == info.vms
+    assert stats.committed_kb * 1024 == info.rss
+    assert stats.name == proc.name()
+    assert child.pid in {s.pid for s in tamalloc.all_mem_stats(backend=backend)}
+
+
+@pytest.mark.parametrize("adj", [-500, 0, 500, 1000])
+def test_oom_score_matches_proc_after_setting_adj(backend: str, child: Child, adj: int) -> None:
+    try:
+        with open(f"/proc/{child.pid}/oom_score_adj", "w") as f:
+            f.write(str(adj))
+    except PermissionError:
+        assert adj < 0  # raising it is always allowed
+        pytest.skip("lowering oom_score_adj needs CAP_SYS_RESOURCE")
+    stats = tamalloc.mem_stats(child.pid, backend=backend)
+    assert stats.oom_score_adj == adj
+    assert stats.oom_score == read_int(f"/proc/{child.pid}/oom_score")
+    if adj == 1000:
+        assert stats.oom_score >= 1333  # (1000 + 1000) * 2/3 at least
+
+
+def test_own_process(backend: str) -> None:
+    me = tamalloc.mem_stats(os.getpid(), backend=backend)
+    with open("/proc/self/comm") as f:
+        assert me.name == f.read().rstrip("\n")
+    assert me.reserved_kb > 0
+    assert 0 < me.committed_kb <= me.reserved_kb
+
+
+def test_thread_id_resolves_to_its_process(backend: str) -> None:
+    tids: list[int] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        tids.append(threading.get_native_id())
+        stop.wait(30)
+
+    thread = threading.Thread(target=worker, name="tamalloc-test")
+    thread.start()
+    try:
+        while not tids:
+            stop.wait(0.01)
+        stats = tamalloc.mem_stats(tids[0], backend=backend)
+        assert tids[0] != os.getpid()
+        assert stats.pid == os.getpid()
+        assert stats.reserved_kb > 0
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_kernel_thread_has_no_memory(backend: str) -> None:
+    kthread = next((pid for pid in (2, 3, 4, 5) if _is_kernel_thread(pid)), None)
+    if kthread is None:
+        pytest.skip("no kernel thread visible in this pid namespace")
+    stats = tamalloc.mem_stats(kthread, backend=backend)
+    assert (stats.reserved_kb, stats.committed_kb, stats.swap_kb) == (0, 0, 0)
+    assert stats.committed_pct == 0
+    assert kthread not in {s.pid for s in tamalloc.all_mem_stats(backend=backend)}
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    try:
+        return "VmSize" not in proc_status(pid) and proc_status(pid).get("State", "")[:1] != "Z"
+    except OSError:
+        return False
+
+
+def test_all_processes_sorted_unique_and_complete(backend: str, child: Child) -> None:
+    stats = tamalloc.all_mem_stats(backend=backend)
+    pids = [s.pid for s in stats]
+    assert pids == sorted(set(pids))
+    assert {os.getpid(), child.pid} <= set(pids)
+    assert all(isinstance(s, MemStats) and s.reserved_kb > 0 for s in stats)
+    # Every user process in /proc is listed (give or take ones that came or went).
+    user = {pid for pid in _proc_pids() if "VmSize" in _status_or_empty(pid)}
+    assert len(user ^ set(pids)) <= max(5, len(user) // 10)
+
+
+def _proc_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _status_or_empty(pid: int) -> dict[str, str]:
+    try:
+        return proc_status(pid)
+    except OSError:
+        return {}
+
+
+def test_no_such_process(backend: str) -> None:
+    missing = read_int("/proc/sys/kernel/pid_max") + 1  # can never be a pid
+    with pytest.raises(NoSuchProcess, match=str(missing)) as info:
+        tamalloc.mem_stats(missing, backend=backend)
+    assert info.value.pid == missing
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_invalid_pid(backend: str, pid: int) -> None:
+    with pytest.raises(ValueError, match="invalid pid"):
+        tamalloc.mem_stats(pid, backend=backend)
+
+
+def test_total_matches_meminfo_and_the_process_list(backend: str, child: Child) -> None:
+    # Other processes come and go (CI may be building a kernel), so compare with
+    # readings taken just before and just after, with a little slack.
+    before_list, before_info = tamalloc.all_mem_stats(backend=backend), _meminfo()
+    total = tamalloc.total_mem_stats(backend=backend)
+    after_list, after_info = tamalloc.all_mem_stats(backend=backend), _meminfo()
+
+    def within(value: int, a: int, b: int, slack: float = 0.1) -> bool:
+        return min(a, b) * (1 - slack) - 3 <= value <= max(a, b) * (1 + slack) + 3
+
+    assert total.mem_total_kb == before_info["MemTotal"]
+    assert total.commit_limit_kb == before_info["CommitLimit"]
+    assert within(total.committed_as_kb, before_info["Committed_AS"], after_info["Committed_AS"])
+    assert total.overcommit_memory == read_int("/proc/sys/vm/overcommit_memory")
+    assert total.overcommit_mode in ("heuristic", "always", "never")
+    assert within(total.processes, len(before_list), len(after_list), slack=0)
+    for field in ("reserved_kb", "committed_kb"):
+        sums = [sum(getattr(s, field) for s in listed) for listed in (before_list, after_list)]
+        assert within(getattr(total, field), *sums), field
+    assert total.reserved_kb >= child.reserve // 1024
+
+
+def _meminfo() -> dict[str, int]:
+    with open("/proc/meminfo") as f:
+        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
+
+
+def test_to_dict_has_exactly_the_field_names(child: Child) -> None:
+    stats = tamalloc.mem_stats(child.pid, backend="procfs")
+    assert tuple(stats.to_dict()) == FIELD_NAMES == (
+        "pid", "name", "reserved_kb", "committed_kb", "committed_pct", "anon_kb", "file_kb",
+        "shmem_kb", "swap_kb", "oom_score", "oom_score_adj",
+    )
+
+
+def test_procfs_status_name_escapes_are_undone() -> None:
+    from tamalloc.backends.procfs import _name
+
+    assert _name(b"Name:\ta\\nb\\\\c\nUmask:\t0022\n") == "a\nb\\c"

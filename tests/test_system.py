@@ -1,0 +1,138 @@
+"""system_stats() and the /proc/system_stats parser."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import tamalloc
+from tamalloc import parse_system_stats, system_stats
+from tamalloc.system import SOURCE_MODULE, SOURCE_MODULE_STATVFS, SOURCE_PROCFS, SYSTEM_STATS_PATH
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "abi.md"
+SAMPLE = """\
+[memory]
+total_kb 2014428
+used_kb 123456
+free_kb 1800000
+available_kb 1880000
+buffers_kb 0
+cached_kb 20000
+
+[cpu]
+# name user nice system idle iowait irq softirq steal (USER_HZ ticks)
+cpu 120 0 340 98765 3 0 12 0
+cpu0 60 0 170 49000 1 0 6 0
+cpu1 60 0 170 49765 2 0 6 0
+
+[disk /]
+total_kb 263174212
+free_kb 83886080
+available_kb 70000000
+used_pct 68.1
+"""
+
+
+def test_parse_the_documented_example() -> None:
+    stats = parse_system_stats(SAMPLE)
+    assert stats.source == SOURCE_MODULE
+    assert stats.memory.total_kb == 2014428
+    assert stats.memory.used_kb == 123456
+    assert stats.memory.available_kb == 1880000
+    assert stats.memory.cached_kb == 20000
+    assert stats.cpu.total.user == 120
+    assert stats.cpu.total.system == 340
+    assert stats.cpu.total.idle == 98765
+    assert stats.cpu.total.iowait == 3
+    assert [c.cpu for c in stats.cpu.per_cpu] == [0, 1]
+    assert stats.cpu.per_cpu[1].idle == 49765
+    assert stats.disk.path == "/"
+    assert stats.disk.total_kb == 263174212
+    assert stats.disk.available_kb == 70000000
+    assert stats.disk.used_pct == 68.1
+
+
+def test_docs_example_is_the_one_tested() -> None:
+    block = re.search(r"```\n(\[memory\].*?)```", DOC.read_text(), re.DOTALL)
+    assert block is not None
+    assert parse_system_stats(block[1]) == parse_system_stats(SAMPLE)
+
+
+def test_to_dict_has_the_json_file_shape() -> None:
+    data = parse_system_stats(SAMPLE).to_dict()
+    assert set(data) == {"memory", "cpu", "disk", "source"}
+    assert set(data["memory"]) == {"total_kb", "used_kb", "free_kb", "available_kb",
+                                   "buffers_kb", "cached_kb"}
+    assert data["cpu"]["total"]["user"] == 120
+    assert "cpu" not in data["cpu"]["total"]
+    assert data["cpu"]["per_cpu"][0] == {"cpu": 0, "user": 60, "nice": 0, "system": 170,
+                                         "idle": 49000, "iowait": 1, "irq": 0, "softirq": 6,
+                                         "steal": 0}
+    assert data["disk"] == {"path": "/", "total_kb": 263174212, "free_kb": 83886080,
+                            "available_kb": 70000000, "used_pct": 68.1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "missing"),
+        (SAMPLE.replace("total_kb 2014428\n", ""), "memory total_kb"),
+        (SAMPLE.replace("cpu 120 0 340 98765 3 0 12 0\n", ""), "cpu total"),
+        (SAMPLE.replace("[disk /]", "[elsewhere]"), "disk"),
+        (SAMPLE.replace("used_kb 123456", "used_kb lots"), "line 3"),
+        (SAMPLE.replace("cpu0 60", "gpu0 60"), "unexpected CPU line"),
+    ],
+)
+def test_malformed_text_is_a_value_error(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_system_stats(text)
+
+
+def _meminfo() -> dict[str, int]:
+    with open("/proc/meminfo") as f:
+        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
+
+
+def test_system_stats_of_this_machine() -> None:
+    stats = system_stats()
+    module = os.path.exists(SYSTEM_STATS_PATH)
+    assert stats.source == (SOURCE_MODULE if module else SOURCE_PROCFS)
+    meminfo = _meminfo()
+    assert stats.memory.total_kb == meminfo["MemTotal"]
+    assert stats.memory.used_kb == stats.memory.total_kb - stats.memory.available_kb
+    assert 0 < stats.memory.available_kb <= stats.memory.total_kb
+    with open("/proc/stat") as f:
+        cpus = sum(1 for line in f if re.match(r"cpu\d+ ", line))
+    assert len(stats.cpu.per_cpu) == cpus
+    assert stats.cpu.total.user >= max(c.user for c in stats.cpu.per_cpu)
+    assert stats.cpu.total.total > 0
+    vfs = os.statvfs("/")
+    assert stats.disk.path == "/"
+    assert stats.disk.total_kb == vfs.f_blocks * vfs.f_frsize // 1024
+    assert 0 <= stats.disk.used_pct <= 100
+
+
+def test_system_stats_for_another_path(tmp_path: Path) -> None:
+    stats = system_stats(str(tmp_path))
+    assert stats.disk.path == str(tmp_path)
+    vfs = os.statvfs(tmp_path)
+    assert stats.disk.total_kb == vfs.f_blocks * vfs.f_frsize // 1024
+    if os.path.exists(SYSTEM_STATS_PATH):
+        assert stats.source == SOURCE_MODULE_STATVFS
+    else:
+        assert stats.source == SOURCE_PROCFS
+
+
+def test_missing_path_is_an_os_error() -> None:
+    with pytest.raises(FileNotFoundError):
+        system_stats("/no/such/path")
+
+
+def test_cpu_percentages() -> None:
+    cpu = parse_system_stats(SAMPLE).cpu.total
+    assert cpu.total == 120 + 340 + 98765 + 3 + 12
+    assert cpu.pct("idle") == pytest.approx(98765 / cpu.total * 100)
+    assert tamalloc.CpuTimes(None, 0, 0, 0, 0, 0, 0, 0, 0).pct("user") == 0
