@@ -50,7 +50,7 @@ vm-run: module ## run CMD='...' as root in the guest, in this work tree
 
 vm-test: module $(VPY) ## boot the guest, run selftests + pytest inside, check the kernel log
 	$(PYTHON) vm/run.py --check-log \
-		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) $(VPY) -m pytest -p no:cacheprovider -q -rs tests'
+		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) $(VPY) -m pytest -p no:cacheprovider -q -rs --durations=15 tests'
 
 series-check: deps $(VPY) ## git am the series on a pristine tree and checkpatch --strict every patch
 	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them

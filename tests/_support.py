@@ -90,8 +90,11 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], status: int) ->
 
 
 def run_on_pty(*args: str, **env: str) -> str:
-    """Run the command with a terminal as stdout; what it wrote there."""
+    """Run the command with a colour terminal as stdout; what it wrote there."""
     master, slave = pty.openpty()
+    # TERM is set because the caller's may be "dumb" (it is in the VM), which means
+    # no colour whatever stdout is.
+    env = {"TERM": "xterm-256color", **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", *args], stdout=slave, stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL, env=subprocess_env(COLUMNS="160", LINES="50", **env),

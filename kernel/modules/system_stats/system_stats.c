@@ -1,0 +1,983 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * system_stats - system and per-process memory statistics in /proc
+ *
+ *   /proc/system_stats       memory, CPU times (all CPUs and each online
+ *                            CPU) and the file system of /, as text
+ *   /proc/system_stats.json  the same values as one JSON object
+ *   /proc/mem_stats_all      every user process as JSON, with totals
+ *   /proc/mem_watch          write a PID, read that process as JSON
+ *
+ * The formats are described in README.md next to this file.
+ *
+ * Only exported symbols are used.  Where fs/proc computes a value with
+ * helpers that are not exported (nsec_to_clock_t(), get_idle_time(),
+ * oom_badness(), find_lock_task_mm()), the same computation is repeated
+ * here so that the numbers agree with /proc/stat and /proc/PID/oom_score.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cpumask.h>
+#include <linux/err.h>
+#include <linux/fs.h>
+#include <linux/init.h>
+#include <linux/kernel.h>
+#include <linux/kernel_stat.h>
+#include <linux/magic.h>
+#include <linux/math64.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/namei.h>
+#include <linux/oom.h>
+#include <linux/path.h>
+#include <linux/pid.h>
+#include <linux/pid_namespace.h>
+#include <linux/proc_fs.h>
+#include <linux/rcupdate.h>
+#include <linux/sched.h>
+#include <linux/sched/coredump.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/statfs.h>
+#include <linux/string.h>
+#include <linux/swap.h>
+#include <linux/threads.h>
+#include <linux/tick.h>
+#include <linux/time64.h>
+#include <linux/types.h>
+#include <linux/vmstat.h>
+
+#define SSTAT_KB(pages)	((u64)(pages) << (PAGE_SHIFT - 10))
+
+/* ------------------------------------------------------------------ */
+/* Memory                                                              */
+/* ------------------------------------------------------------------ */
+
+struct sstat_mem {
+	u64 total_kb;
+	u64 used_kb;
+	u64 free_kb;
+	u64 available_kb;
+	u64 buffers_kb;
+	u64 cached_kb;
+};
+
+/* The same values as MemTotal, MemFree, ... in fs/proc/meminfo.c. */
+static void sstat_mem_fetch(struct sstat_mem *mem)
+{
+	struct sysinfo i;
+	long available;
+	long cached;
+
+	si_meminfo(&i);
+	available = si_mem_available();
+	cached = global_node_page_state(NR_FILE_PAGES) -
+		 total_swapcache_pages() - i.bufferram;
+	if (cached < 0)
+		cached = 0;
+
+	mem->total_kb = SSTAT_KB(i.totalram);
+	mem->free_kb = SSTAT_KB(i.freeram);
+	mem->available_kb = SSTAT_KB(available);
+	mem->buffers_kb = SSTAT_KB(i.bufferram);
+	mem->cached_kb = SSTAT_KB(cached);
+	/* As procps free(1) 4.x: used = total - available. */
+	if (mem->total_kb > mem->available_kb)
+		mem->used_kb = mem->total_kb - mem->available_kb;
+	else
+		mem->used_kb = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* CPU                                                                 */
+/* ------------------------------------------------------------------ */
+
+enum {
+	SSTAT_CPU_USER,
+	SSTAT_CPU_NICE,
+	SSTAT_CPU_SYSTEM,
+	SSTAT_CPU_IDLE,
+	SSTAT_CPU_IOWAIT,
+	SSTAT_CPU_IRQ,
+	SSTAT_CPU_SOFTIRQ,
+	SSTAT_CPU_STEAL,
+	SSTAT_CPU_NR,
+};
+
+static const char * const sstat_cpu_names[SSTAT_CPU_NR] = {
+	"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+};
+
+/* nsec_to_clock_t() of kernel/time/time.c, which is not exported. */
+static u64 sstat_nsec_to_clock_t(u64 x)
+{
+#if (NSEC_PER_SEC % USER_HZ) == 0
+	return div_u64(x, NSEC_PER_SEC / USER_HZ);
+#elif (USER_HZ % 512) == 0
+	return div_u64(x * USER_HZ / 512, NSEC_PER_SEC / 512);
+#else
+	return div_u64(x * 9, (9ull * NSEC_PER_SEC + (USER_HZ / 2)) / USER_HZ);
+#endif
+}
+
+/*
+ * get_idle_time() and get_iowait_time() of fs/proc/stat.c (static there).
+ * Architectures with arch_idle_time() (s390) fall back to the raw counters.
+ */
+static u64 sstat_idle_ns(const struct kernel_cpustat *kcs, int cpu)
+{
+	u64 usecs = -1ULL;
+
+#ifndef arch_idle_time
+	if (cpu_online(cpu))
+		usecs = get_cpu_idle_time_us(cpu, NULL);
+#endif
+	if (usecs == -1ULL)
+		return kcs->cpustat[CPUTIME_IDLE];
+	return usecs * NSEC_PER_USEC;
+}
+
+static u64 sstat_iowait_ns(const struct kernel_cpustat *kcs, int cpu)
+{
+	u64 usecs = -1ULL;
+
+#ifndef arch_idle_time
+	if (cpu_online(cpu))
+		usecs = get_cpu_iowait_time_us(cpu, NULL);
+#endif
+	if (usecs == -1ULL)
+		return kcs->cpustat[CPUTIME_IOWAIT];
+	return usecs * NSEC_PER_USEC;
+}
+
+/* Adds the times of @cpu, in nanoseconds, to @ns. */
+static void sstat_cpu_add_ns(int cpu, u64 *ns)
+{
+	struct kernel_cpustat kcs;
+
+	kcpustat_cpu_fetch(&kcs, cpu);
+	ns[SSTAT_CPU_USER] += kcs.cpustat[CPUTIME_USER];
+	ns[SSTAT_CPU_NICE] += kcs.cpustat[CPUTIME_NICE];
+	ns[SSTAT_CPU_SYSTEM] += kcs.cpustat[CPUTIME_SYSTEM];
+	ns[SSTAT_CPU_IDLE] += sstat_idle_ns(&kcs, cpu);
+	ns[SSTAT_CPU_IOWAIT] += sstat_iowait_ns(&kcs, cpu);
+	ns[SSTAT_CPU_IRQ] += kcs.cpustat[CPUTIME_IRQ];
+	ns[SSTAT_CPU_SOFTIRQ] += kcs.cpustat[CPUTIME_SOFTIRQ];
+	ns[SSTAT_CPU_STEAL] += kcs.cpustat[CPUTIME_STEAL];
+}
+
+static void sstat_ns_to_ticks(const u64 *ns, u64 *ticks)
+{
+	int i;
+
+	for (i = 0; i < SSTAT_CPU_NR; i++)
+		ticks[i] = sstat_nsec_to_clock_t(ns[i]);
+}
+
+/* The "cpu" line of /proc/stat: summed over possible CPUs, then converted. */
+static void sstat_cpu_total(u64 *ticks)
+{
+	u64 ns[SSTAT_CPU_NR] = { 0 };
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sstat_cpu_add_ns(cpu, ns);
+	sstat_ns_to_ticks(ns, ticks);
+}
+
+/* The "cpuN" line of /proc/stat. */
+static void sstat_cpu_one(int cpu, u64 *ticks)
+{
+	u64 ns[SSTAT_CPU_NR] = { 0 };
+
+	sstat_cpu_add_ns(cpu, ns);
+	sstat_ns_to_ticks(ns, ticks);
+}
+
+/* ------------------------------------------------------------------ */
+/* Disk                                                                */
+/* ------------------------------------------------------------------ */
+
+struct sstat_disk {
+	u64 total_kb;
+	u64 free_kb;
+	u64 available_kb;
+	unsigned int used_permille;	/* 1000 * (total - free) / total */
+};
+
+/* statfs() of "/" as the reader sees it (its root directory). */
+static int sstat_disk_fetch(struct sstat_disk *disk)
+{
+	struct kstatfs st;
+	struct path root;
+	u64 frsize;
+	int err;
+
+	err = kern_path("/", LOOKUP_FOLLOW, &root);
+	if (err)
+		return err;
+	err = vfs_statfs(&root, &st);
+	path_put(&root);
+	if (err)
+		return err;
+
+	/* statvfs(3) counts blocks in f_frsize units (f_bsize when unset). */
+	frsize = st.f_frsize ? st.f_frsize : st.f_bsize;
+	disk->total_kb = mul_u64_u64_div_u64(st.f_blocks, frsize, 1024);
+	disk->free_kb = mul_u64_u64_div_u64(st.f_bfree, frsize, 1024);
+	disk->available_kb = mul_u64_u64_div_u64(st.f_bavail, frsize, 1024);
+	disk->used_permille = 0;
+	if (st.f_blocks && st.f_bfree <= st.f_blocks) {
+		/* Rounded to the nearest tenth of a percent. */
+		u64 x = mul_u64_u64_div_u64(st.f_blocks - st.f_bfree, 2000,
+					    st.f_blocks);
+
+		disk->used_permille = (x + 1) / 2;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* /proc/system_stats and /proc/system_stats.json                      */
+/* ------------------------------------------------------------------ */
+
+static int sstat_text_show(struct seq_file *m, void *v)
+{
+	u64 ticks[SSTAT_CPU_NR];
+	struct sstat_disk disk;
+	struct sstat_mem mem;
+	int cpu, i, err;
+
+	err = sstat_disk_fetch(&disk);
+	if (err)
+		return err;
+	sstat_mem_fetch(&mem);
+
+	seq_puts(m, "[memory]\n");
+	seq_printf(m, "total_kb %llu\n", mem.total_kb);
+	seq_printf(m, "used_kb %llu\n", mem.used_kb);
+	seq_printf(m, "free_kb %llu\n", mem.free_kb);
+	seq_printf(m, "available_kb %llu\n", mem.available_kb);
+	seq_printf(m, "buffers_kb %llu\n", mem.buffers_kb);
+	seq_printf(m, "cached_kb %llu\n", mem.cached_kb);
+
+	seq_puts(m, "\n[cpu]\n# name");
+	for (i = 0; i < SSTAT_CPU_NR; i++)
+		seq_printf(m, " %s", sstat_cpu_names[i]);
+	seq_puts(m, " (USER_HZ ticks)\n");
+
+	sstat_cpu_total(ticks);
+	seq_puts(m, "cpu");
+	for (i = 0; i < SSTAT_CPU_NR; i++)
+		seq_printf(m, " %llu", ticks[i]);
+	seq_putc(m, '\n');
+
+	for_each_online_cpu(cpu) {
+		sstat_cpu_one(cpu, ticks);
+		seq_printf(m, "cpu%d", cpu);
+		for (i = 0; i < SSTAT_CPU_NR; i++)
+			seq_printf(m, " %llu", ticks[i]);
+		seq_putc(m, '\n');
+	}
+
+	seq_puts(m, "\n[disk /]\n");
+	seq_printf(m, "total_kb %llu\n", disk.total_kb);
+	seq_printf(m, "free_kb %llu\n", disk.free_kb);
+	seq_printf(m, "available_kb %llu\n", disk.available_kb);
+	seq_printf(m, "used_pct %u.%u\n", disk.used_permille / 10,
+		   disk.used_permille % 10);
+	return 0;
+}
+
+static void sstat_json_cpu(struct seq_file *m, const u64 *ticks)
+{
+	int i;
+
+	for (i = 0; i < SSTAT_CPU_NR; i++)
+		seq_printf(m, "%s\"%s\": %llu", i ? ", " : "",
+			   sstat_cpu_names[i], ticks[i]);
+}
+
+static int sstat_json_show(struct seq_file *m, void *v)
+{
+	u64 ticks[SSTAT_CPU_NR];
+	struct sstat_disk disk;
+	struct sstat_mem mem;
+	bool first = true;
+	int cpu, err;
+
+	err = sstat_disk_fetch(&disk);
+	if (err)
+		return err;
+	sstat_mem_fetch(&mem);
+
+	seq_printf(m, "{\"memory\": {\"total_kb\": %llu, \"used_kb\": %llu, ",
+		   mem.total_kb, mem.used_kb);
+	seq_printf(m, "\"free_kb\": %llu, \"available_kb\": %llu, ",
+		   mem.free_kb, mem.available_kb);
+	seq_printf(m, "\"buffers_kb\": %llu, \"cached_kb\": %llu}, ",
+		   mem.buffers_kb, mem.cached_kb);
+
+	sstat_cpu_total(ticks);
+	seq_puts(m, "\"cpu\": {\"total\": {");
+	sstat_json_cpu(m, ticks);
+	seq_puts(m, "}, \"per_cpu\": [");
+	for_each_online_cpu(cpu) {
+		sstat_cpu_one(cpu, ticks);
+		seq_printf(m, "%s{\"cpu\": %d, ", first ? "" : ", ", cpu);
+		sstat_json_cpu(m, ticks);
+		seq_putc(m, '}');
+		first = false;
+	}
+	seq_puts(m, "]}, ");
+
+	seq_printf(m, "\"disk\": {\"path\": \"/\", \"total_kb\": %llu, ",
+		   disk.total_kb);
+	seq_printf(m, "\"free_kb\": %llu, \"available_kb\": %llu, ",
+		   disk.free_kb, disk.available_kb);
+	seq_printf(m, "\"used_pct\": %u.%u}}\n", disk.used_permille / 10,
+		   disk.used_permille % 10);
+	return 0;
+}
+
+static int sstat_text_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, sstat_text_show, NULL);
+}
+
+static int sstat_json_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, sstat_json_show, NULL);
+}
+
+static const struct proc_ops sstat_text_ops = {
+	.proc_open	= sstat_text_open,
+	.proc_read_iter	= seq_read_iter,
+	.proc_lseek	= seq_lseek,
+	.proc_release	= single_release,
+};
+
+static const struct proc_ops sstat_json_ops = {
+	.proc_open	= sstat_json_open,
+	.proc_read_iter	= seq_read_iter,
+	.proc_lseek	= seq_lseek,
+	.proc_release	= single_release,
+};
+
+/* ------------------------------------------------------------------ */
+/* One process                                                         */
+/* ------------------------------------------------------------------ */
+
+struct sstat_proc {
+	pid_t pid;			/* in the reader's pid namespace */
+	char comm[TASK_COMM_LEN];
+	u64 vm_size_kb;			/* VmSize of /proc/PID/status */
+	u64 vm_rss_kb;			/* VmRSS of /proc/PID/status */
+	unsigned long oom_score;	/* /proc/PID/oom_score */
+	int oom_score_adj;		/* /proc/PID/oom_score_adj */
+	bool kthread;
+	bool has_mm;			/* false once the process has exited */
+};
+
+/*
+ * The total swap size is not exported to modules (total_swap_pages,
+ * si_swapinfo()), but /proc/PID/oom_score scales by totalram + total swap.
+ * Read it from SwapTotal of /proc/meminfo, which is si_swapinfo(); if that
+ * fails (no procfs at /proc in the caller's root) assume no swap.
+ * Must not be called with a seq_file lock held: reading /proc/meminfo takes
+ * a seq_file lock of the same lockdep class.
+ */
+#define SSTAT_MEMINFO_BUF	4096
+
+static unsigned long sstat_swap_total_pages(void)
+{
+#ifdef CONFIG_SWAP
+	unsigned long long kb = 0;
+	struct file *file;
+	loff_t pos = 0;
+	ssize_t len;
+	char *buf, *p;
+
+	buf = kmalloc(SSTAT_MEMINFO_BUF, GFP_KERNEL);
+	if (!buf)
+		return 0;
+	file = filp_open("/proc/meminfo", O_RDONLY, 0);
+	if (IS_ERR(file)) {
+		kfree(buf);
+		return 0;
+	}
+	len = -EINVAL;
+	if (file_inode(file)->i_sb->s_magic == PROC_SUPER_MAGIC)
+		len = kernel_read(file, buf, SSTAT_MEMINFO_BUF - 1, &pos);
+	filp_close(file, NULL);
+	if (len > 0) {
+		buf[len] = '\0';
+		p = strstr(buf, "\nSwapTotal:");
+		if (!p || sscanf(p + strlen("\nSwapTotal:"), "%llu", &kb) != 1)
+			kb = 0;
+	}
+	kfree(buf);
+	return kb >> (PAGE_SHIFT - 10);
+#else
+	return 0;
+#endif
+}
+
+/* proc_oom_score() of fs/proc/base.c: totalram_pages() + total_swap_pages */
+static unsigned long sstat_oom_totalpages(void)
+{
+	return totalram_pages() + sstat_swap_total_pages();
+}
+
+/* find_lock_task_mm() of mm/oom_kill.c, which is not exported. */
+static struct task_struct *sstat_find_lock_task_mm(struct task_struct *p)
+{
+	struct task_struct *t;
+
+	rcu_read_lock();
+	for_each_thread(p, t) {
+		task_lock(t);
+		if (likely(t->mm)) {
+			rcu_read_unlock();
+			return t;
+		}
+		task_unlock(t);
+	}
+	rcu_read_unlock();
+	return NULL;
+}
+
+/*
+ * Fills @r for the thread-group leader @task, which the caller holds a
+ * reference to.  The oom_score is proc_oom_score() with oom_badness() of
+ * mm/oom_kill.c.  The mm is used under task_lock() of a thread that has
+ * it, as oom_badness() does, so it cannot go away while it is read.
+ * Does not sleep.
+ */
+static void sstat_proc_fill(struct task_struct *task, unsigned long totalpages,
+			    struct sstat_proc *r)
+{
+	struct task_struct *p;
+	struct mm_struct *mm;
+	long points = LONG_MIN;
+	unsigned long rss;
+	long adj;
+
+	get_task_comm(r->comm, task);
+	r->oom_score_adj = READ_ONCE(task->signal->oom_score_adj);
+	r->vm_size_kb = 0;
+	r->vm_rss_kb = 0;
+	r->oom_score = 0;
+	r->kthread = task->flags & PF_KTHREAD;
+	r->has_mm = false;
+	if (r->kthread)
+		return;
+
+	p = sstat_find_lock_task_mm(task);
+	if (!p)
+		return;
+	mm = p->mm;
+	rss = get_mm_rss(mm);
+	r->has_mm = true;
+	r->vm_size_kb = SSTAT_KB(READ_ONCE(mm->total_vm));
+	r->vm_rss_kb = SSTAT_KB(rss);
+
+	adj = (long)READ_ONCE(p->signal->oom_score_adj);
+	if (!is_global_init(task) && adj != OOM_SCORE_ADJ_MIN &&
+	    !test_bit(MMF_OOM_SKIP, &mm->flags) && !in_vfork(p))
+		points = rss + get_mm_counter(mm, MM_SWAPENTS) +
+			 mm_pgtables_bytes(mm) / PAGE_SIZE;
+	task_unlock(p);
+
+	if (points == LONG_MIN || !totalpages)
+		return;
+	adj *= totalpages / 1000;
+	points += adj;
+	r->oom_score = (1000 + points * 1000 / (long)totalpages) * 2 / 3;
+}
+
+/*
+ * Length of the UTF-8 sequence at @s in *@len.  Returns false for an
+ * ill-formed sequence; *@len is then the length of its maximal subpart
+ * (Unicode 15, section 3.9), which is replaced by one U+FFFD, as Python's
+ * bytes.decode("utf-8", "replace") does.  Stops at the terminating NUL.
+ */
+static bool sstat_utf8_seq(const unsigned char *s, unsigned int *len)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	unsigned int need, i;
+	unsigned char c = s[0];
+
+	if (c < 0x80) {
+		*len = 1;
+		return true;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		need = 1;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		need = 2;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 3;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else {
+		*len = 1;
+		return false;
+	}
+
+	for (i = 1; i <= need; i++) {
+		if (s[i] < lo || s[i] > hi) {
+			*len = i;
+			return false;
+		}
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	*len = need + 1;
+	return true;
+}
+
+/* Prints @str as a JSON string. */
+static void sstat_json_str(struct seq_file *m, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	unsigned int len;
+
+	seq_putc(m, '"');
+	while (*s) {
+		if (!sstat_utf8_seq(s, &len)) {
+			seq_puts(m, "\\ufffd");
+		} else if (len > 1) {
+			seq_write(m, s, len);
+		} else {
+			switch (*s) {
+			case '"':
+				seq_puts(m, "\\\"");
+				break;
+			case '\\':
+				seq_puts(m, "\\\\");
+				break;
+			case '\b':
+				seq_puts(m, "\\b");
+				break;
+			case '\f':
+				seq_puts(m, "\\f");
+				break;
+			case '\n':
+				seq_puts(m, "\\n");
+				break;
+			case '\r':
+				seq_puts(m, "\\r");
+				break;
+			case '\t':
+				seq_puts(m, "\\t");
+				break;
+			default:
+				if (*s < 0x20 || *s == 0x7f)
+					seq_printf(m, "\\u%04x", *s);
+				else
+					seq_putc(m, *s);
+			}
+		}
+		s += len;
+	}
+	seq_putc(m, '"');
+}
+
+static void sstat_proc_json(struct seq_file *m, const struct sstat_proc *r)
+{
+	seq_printf(m, "{\"pid\": %d, \"name\": ", r->pid);
+	sstat_json_str(m, r->comm);
+	seq_printf(m, ", \"vm_size_kb\": %llu, \"vm_rss_kb\": %llu, ",
+		   r->vm_size_kb, r->vm_rss_kb);
+	seq_printf(m, "\"oom_score\": %lu, \"oom_score_adj\": %d}",
+		   r->oom_score, r->oom_score_adj);
+}
+
+/* ------------------------------------------------------------------ */
+/* /proc/mem_stats_all                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Positions: 0 is the header, tgid + 1 is the process tgid (as in
+ * proc_pid_readdir(), so a read resumes at the next pid even when
+ * processes come and go), SSTAT_ALL_POS_END is the trailer with the totals.
+ */
+#define SSTAT_ALL_POS_END	((loff_t)PID_MAX_LIMIT + 2)
+#define SSTAT_ALL_HEADER	((void *)1)
+#define SSTAT_ALL_TRAILER	((void *)2)
+
+struct sstat_all {
+	struct pid_namespace *ns;	/* of the opener */
+	unsigned long totalpages;	/* for oom_score */
+	unsigned int tgid;		/* of the current record */
+	bool shown;			/* rec is the current record */
+	struct sstat_proc rec;
+	/* Totals of the records emitted so far (accounted in ->next()). */
+	u64 processes;
+	u64 vm_size_kb;
+	u64 vm_rss_kb;
+};
+
+/*
+ * Finds the first user process whose tgid in st->ns is at least
+ * *pos - 1, as next_tgid() of fs/proc/base.c does: look the pid up under
+ * RCU, take a reference to the task, drop RCU.
+ */
+static void *sstat_all_find(struct sstat_all *st, loff_t *pos)
+{
+	struct task_struct *task = NULL;
+	unsigned int tgid = *pos - 1;
+	struct pid *pid;
+
+	rcu_read_lock();
+	for (;;) {
+		pid = find_ge_pid(tgid, st->ns);
+		if (!pid)
+			break;
+		tgid = pid_nr_ns(pid, st->ns);
+		task = pid_task(pid, PIDTYPE_TGID);
+		if (task && !(task->flags & PF_KTHREAD)) {
+			get_task_struct(task);
+			break;
+		}
+		task = NULL;
+		tgid++;
+	}
+	rcu_read_unlock();
+
+	if (!task) {
+		*pos = SSTAT_ALL_POS_END;
+		return SSTAT_ALL_TRAILER;
+	}
+	st->tgid = tgid;
+	*pos = (loff_t)tgid + 1;
+	return task;
+}
+
+static void *sstat_all_start(struct seq_file *m, loff_t *pos)
+{
+	struct sstat_all *st = m->private;
+
+	st->shown = false;
+	if (*pos == 0) {
+		st->processes = 0;
+		st->vm_size_kb = 0;
+		st->vm_rss_kb = 0;
+		return SSTAT_ALL_HEADER;
+	}
+	if (*pos < SSTAT_ALL_POS_END)
+		return sstat_all_find(st, pos);
+	if (*pos == SSTAT_ALL_POS_END)
+		return SSTAT_ALL_TRAILER;
+	return NULL;
+}
+
+/*
+ * seq_file calls ->next() exactly once for each record that went into the
+ * output; a record that did not fit is shown again later without ->next()
+ * in between.  So the totals are accumulated here, not in ->show().
+ */
+static void *sstat_all_next(struct seq_file *m, void *v, loff_t *pos)
+{
+	struct sstat_all *st = m->private;
+
+	if (v == SSTAT_ALL_TRAILER) {
+		*pos = SSTAT_ALL_POS_END + 1;
+		return NULL;
+	}
+	if (v == SSTAT_ALL_HEADER) {
+		*pos = 1;
+	} else {
+		if (st->shown) {
+			st->processes++;
+			st->vm_size_kb += st->rec.vm_size_kb;
+			st->vm_rss_kb += st->rec.vm_rss_kb;
+		}
+		put_task_struct(v);
+		*pos = (loff_t)st->tgid + 2;
+	}
+	st->shown = false;
+	return sstat_all_find(st, pos);
+}
+
+static void sstat_all_stop(struct seq_file *m, void *v)
+{
+	if (v && v != SSTAT_ALL_HEADER && v != SSTAT_ALL_TRAILER)
+		put_task_struct(v);
+}
+
+static int sstat_all_show(struct seq_file *m, void *v)
+{
+	struct sstat_all *st = m->private;
+
+	if (v == SSTAT_ALL_HEADER) {
+		seq_puts(m, "{\"processes\": [\n");
+		return 0;
+	}
+	if (v == SSTAT_ALL_TRAILER) {
+		seq_printf(m, "%s], \"totals\": {\"processes\": %llu, ",
+			   st->processes ? "\n" : "", st->processes);
+		seq_printf(m, "\"vm_size_kb\": %llu, \"vm_rss_kb\": %llu}}\n",
+			   st->vm_size_kb, st->vm_rss_kb);
+		return 0;
+	}
+
+	sstat_proc_fill(v, st->totalpages, &st->rec);
+	/* It exited (a zombie, or on its way out) after it was found. */
+	if (!st->rec.has_mm)
+		return SEQ_SKIP;
+	st->rec.pid = st->tgid;
+	if (st->processes)
+		seq_puts(m, ",\n");
+	sstat_proc_json(m, &st->rec);
+	st->shown = true;
+	return 0;
+}
+
+static const struct seq_operations sstat_all_seq_ops = {
+	.start	= sstat_all_start,
+	.next	= sstat_all_next,
+	.stop	= sstat_all_stop,
+	.show	= sstat_all_show,
+};
+
+static int sstat_all_open(struct inode *inode, struct file *file)
+{
+	unsigned long totalpages = sstat_oom_totalpages();
+	struct sstat_all *st;
+
+	st = __seq_open_private(file, &sstat_all_seq_ops, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->ns = get_pid_ns(task_active_pid_ns(current));
+	st->totalpages = totalpages;
+	return 0;
+}
+
+static int sstat_all_release(struct inode *inode, struct file *file)
+{
+	struct seq_file *m = file->private_data;
+	struct sstat_all *st = m->private;
+
+	put_pid_ns(st->ns);
+	return seq_release_private(inode, file);
+}
+
+static const struct proc_ops sstat_all_ops = {
+	.proc_open	= sstat_all_open,
+	.proc_read_iter	= seq_read_iter,
+	.proc_lseek	= seq_lseek,
+	.proc_release	= sstat_all_release,
+};
+
+/* ------------------------------------------------------------------ */
+/* /proc/mem_watch                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The selection belongs to the open file: two users who open the file
+ * separately never see each other's choice.  The selected process is kept
+ * as a reference to its struct pid, so a pid reused by another process
+ * after the selected one exits is not picked up by mistake.
+ */
+struct sstat_watch {
+	struct mutex lock;		/* protects pid, nr and totalpages */
+	struct pid *pid;		/* TGID pid of the selection, or NULL */
+	pid_t nr;			/* its number in ns */
+	unsigned long totalpages;	/* for oom_score */
+	struct pid_namespace *ns;	/* of the opener */
+};
+
+#define SSTAT_WATCH_MAX_INPUT	32
+
+static int sstat_watch_show(struct seq_file *m, void *v)
+{
+	struct sstat_watch *w = m->private;
+	unsigned long totalpages;
+	struct task_struct *task;
+	struct sstat_proc r;
+	struct pid *pid;
+	pid_t nr;
+
+	mutex_lock(&w->lock);
+	pid = get_pid(w->pid);
+	nr = w->nr;
+	totalpages = w->totalpages;
+	mutex_unlock(&w->lock);
+
+	if (!pid) {
+		seq_puts(m, "{\"error\": \"no process selected\"}\n");
+		return 0;
+	}
+	task = get_pid_task(pid, PIDTYPE_TGID);
+	put_pid(pid);
+	if (task) {
+		sstat_proc_fill(task, totalpages, &r);
+		put_task_struct(task);
+	}
+	if (!task || (!r.kthread && !r.has_mm)) {
+		seq_printf(m, "{\"error\": \"process exited\", \"pid\": %d}\n",
+			   nr);
+		return 0;
+	}
+	r.pid = nr;
+	sstat_proc_json(m, &r);
+	seq_putc(m, '\n');
+	return 0;
+}
+
+/*
+ * Writing a pid (decimal, optionally followed by a newline) selects its
+ * process; a thread id selects the process the thread belongs to.  On
+ * error the previous selection stays.  The file position is reset so that
+ * the next read(2) on the same descriptor shows the new selection.
+ */
+static ssize_t sstat_watch_write(struct file *file, const char __user *ubuf,
+				 size_t count, loff_t *ppos)
+{
+	struct seq_file *m = file->private_data;
+	struct sstat_watch *w = m->private;
+	unsigned long totalpages;
+	struct task_struct *task;
+	struct pid *pid = NULL;
+	struct pid *old;
+	pid_t tgid;
+	int nr, err;
+
+	if (!count || count > SSTAT_WATCH_MAX_INPUT)
+		return -EINVAL;
+	err = kstrtoint_from_user(ubuf, count, 10, &nr);
+	if (err == -EFAULT)
+		return err;
+	if (err || nr <= 0)
+		return -EINVAL;
+
+	rcu_read_lock();
+	task = pid_task(find_pid_ns(nr, w->ns), PIDTYPE_PID);
+	if (task)
+		pid = get_task_pid(task, PIDTYPE_TGID);
+	rcu_read_unlock();
+	if (!pid)
+		return -ESRCH;
+	tgid = pid_nr_ns(pid, w->ns);
+	if (!tgid) {
+		put_pid(pid);
+		return -ESRCH;
+	}
+
+	totalpages = sstat_oom_totalpages();
+	mutex_lock(&w->lock);
+	old = w->pid;
+	w->pid = pid;
+	w->nr = tgid;
+	w->totalpages = totalpages;
+	mutex_unlock(&w->lock);
+	put_pid(old);
+
+	*ppos = 0;
+	return count;
+}
+
+static int sstat_watch_open(struct inode *inode, struct file *file)
+{
+	struct sstat_watch *w;
+	int err;
+
+	w = kzalloc(sizeof(*w), GFP_KERNEL);
+	if (!w)
+		return -ENOMEM;
+	mutex_init(&w->lock);
+	w->ns = get_pid_ns(task_active_pid_ns(current));
+	w->totalpages = sstat_oom_totalpages();
+
+	err = single_open(file, sstat_watch_show, w);
+	if (err) {
+		put_pid_ns(w->ns);
+		mutex_destroy(&w->lock);
+		kfree(w);
+	}
+	return err;
+}
+
+static int sstat_watch_release(struct inode *inode, struct file *file)
+{
+	struct seq_file *m = file->private_data;
+	struct sstat_watch *w = m->private;
+	int ret;
+
+	ret = single_release(inode, file);
+	put_pid(w->pid);
+	put_pid_ns(w->ns);
+	mutex_destroy(&w->lock);
+	kfree(w);
+	return ret;
+}
+
+static const struct proc_ops sstat_watch_ops = {
+	.proc_open	= sstat_watch_open,
+	.proc_read_iter	= seq_read_iter,
+	.proc_write	= sstat_watch_write,
+	.proc_lseek	= seq_lseek,
+	.proc_release	= sstat_watch_release,
+};
+
+/* ------------------------------------------------------------------ */
+/* Module                                                              */
+/* ------------------------------------------------------------------ */
+
+static const struct {
+	const char *name;
+	umode_t mode;
+	const struct proc_ops *ops;
+} sstat_files[] = {
+	{ "system_stats",	0444, &sstat_text_ops },
+	{ "system_stats.json",	0444, &sstat_json_ops },
+	{ "mem_stats_all",	0444, &sstat_all_ops },
+	{ "mem_watch",		0644, &sstat_watch_ops },
+};
+
+static void sstat_remove_files(unsigned int n)
+{
+	while (n--)
+		remove_proc_entry(sstat_files[n].name, NULL);
+}
+
+static int __init sstat_init(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(sstat_files); i++) {
+		if (!proc_create(sstat_files[i].name, sstat_files[i].mode, NULL,
+				 sstat_files[i].ops)) {
+			pr_err("cannot create /proc/%s\n", sstat_files[i].name);
+			sstat_remove_files(i);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* remove_proc_entry() waits for running reads and releases open files. */
+static void __exit sstat_exit(void)
+{
+	sstat_remove_files(ARRAY_SIZE(sstat_files));
+}
+
+module_init(sstat_init);
+module_exit(sstat_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("tamalloc project");
+MODULE_DESCRIPTION("System and per-process memory statistics in /proc");
