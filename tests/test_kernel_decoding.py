@@ -69,6 +69,9 @@ def test_all_grows_the_buffer_on_eoverflow(
         1001, 100, 92, 8)
     assert (first.swap_kb, first.oom_score, first.oom_score_adj) == (4, 666, -100)
     assert first.committed_pct == pytest.approx(100 / 1001 * 100)
+    # The next scan trusts the last count (plus headroom) and skips the sizing walk.
+    assert [s.pid for s in kbackend.all_mem_stats()] == [1, 2, 3, *range(10, 40)]
+    assert [count for _, count in fake.calls][3:] == [33 + 16]
 
 
 def test_one_process_and_errors(

@@ -341,12 +341,15 @@ def test_larger_record_is_zero_filled_at_its_stride(child: Child) -> None:
 )
 def test_get_mem_stats_errors(unmapped: int, pid: object, buf: object, size: int,
                               count: int, flags: int, err: int) -> None:
-    record = MemRecords()
-    pointer = {"ok": ctypes.byref(record), None: None,
-               "unmapped": ctypes.c_void_p(unmapped),
-               "kernel": ctypes.c_void_p(KERNEL_ADDRESS)}[buf]
+    pointer = user_pointer(buf, MemRecords(), unmapped)
     target = os.getpid() if pid == "self" else pid
     assert sys_get_mem_stats(target, pointer, size, count, flags) == -err
+
+
+def user_pointer(kind: object, record: ctypes.Structure, unmapped: int) -> object:
+    """The pointer an error case passes: to a real record, NULL, unmapped or kernel."""
+    return {"ok": ctypes.byref(record), None: None, "unmapped": ctypes.c_void_p(unmapped),
+            "kernel": ctypes.c_void_p(KERNEL_ADDRESS)}[kind]
 
 
 @pytest.fixture
@@ -419,10 +422,7 @@ def test_tamalloc_is_not_charged_to_committed_as() -> None:
 )
 def test_get_total_mem_stats_errors(unmapped: int, buf: object, size: int, flags: int,
                                     err: int) -> None:
-    record = abi.TamallocTotalMemStats()
-    pointer = {"ok": ctypes.byref(record), None: None,
-               "unmapped": ctypes.c_void_p(unmapped),
-               "kernel": ctypes.c_void_p(KERNEL_ADDRESS)}[buf]
+    pointer = user_pointer(buf, abi.TamallocTotalMemStats(), unmapped)
     assert sys_get_total_mem_stats(pointer, size, flags) == -err
 
 

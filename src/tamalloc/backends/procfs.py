@@ -11,7 +11,6 @@ cost one read.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
 import mmap
 import os
@@ -203,7 +202,7 @@ class ProcfsBackend:
         if tgid is not None and int(tgid[1]) != pid:
             # A thread id: like the syscall, report its process's id with the
             # thread's own name (the memory and OOM figures are per process anyway).
-            stats = dataclasses.replace(stats, pid=int(tgid[1]))
+            stats = stats._replace(pid=int(tgid[1]))
         return stats
 
     def all_mem_stats(self) -> list[MemStats]:
