@@ -31,7 +31,12 @@ for dir in /dev/shm /tmp /run /var/tmp /var/lib/dpkg/updates; do
 done
 busybox mkdir -p $root/run/tamalloc-vm
 busybox mount -t 9p -o "$p9,cache=none" run $root/run/tamalloc-vm
-[ -n "$work" ] && busybox mount -t 9p -o "$p9,cache=mmap" work "$root$work"
+# The work tree may live under a directory just hidden by a tmpfs (a clone in
+# /tmp): recreate its mount point there.
+if [ -n "$work" ]; then
+	busybox mkdir -p "$root$work"
+	busybox mount -t 9p -o "$p9,cache=mmap" work "$root$work"
+fi
 
 # The command's output goes to the second serial port, raw, so that the
 # host sees it unmixed with kernel messages.
