@@ -62,6 +62,21 @@ def status_kb(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, v in proc_status(pid).items() if v.endswith(" kB")}
 
 
+def assert_memory_matches_status(record: object, pid: int) -> None:
+    """The memory fields of a MemStats or of a raw tamalloc_mem_stats record (they share
+    the field names) against /proc/PID/status."""
+    status = status_kb(pid)
+    got = {name: getattr(record, name) for name in _STATUS_FIELDS}
+    assert got == {name: status[key] for name, key in _STATUS_FIELDS.items()}
+    assert got["committed_kb"] == got["anon_kb"] + got["file_kb"] + got["shmem_kb"]
+
+
+_STATUS_FIELDS = {
+    "reserved_kb": "VmSize", "committed_kb": "VmRSS", "anon_kb": "RssAnon",
+    "file_kb": "RssFile", "shmem_kb": "RssShmem", "swap_kb": "VmSwap",
+}
+
+
 def read_int(path: str) -> int:
     with open(path) as f:
         return int(f.read())

@@ -10,23 +10,16 @@ from collections.abc import Callable
 import pytest
 
 import tamalloc
-from _support import Child, MiB, proc_status, read_int, status_kb
+from _support import Child, MiB, assert_memory_matches_status, proc_status, read_int
 from tamalloc import MemStats, NoSuchProcess
 from tamalloc.models import FIELD_NAMES
 
 
 def test_child_matches_proc_status(backend: str, child: Child) -> None:
     stats = tamalloc.mem_stats(child.pid, backend=backend)
-    status = status_kb(child.pid)
     assert stats.pid == child.pid
     assert stats.name == proc_status(child.pid)["Name"]
-    assert stats.reserved_kb == status["VmSize"]
-    assert stats.committed_kb == status["VmRSS"]
-    assert stats.anon_kb == status["RssAnon"]
-    assert stats.file_kb == status["RssFile"]
-    assert stats.shmem_kb == status["RssShmem"]
-    assert stats.swap_kb == status["VmSwap"]
-    assert stats.committed_kb == stats.anon_kb + stats.file_kb + stats.shmem_kb
+    assert_memory_matches_status(stats, child.pid)
     assert stats.committed_pct == pytest.approx(stats.committed_kb / stats.reserved_kb * 100)
 
 

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from _support import Child, proc_status, read_int, status_kb
+from _support import Child, assert_memory_matches_status, proc_status, read_int, status_kb
 from tamalloc import abi
 from tamalloc._libc import PAGE_SIZE, libc
 
@@ -28,7 +28,6 @@ ULONG_MAX = (1 << 64) - 1
 KERNEL_ADDRESS = 0xFFFF_FFFF_FFFF_F000
 NO_SUCH_PID = 0x3FFF_FFFF
 
-libc.syscall.restype = ctypes.c_long
 MemRecords = abi.TamallocMemStats
 
 
@@ -204,17 +203,10 @@ def test_tamalloc_respects_rlimit_as() -> None:
 
 def test_one_process_matches_proc_status(child: Child) -> None:
     record = one(child.pid)
-    fields = status_kb(child.pid)
     assert record.pid == child.pid
     assert record.comm.decode() == proc_status(child.pid)["Name"]
-    assert record.reserved_kb == fields["VmSize"]
-    assert record.committed_kb == fields["VmRSS"]
-    assert record.anon_kb == fields["RssAnon"]
-    assert record.file_kb == fields["RssFile"]
-    assert record.shmem_kb == fields["RssShmem"]
-    assert record.swap_kb == fields["VmSwap"]
-    assert record.pgtables_kb == fields["VmPTE"]
-    assert record.committed_kb == record.anon_kb + record.file_kb + record.shmem_kb
+    assert_memory_matches_status(record, child.pid)
+    assert record.pgtables_kb == status_kb(child.pid)["VmPTE"]
     assert record.oom_score == oom_score(child.pid)
     assert record.reserved == 0
 
