@@ -25,7 +25,7 @@ deps: ## install the Debian packages the kernel build and the VM need (root)
 	@bash vm/install-deps.sh
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
-$(VENV)/.test-tools: pyproject.toml
+$(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/backends/_procscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'
@@ -33,9 +33,10 @@ $(VENV)/.test-tools: pyproject.toml
 
 venv: $(VENV)/.test-tools ## create .venv with the package (editable) and the test tools
 
-lint: venv ## ruff on all Python code
+lint: venv ## ruff on all Python code, mypy --strict on the package
 	$(VENV)/bin/ruff check src tests bench examples vm
 	$(VENV)/bin/ruff format --check vm
+	$(VENV)/bin/mypy
 
 host-test: venv ## the test suite on this machine's kernel (procfs backend)
 	$(VPY) -m pytest -q -rs tests

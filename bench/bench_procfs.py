@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import tamalloc  # noqa: E402
+from tamalloc.backends import procfs  # noqa: E402
 
 GiB = 1 << 30
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -43,11 +44,15 @@ def bench_stats(report: Report, repeat: int) -> None:
         lambda: list(psutil.process_iter(["pid", "name", "memory_info"])), repeat=repeat
     )
     minimal = best_of(minimal_statm_oom_reader, repeat=repeat)
+    pure_python = best_of(lambda: procfs._scan(procfs.list_pids()), repeat=repeat)
+    report.note("procfs scan in use", "C" if procfs._c_scan else "pure Python (C not built)")
     report.time("all_mem_stats(backend='procfs')", ours, n)
+    report.time("the same, pure-Python scan", pure_python, n)
     report.time("psutil.process_iter(pid,name,memory_info)", theirs, n)
     report.time("minimal statm + oom_score reader", minimal, n)
     report.note("ratio psutil / tamalloc", f"{theirs / ours:.2f}x")
     report.note("ratio tamalloc / minimal reader", f"{ours / minimal:.2f}x")
+    report.note("ratio psutil / pure-Python scan", f"{theirs / pure_python:.2f}x")
     cache_clear = getattr(psutil.process_iter, "cache_clear", None)
     if cache_clear is not None:
         # A one-shot script: psutil's Process objects not cached from a previous call.

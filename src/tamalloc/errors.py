@@ -43,6 +43,8 @@ class KernelUnavailable(TamallocError):
 
 _NO_PROCESS = frozenset({errno.ESRCH, errno.ENOENT})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
+# A process that exits or hides from us during a scan of all processes is left out.
+SKIPPED_IN_SCANS = _NO_PROCESS | _DENIED
 _NO_MEMORY = frozenset({errno.ENOMEM, errno.EOVERFLOW, errno.EFBIG})
 
 

@@ -1,0 +1,6 @@
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+_T = TypeVar("_T", bound=tuple[object, ...])
+
+def scan(pids: Sequence[int], cls: type[_T], skip_errnos: Iterable[int], /) -> list[_T]: ...

@@ -1,0 +1,195 @@
+"""The procfs backend's scan of every process: its C implementation (the one
+all_mem_stats uses when built) and its pure-Python one (used when no compiler was
+found at install) must give the same results."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import tamalloc
+from _support import (
+    Child,
+    assert_memory_matches_status,
+    proc_status,
+    read_int,
+    subprocess_env,
+)
+from tamalloc.backends import procfs
+from tamalloc.errors import SKIPPED_IN_SCANS
+from tamalloc.models import MemStats
+
+NEEDS_C = "the C scanner was not built: `make venv` builds it (needs gcc and Python headers)"
+
+# A process that names itself (through /proc/self/comm), then waits on stdin.
+NAMED_CHILD = """
+import sys
+with open("/proc/self/comm", "w") as f:
+    f.write(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def c_scan(pids: list[int], skip: frozenset[int] = SKIPPED_IN_SCANS) -> list[MemStats]:
+    assert procfs._c_scan is not None, NEEDS_C
+    return procfs._c_scan(pids, MemStats, skip)
+
+
+@pytest.fixture
+def named_child() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(name: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", NAMED_CHILD, name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env(),
+        )
+        procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        return proc
+
+    yield spawn
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_c_scanner_is_built() -> None:
+    # The test environment is made by `make venv`, which compiles it; without it
+    # all_mem_stats is ~40% slower and the comparisons below would test nothing.
+    assert procfs._c_scan is not None, NEEDS_C
+
+
+def test_both_scans_agree_on_known_processes(
+    spawn_child: Callable[..., Child], named_child: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    small, big = spawn_child(), spawn_child(reserve=512 << 20, touch=32 << 20)
+    escaped = named_child("a\nb\\c")  # status prints it as "a\\nb\\\\c"
+    zombie = zombie_process()
+    pids = [small.pid, big.pid, escaped.pid, zombie.pid, 2**22 + 1]  # no such pid: > pid_max
+    with open(f"/proc/{small.pid}/oom_score_adj", "w") as f:
+        f.write("345")
+
+    in_c, in_python = c_scan(pids), procfs._scan(pids)
+    zombie.wait()
+
+    assert in_c == in_python
+    assert [s.pid for s in in_c] == pids[:3]
+    assert in_c[2].name == "a\nb\\c"
+    assert in_c[0].oom_score_adj == 345
+    for stats in in_c:
+        assert_memory_matches_status(stats, stats.pid)
+        assert stats.oom_score == read_int(f"/proc/{stats.pid}/oom_score")
+        assert type(stats) is MemStats
+
+
+def zombie_process() -> subprocess.Popen[bytes]:
+    """An exited child not yet reaped: its status has no memory lines."""
+    proc = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 30
+    while proc_status(proc.pid)["State"][0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    return proc
+
+
+def test_both_scans_agree_on_every_process() -> None:
+    pids = procfs.list_pids()
+    in_c = {s.pid: s for s in c_scan(pids)}
+    in_python = {s.pid: s for s in procfs._scan(pids)}
+    # Only a process that started or ended between the two scans may differ.
+    both = in_c.keys() & in_python.keys()
+    assert len(both) >= 0.9 * max(len(in_c), len(in_python))
+    for pid in both:
+        assert in_c[pid].name == in_python[pid].name
+        assert in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
+
+
+def test_all_mem_stats_uses_the_c_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = procfs._c_scan
+    assert real is not None, NEEDS_C
+
+    def counting(pids: list[int], cls: type[MemStats], skip: frozenset[int]) -> list[MemStats]:
+        calls.append(len(pids))
+        return real(pids, cls, skip)
+
+    monkeypatch.setattr(procfs, "_c_scan", counting)
+    pids = [s.pid for s in tamalloc.all_mem_stats(backend="procfs")]
+    assert len(calls) == 1 and calls[0] >= len(pids) > 0
+    assert os.getpid() in pids
+
+
+def test_without_the_c_scanner_the_python_scan_is_used(
+    child: Child, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procfs, "_c_scan", None)
+    stats = {s.pid: s for s in tamalloc.all_mem_stats(backend="procfs")}
+    assert_memory_matches_status(stats[child.pid], child.pid)
+
+
+def test_an_errno_outside_the_skip_set_raises() -> None:
+    missing = 2**22 + 1
+    with pytest.raises(OSError) as info:
+        c_scan([missing], skip=frozenset())
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == f"/proc/{missing}"
+
+
+def test_all_mem_stats_translates_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(pids: list[int], cls: type[MemStats], skip: frozenset[int]) -> list[MemStats]:
+        raise OSError(errno.EIO, "Input/output error", "/proc/7")
+
+    monkeypatch.setattr(procfs, "_c_scan", failing)
+    with pytest.raises(OSError, match=r"^\[Errno 5\] /proc/7: Input/output error"):
+        tamalloc.all_mem_stats(backend="procfs")
+
+
+@pytest.mark.parametrize("args", [
+    (["1"], MemStats, SKIPPED_IN_SCANS),  # a pid that is not an int
+    ([1], dict, SKIPPED_IN_SCANS),  # not a tuple type
+    (1, MemStats, SKIPPED_IN_SCANS),  # not a sequence
+    ([1], MemStats, None),  # no errno set
+])
+def test_c_scan_rejects_bad_arguments(args: tuple[object, object, object]) -> None:
+    assert procfs._c_scan is not None, NEEDS_C
+    with pytest.raises(TypeError):
+        procfs._c_scan(*args)  # type: ignore[arg-type]
+
+
+# Layouts the fast regex does not expect: a 4.x status (with VmPMD, without RssAnon)
+# and a kernel thread's (no memory lines at all).
+STATUS_4_9 = (
+    b"Name:\tbash\nState:\tS (sleeping)\nTgid:\t42\nVmPeak:\t   22000 kB\n"
+    b"VmSize:\t   21000 kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\nVmHWM:\t    5000 kB\n"
+    b"VmRSS:\t    4000 kB\nVmData:\t    1000 kB\nVmStk:\t     132 kB\nVmExe:\t    1000 kB\n"
+    b"VmLib:\t    2000 kB\nVmPTE:\t      60 kB\nVmPMD:\t      12 kB\nVmSwap:\t      30 kB\n"
+    b"Threads:\t1\n"
+)
+STATUS_KTHREAD = b"Name:\tkworker/0:1\nState:\tI (idle)\nTgid:\t9\nThreads:\t1\n"
+
+
+def test_python_parser_copes_with_other_layouts() -> None:
+    assert procfs._STATUS_RE.search(STATUS_4_9) is None
+    assert procfs._memory_fields(STATUS_4_9) == (21000, 4000, 0, 0, 0, 30)
+    assert procfs._memory_fields(STATUS_KTHREAD) is None
+
+
+def test_python_parser_fast_and_slow_paths_agree_on_live_processes() -> None:
+    checked = 0
+    for pid in procfs.list_pids():
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        assert procfs._memory_fields(status) == procfs._parse_status_slow(status)
+        checked += 1
+    assert checked > 0
