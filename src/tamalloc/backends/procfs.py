@@ -6,6 +6,9 @@ VmSize, VmRSS, RssAnon, RssFile, RssShmem, VmSwap), then ``oom_score`` and
 swap, and ``comm`` is already in ``status``, so three reads is the minimum that fills
 every MemStats field. Kernel threads are recognised by a ``status`` without VmSize and
 cost one read.
+
+The scan of every process runs in C (``_procscan.c``) where that was compiled at
+install, and in ``_scan`` here otherwise; both give the same results.
 """
 
 from __future__ import annotations
@@ -118,11 +121,11 @@ def _scan(
     _new: Callable[..., MemStats] = tuple.__new__,
 ) -> list[MemStats]:
     """MemStats of every process in ``pids`` that has memory, skipping those that
-    vanish or hide during the scan. This is the hot loop of `tamalloc stats`: one
-    status and two OOM reads a process are the floor, so the rest is kept to as few
-    Python operations as it can be (reads inlined, globals bound as defaults, the
-    tuple built without the NamedTuple's Python-level __new__); each measurably
-    counts at ~20 µs a process."""
+    vanish or hide during the scan: ``_procscan.scan`` in Python, for installs without
+    it. One status and two OOM reads a process are the floor, so the rest is kept to
+    as few Python operations as it can be (reads inlined, globals bound as defaults,
+    the tuple built without the NamedTuple's Python-level __new__): each counts
+    measurably at ~20 µs a process."""
     result: list[MemStats] = []
     append = result.append
     for pid in pids:
