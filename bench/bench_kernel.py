@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _timing import Report, best_of, count_user_processes, idle_processes, minimal_statm_oom_reader
+from _timing import (
+    Report,
+    best_of,
+    best_of_pair,
+    count_user_processes,
+    idle_processes,
+    minimal_statm_oom_reader,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -109,8 +116,8 @@ def bench_alloc(report: Report, repeat: int) -> None:
     def bare() -> None:
         mmap.mmap(-1, GiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE).close()
 
-    t_ours = best_of(ours, repeat=repeat, number=200)
-    t_bare = best_of(bare, repeat=repeat, number=200)
+    # At least 5 rounds whatever --repeat says: one round is a single noisy sample.
+    t_ours, t_bare = best_of_pair(ours, bare, repeat=max(repeat, 5), number=200)
     report.time('alloc("1GiB") + close (kernel)', t_ours)
     report.time("bare mmap.mmap(1 GiB) + close", t_bare)
     report.note("ratio alloc / bare mmap", f"{t_ours / t_bare:.2f}x")

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _timing import Report, best_of, count_user_processes, idle_processes, minimal_statm_oom_reader
+from _timing import (
+    Report,
+    best_of,
+    best_of_pair,
+    count_user_processes,
+    idle_processes,
+    minimal_statm_oom_reader,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -92,8 +99,7 @@ def bench_alloc(report: Report, repeat: int, with_bytearray: bool) -> None:
 
     # A buffer's life is allocate + free, and that is what the target compares; the
     # allocation alone is shown too (mmap(2) is cheap; munmap(2) is most of the cost).
-    t_ours = best_of(ours, repeat=max(repeat, 7), number=5000)
-    t_bare = best_of(bare, repeat=max(repeat, 7), number=5000)
+    t_ours, t_bare = best_of_pair(ours, bare, repeat=max(repeat, 7), number=5000)
     report.time('alloc("1GiB") + close (procfs)', t_ours)
     report.time("bare mmap.mmap(1 GiB) + close", t_bare)
     report.note("ratio alloc / bare mmap", f"{t_ours / t_bare:.2f}x")
