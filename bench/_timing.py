@@ -75,18 +75,17 @@ def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> fl
     return best
 
 
-def best_of_pair(
-    first: Callable[[], object], second: Callable[[], object], *, repeat: int, number: int
-) -> tuple[float, float]:
-    """best_of for two functions in alternating rounds, so that both meet the same
+def best_of_each(
+    *fns: Callable[[], object], repeat: int = 5, number: int = 1
+) -> list[float]:
+    """best_of for several functions in alternating rounds, so that all meet the same
     conditions: measured one after the other, the first paid for whatever the machine
-    was still doing (after a 10,000-process fleet is reaped, the kernel goes on freeing
-    its memory for a while)."""
-    best_first = best_second = float("inf")
+    was still doing (settling after a fleet of processes starts or is reaped)."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        best_first = min(best_first, best_of(first, repeat=1, number=number))
-        best_second = min(best_second, best_of(second, repeat=1, number=number))
-    return best_first, best_second
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], best_of(fn, repeat=1, number=number))
+    return best
 
 
 def count_user_processes() -> int:

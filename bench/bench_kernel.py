@@ -24,7 +24,7 @@ from pathlib import Path
 from _timing import (
     Report,
     best_of,
-    best_of_pair,
+    best_of_each,
     count_user_processes,
     idle_processes,
     minimal_statm_oom_reader,
@@ -73,19 +73,28 @@ def raw_get_mem_stats() -> Callable[[], int]:
 def bench_stats(report: Report, repeat: int) -> None:
     n = count_user_processes()
     report.note("user processes", str(n))
-    raw = best_of(raw_get_mem_stats(), repeat=repeat)
-    kernel = best_of(lambda: tamalloc.all_mem_stats(backend="kernel"), repeat=repeat)
-    procfs = best_of(lambda: tamalloc.all_mem_stats(backend="procfs"), repeat=repeat)
-    minimal = best_of(minimal_statm_oom_reader, repeat=repeat)
+    contenders = [
+        raw_get_mem_stats(),
+        lambda: tamalloc.all_mem_stats(backend="kernel"),
+        lambda: tamalloc.all_mem_stats(backend="procfs"),
+        minimal_statm_oom_reader,
+    ]
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        have_psutil = False
+    else:
+        have_psutil = True
+        contenders.append(psutil_with_oom_scores)
+    raw, kernel, procfs, minimal, *rest = best_of_each(*contenders, repeat=repeat)
     report.time("get_mem_stats(0) syscall alone", raw, n)
     report.time("all_mem_stats(kernel), decoded", kernel, n)
     report.time("all_mem_stats(procfs)", procfs, n)
     report.time("minimal statm + oom_score reader", minimal, n)
-    try:
-        theirs = best_of(psutil_with_oom_scores, repeat=repeat)
-    except ImportError:
+    if not have_psutil:
         report.note("psutil", "not installed: skipped")
     else:
+        theirs = rest[0]
         report.time("psutil process_iter(memory_info) + oom_score", theirs, n)
         report.note("ratio psutil+oom / syscall", f"{theirs / raw:.1f}x")
         report.note("ratio psutil+oom / all_mem_stats", f"{theirs / kernel:.1f}x")
@@ -117,7 +126,7 @@ def bench_alloc(report: Report, repeat: int) -> None:
         mmap.mmap(-1, GiB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE).close()
 
     # At least 5 rounds whatever --repeat says: one round is a single noisy sample.
-    t_ours, t_bare = best_of_pair(ours, bare, repeat=max(repeat, 5), number=200)
+    t_ours, t_bare = best_of_each(ours, bare, repeat=max(repeat, 5), number=200)
     report.time('alloc("1GiB") + close (kernel)', t_ours)
     report.time("bare mmap.mmap(1 GiB) + close", t_bare)
     report.note("ratio alloc / bare mmap", f"{t_ours / t_bare:.2f}x")

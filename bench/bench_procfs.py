@@ -25,7 +25,7 @@ from typing import Any
 from _timing import (
     Report,
     best_of,
-    best_of_pair,
+    best_of_each,
     count_user_processes,
     idle_processes,
     minimal_statm_oom_reader,
@@ -46,12 +46,13 @@ def bench_stats(report: Report, repeat: int) -> None:
 
     n = count_user_processes()
     report.note("user processes", str(n))
-    ours = best_of(lambda: tamalloc.all_mem_stats(backend="procfs"), repeat=repeat)
-    theirs = best_of(
-        lambda: list(psutil.process_iter(["pid", "name", "memory_info"])), repeat=repeat
+    ours, theirs, minimal, pure_python = best_of_each(
+        lambda: tamalloc.all_mem_stats(backend="procfs"),
+        lambda: list(psutil.process_iter(["pid", "name", "memory_info"])),
+        minimal_statm_oom_reader,
+        lambda: procfs._scan(procfs.list_pids()),
+        repeat=repeat,
     )
-    minimal = best_of(minimal_statm_oom_reader, repeat=repeat)
-    pure_python = best_of(lambda: procfs._scan(procfs.list_pids()), repeat=repeat)
     report.note("procfs scan in use", "C" if procfs._c_scan else "pure Python (C not built)")
     report.time("all_mem_stats(backend='procfs')", ours, n)
     report.time("the same, pure-Python scan", pure_python, n)
@@ -99,7 +100,7 @@ def bench_alloc(report: Report, repeat: int, with_bytearray: bool) -> None:
 
     # A buffer's life is allocate + free, and that is what the target compares; the
     # allocation alone is shown too (mmap(2) is cheap; munmap(2) is most of the cost).
-    t_ours, t_bare = best_of_pair(ours, bare, repeat=max(repeat, 7), number=5000)
+    t_ours, t_bare = best_of_each(ours, bare, repeat=max(repeat, 7), number=5000)
     report.time('alloc("1GiB") + close (procfs)', t_ours)
     report.time("bare mmap.mmap(1 GiB) + close", t_bare)
     report.note("ratio alloc / bare mmap", f"{t_ours / t_bare:.2f}x")
