@@ -26,7 +26,6 @@ _array_setitem: Any = ctypes.Array.__setitem__
 _LOW_BIT = bytes(i & 1 for i in range(256))
 _CLOSED = "operation on a closed tamalloc buffer"
 _SLOTS = ("_address", "_mapped_length", "_closed", "_owner", "huge", "backend")
-_PAGE_MASK = _libc.PAGE_SIZE - 1
 # Python sizes are Py_ssize_t; the kernel refuses far less (TASK_SIZE) anyway.
 _MAX_LENGTH = sys.maxsize - _libc.HUGE_PAGE_SIZE
 
@@ -174,7 +173,7 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
         raise MemoryError(f"cannot allocate {length} bytes: larger than the address space")
     chosen = get_backend(backend)
     address, owner = chosen.map_anonymous(length, huge)
-    mapped = (length + _PAGE_MASK) & ~_PAGE_MASK
+    mapped = _libc.page_round_up(length)
     try:
         buf: Buffer = _buffer_type(length).from_address(address)  # type: ignore[attr-defined]
     except BaseException:

@@ -100,12 +100,13 @@ def positive_float(text: str) -> float:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from ..backends import BACKEND_NAMES
     from . import demo, stats, system, total, watch
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--backend",
-        choices=("kernel", "procfs"),
+        choices=BACKEND_NAMES,
         default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
         help="kernel: the tamalloc syscalls; procfs: /proc and mmap (default: kernel when"
         " available, or $TAMALLOC_BACKEND)",

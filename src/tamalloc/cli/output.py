@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..sizes import format_kb
 from .main import Environment
 
 if TYPE_CHECKING:
@@ -14,6 +16,17 @@ if TYPE_CHECKING:
 
 UNITS = ("auto", "kb", "mb")
 UNIT_LABELS = {"auto": "", "kb": " (kB)", "mb": " (MiB)"}
+_UNIT_SUFFIXES = {"auto": "", "kb": " kB", "mb": " MiB"}
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+
+
+def format_size(kb: int, units: str) -> str:
+    """A kB figure standing alone, with its unit ("12,345 kB"); table columns carry
+    the unit in the header instead (UNIT_LABELS)."""
+    return format_kb(kb, units) + _UNIT_SUFFIXES[units]
 
 
 @dataclass(frozen=True)

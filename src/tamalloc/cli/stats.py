@@ -10,7 +10,7 @@ from typing import Any
 from ..models import FIELD_NAMES, MemStats, committed_pct
 from ..sizes import format_kb
 from .main import Environment, ExitStatus, pid_or_zero, positive_int
-from .output import UNIT_LABELS, UNITS, Column, render_table, write_json
+from .output import UNIT_LABELS, Column, add_units_argument, render_table, write_json
 
 # CLI sort key → (MemStats field, biggest first?). Names sort A→Z, pids ascending,
 # everything else biggest first, which is what one looks for.
@@ -61,7 +61,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=positive_int, metavar="N", help="show the first N only")
     p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
     p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
-    p.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    add_units_argument(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
     fmt.add_argument("--csv", action="store_true", help="CSV with the MemStats field names")

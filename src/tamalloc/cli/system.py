@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..sizes import format_kb
 from .main import Environment, ExitStatus
-from .output import UNITS, Column, render_pairs, render_table, write_json
+from .output import (
+    Column,
+    add_units_argument,
+    format_size,
+    render_pairs,
+    render_table,
+    write_json,
+)
 
 _CPU_SHOWN = ("user", "system", "idle", "iowait")
 
@@ -22,7 +28,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         " module is loaded, else from /proc/meminfo, /proc/stat and statvfs.",
     )
     p.add_argument("--path", default="/", help="filesystem to report (default /)")
-    p.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    add_units_argument(p)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
     p.set_defaults(run=run, needs_backend=False)
 
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         return ExitStatus.SUCCESS
 
     def size(kb: int) -> str:
-        return format_kb(kb, args.units) + {"kb": " kB", "mb": " MiB"}.get(args.units, "")
+        return format_size(kb, args.units)
 
     mem, disk = stats.memory, stats.disk
     render_pairs(

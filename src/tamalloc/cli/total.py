@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from ..models import committed_pct
-from ..sizes import format_kb
 from .main import Environment, ExitStatus
-from .output import UNITS, render_pairs, write_json
+from .output import add_units_argument, format_size, render_pairs, write_json
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Reserved, committed and swap summed over every user process, with"
         " the kernel's commit accounting (Committed_AS, CommitLimit, overcommit mode).",
     )
-    p.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    add_units_argument(p)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
     p.set_defaults(run=run, needs_backend=True)
 
@@ -33,8 +32,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         return ExitStatus.SUCCESS
 
     def size(kb: int) -> str:
-        suffix = {"kb": " kB", "mb": " MiB"}.get(args.units, "")
-        return format_kb(kb, args.units) + suffix
+        return format_size(kb, args.units)
 
     pct = committed_pct(total.committed_kb, total.reserved_kb)
     commit_use = committed_pct(total.committed_as_kb, total.commit_limit_kb)

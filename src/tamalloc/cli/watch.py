@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..models import MemStats
 from ..sizes import format_kb
 from .main import Environment, ExitStatus, positive_float, positive_int
-from .output import UNITS, console
+from .output import add_units_argument, console
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -37,7 +37,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
     p.add_argument("--history", type=positive_int, default=40, metavar="N",
                    help="samples kept for the sparklines (default 40)")
-    p.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    add_units_argument(p)
     p.set_defaults(run=run, needs_backend=True)
 
 
