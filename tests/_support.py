@@ -77,6 +77,12 @@ _STATUS_FIELDS = {
 }
 
 
+def meminfo_kb() -> dict[str, int]:
+    """/proc/meminfo as {field: value}, read here rather than through the package."""
+    with open("/proc/meminfo") as f:
+        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
+
+
 def read_int(path: str) -> int:
     with open(path) as f:
         return int(f.read())

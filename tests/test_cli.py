@@ -10,7 +10,15 @@ import sys
 
 import pytest
 
-from _support import Child, assert_clean_error, read_int, run_cli, run_on_pty, subprocess_env
+from _support import (
+    Child,
+    assert_clean_error,
+    meminfo_kb,
+    read_int,
+    run_cli,
+    run_on_pty,
+    subprocess_env,
+)
 from tamalloc.models import TotalMemStats
 
 TOTAL_FIELDS = tuple(TotalMemStats.__dataclass_fields__)
@@ -25,7 +33,7 @@ def test_total_json(backend: str) -> None:
     data = json.loads(result.stdout)
     assert tuple(data) == TOTAL_FIELDS
     assert data["processes"] > 0
-    assert data["mem_total_kb"] == _meminfo("MemTotal")
+    assert data["mem_total_kb"] == meminfo_kb()["MemTotal"]
     assert data["overcommit_memory"] == read_int("/proc/sys/vm/overcommit_memory")
 
 
@@ -36,20 +44,12 @@ def test_total_table() -> None:
         assert field in result.stdout
 
 
-def _meminfo(key: str) -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def test_system_json(tmp_path: object) -> None:
     result = run_cli("system", "--json", "--path", str(tmp_path))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) == {"memory", "cpu", "disk", "source"}
-    assert data["memory"]["total_kb"] == _meminfo("MemTotal")
+    assert data["memory"]["total_kb"] == meminfo_kb()["MemTotal"]
     assert data["disk"]["path"] == str(tmp_path)
     assert data["cpu"]["per_cpu"][0]["cpu"] == 0
     assert {"user", "system", "idle", "iowait"} <= set(data["cpu"]["total"])

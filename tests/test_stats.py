@@ -10,7 +10,14 @@ from collections.abc import Callable
 import pytest
 
 import tamalloc
-from _support import Child, MiB, assert_memory_matches_status, proc_status, read_int
+from _support import (
+    Child,
+    MiB,
+    assert_memory_matches_status,
+    meminfo_kb,
+    proc_status,
+    read_int,
+)
 from tamalloc import MemStats, NoSuchProcess
 from tamalloc.models import FIELD_NAMES
 
@@ -143,9 +150,9 @@ def test_invalid_pid(backend: str, pid: int) -> None:
 def test_total_matches_meminfo_and_the_process_list(backend: str, child: Child) -> None:
     # Other processes come and go (CI may be building a kernel), so compare with
     # readings taken just before and just after, with a little slack.
-    before_list, before_info = tamalloc.all_mem_stats(backend=backend), _meminfo()
+    before_list, before_info = tamalloc.all_mem_stats(backend=backend), meminfo_kb()
     total = tamalloc.total_mem_stats(backend=backend)
-    after_list, after_info = tamalloc.all_mem_stats(backend=backend), _meminfo()
+    after_list, after_info = tamalloc.all_mem_stats(backend=backend), meminfo_kb()
 
     def within(value: int, a: int, b: int, slack: float = 0.1) -> bool:
         return min(a, b) * (1 - slack) - 3 <= value <= max(a, b) * (1 + slack) + 3
@@ -160,11 +167,6 @@ def test_total_matches_meminfo_and_the_process_list(backend: str, child: Child) 
         sums = [sum(getattr(s, field) for s in listed) for listed in (before_list, after_list)]
         assert within(getattr(total, field), *sums), field
     assert total.reserved_kb >= child.reserve // 1024
-
-
-def _meminfo() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
 
 
 def test_to_dict_has_exactly_the_field_names(child: Child) -> None:

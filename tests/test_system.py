@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tamalloc
+from _support import meminfo_kb
 from tamalloc import parse_system_stats, system_stats
 from tamalloc.system import SOURCE_MODULE, SOURCE_MODULE_STATVFS, SOURCE_PROCFS, SYSTEM_STATS_PATH
 
@@ -91,16 +92,11 @@ def test_malformed_text_is_a_value_error(text: str, message: str) -> None:
         parse_system_stats(text)
 
 
-def _meminfo() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f)}
-
-
 def test_system_stats_of_this_machine() -> None:
     stats = system_stats()
     module = os.path.exists(SYSTEM_STATS_PATH)
     assert stats.source == (SOURCE_MODULE if module else SOURCE_PROCFS)
-    meminfo = _meminfo()
+    meminfo = meminfo_kb()
     assert stats.memory.total_kb == meminfo["MemTotal"]
     assert stats.memory.used_kb == stats.memory.total_kb - stats.memory.available_kb
     assert 0 < stats.memory.available_kb <= stats.memory.total_kb

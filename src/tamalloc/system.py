@@ -109,12 +109,17 @@ def _read_text(path: str) -> str:
         return f.read()
 
 
-def _memory_from_meminfo(text: str) -> MemoryInfo:
+def read_meminfo() -> dict[str, int]:
+    """/proc/meminfo as {field: value} (kB, or pages for the HugePages_ counts)."""
     info: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in _read_text("/proc/meminfo").splitlines():
         key, sep, value = line.partition(":")
         if sep:
             info[key] = int(value.split()[0])
+    return info
+
+
+def _memory_from_meminfo(info: dict[str, int]) -> MemoryInfo:
     total = info["MemTotal"]
     free = info["MemFree"]
     # MemAvailable exists since Linux 3.14; the fallback is what older free(1) showed.
@@ -162,7 +167,7 @@ def system_stats(path: str = "/") -> SystemStats:
             return stats
         return SystemStats(stats.memory, stats.cpu, disk_usage(path), SOURCE_MODULE_STATVFS)
     return SystemStats(
-        memory=_memory_from_meminfo(_read_text("/proc/meminfo")),
+        memory=_memory_from_meminfo(read_meminfo()),
         cpu=_cpu_from_proc_stat(_read_text("/proc/stat")),
         disk=disk_usage(path),
         source=SOURCE_PROCFS,

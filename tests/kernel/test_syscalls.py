@@ -14,7 +14,14 @@ import threading
 
 import pytest
 
-from _support import Child, assert_memory_matches_status, proc_status, read_int, status_kb
+from _support import (
+    Child,
+    assert_memory_matches_status,
+    meminfo_kb,
+    proc_status,
+    read_int,
+    status_kb,
+)
 from tamalloc import abi
 from tamalloc._libc import PAGE_SIZE, libc
 
@@ -376,14 +383,9 @@ def test_totals_equal_the_sum_of_the_records() -> None:
     assert summed.swap_kb == sum(r.swap_kb for r in records)
 
 
-def meminfo() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {line.split(":")[0]: int(line.split()[1]) for line in f}
-
-
 def test_totals_carry_the_meminfo_figures() -> None:
     summed = total()
-    info = meminfo()
+    info = meminfo_kb()
     assert summed.mem_total_kb == info["MemTotal"]
     assert summed.commit_limit_kb == info["CommitLimit"]
     # Committed_AS moves with every mapping anyone makes.

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from _support import meminfo_kb
+
 IN_VM = os.environ.get("TAMALLOC_IN_VM") == "1"
 if not IN_VM:
     pytest.skip("runs inside the VM: make vm-test", allow_module_level=True)
@@ -145,14 +147,6 @@ class KernelLog:
 
 def splats(lines: list[str]) -> list[str]:
     return [line for line in lines if SPLAT.search(line)]
-
-
-def meminfo() -> dict[str, int]:
-    info = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info[key] = int(value.split()[0])
-    return info
 
 
 def proc_stat_cpus() -> dict[str, list[int]]:
@@ -359,9 +353,9 @@ def test_system_stats_text_format() -> None:
 
 @pytest.mark.usefixtures("loaded")
 def test_memory_agrees_with_meminfo() -> None:
-    before = meminfo()
+    before = meminfo_kb()
     mem = parse_text(read_proc("system_stats"))["memory"]
-    after = meminfo()
+    after = meminfo_kb()
     assert mem["total_kb"] == before["MemTotal"] == after["MemTotal"]
     slack = max(8192, before["MemTotal"] // 200)  # what the test itself allocates
     for key, field in (

@@ -29,6 +29,7 @@ from ..errors import (
     translate_os_errors,
 )
 from ..models import MemStats, TotalMemStats
+from ..system import read_meminfo
 from . import BackendName
 
 _c_scan: Callable[[list[int], type[MemStats], frozenset[int]], list[MemStats]] | None
@@ -197,15 +198,6 @@ def process_uid(pid: int) -> int:
     return int(match[2])
 
 
-def _read_meminfo(keys: tuple[bytes, ...]) -> dict[bytes, int]:
-    found: dict[bytes, int] = {}
-    for line in _read(f"{_PROC}/meminfo").split(b"\n"):
-        key, sep, value = line.partition(b":")
-        if sep and key in keys:
-            found[key] = int(value.split()[0])
-    return found
-
-
 class ProcfsBackend:
     name: BackendName = "procfs"
 
@@ -245,16 +237,16 @@ class ProcfsBackend:
                 reserved += memory[0]
                 committed += memory[1]
                 swap += memory[5]
-        meminfo = _read_meminfo((b"Committed_AS", b"CommitLimit", b"MemTotal"))
+        meminfo = read_meminfo()
         overcommit = int(_read(f"{_PROC}/sys/vm/overcommit_memory"))
         return TotalMemStats(
             processes=processes,
             reserved_kb=reserved,
             committed_kb=committed,
             swap_kb=swap,
-            committed_as_kb=meminfo.get(b"Committed_AS", 0),
-            commit_limit_kb=meminfo.get(b"CommitLimit", 0),
-            mem_total_kb=meminfo.get(b"MemTotal", 0),
+            committed_as_kb=meminfo.get("Committed_AS", 0),
+            commit_limit_kb=meminfo.get("CommitLimit", 0),
+            mem_total_kb=meminfo.get("MemTotal", 0),
             overcommit_memory=overcommit,
         )
 
