@@ -72,9 +72,12 @@ class _Demo:
     def touch(self, buf: Buffer, progress: _Progress) -> tuple[int | None, int]:
         """Check and write every page; returns (offset of a non-zero byte or None,
         committed kB at the end)."""
-        size, page = len(buf), os.sysconf("SC_PAGE_SIZE")
+        from .._libc import PAGE_SIZE as page
+        from .._libc import page_round_up
+
+        size = len(buf)
         step = _MIB if self.env.interactive else max(_MIB, -(-size // _MAX_PLAIN_LINES))
-        step = -(-step // page) * page
+        step = page_round_up(step)
         zero_page = bytes(page)
         with progress:
             for start in range(0, size, step):
