@@ -15,14 +15,17 @@ export PYTHONPATH := $(CURDIR)/vm
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv lint host-test kernel module vm-run vm-test series-check \
-	test bench bench-vm clean
+	test bench bench-vm clean fresh-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-deps: ## install the Debian packages the kernel build and the VM need (root)
+deps: ## install the Debian packages the build, the VM and the tests need (root)
 	@bash vm/install-deps.sh
+
+fresh-test: ## the README's commands in a new minimal Debian 12 root (root, ~40 min)
+	$(PYTHON) vm/fresh_test.py
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
 $(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/backends/_procscan.c

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Install the Debian packages the kernel build and the QEMU guest need,
-# only when one is missing (apt-get update is slow and needs the network).
+# Install the Debian packages that the README's commands, the kernel build,
+# the QEMU guest and the tests need (the guest runs the host's root, so every
+# program it runs is a host package), only when one is missing (apt-get update
+# is slow and needs the network).  `make fresh-test` checks the list.
 set -euo pipefail
-packages=(linux-source-6.1 qemu-system-x86 busybox-static flex bison bc
-	libelf-dev libssl-dev cpio dwarves make gcc git perl)
+packages=(
+	# the README's first command: venv, pip (PyPI over https), the C scan
+	python3 python3-venv python3-dev gcc libc6-dev ca-certificates
+	# the kernel build (vm/kernel.py) and the series check (git am, checkpatch)
+	linux-source-6.1 xz-utils make flex bison bc libelf-dev libssl-dev cpio
+	dwarves perl git rsync kmod
+	# the guest: QEMU, its initramfs's busybox; the guest runs the host's /
+	qemu-system-x86 busybox-static
+	# programs the tests run in the guest: insmod/rmmod (kmod), unshare and
+	# setpriv (util-linux), mount, ps/pgrep (procps), gcc (above)
+	util-linux mount procps
+)
 missing=()
 for pkg in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||

@@ -1,0 +1,255 @@
+"""Check the README's commands on a fresh Debian 12 machine, as root.
+
+`make fresh-test` builds a minimal Debian 12 (bookworm) root with mmdebstrap
+(variant minbase: what the debian:12 image has, none of the project's
+dependencies), clones the committed HEAD of this repository into
+/root/tamalloc inside it, and runs in a chroot, as root:
+
+1. the setup command the README gives for a fresh machine (the first `inline
+   code` of the paragraph under the first code block), then
+2. each line of the README's first code block, exactly as written (sh -c),
+   `nice -n 10`.
+
+Every command's output goes to one log file; each command's duration and
+exit status are printed at the end.  Mounts (/proc, /sys, /dev, /dev/pts,
+/dev/shm) are undone on every exit path.  The root lives outside the work
+tree (default /var/tmp/tamalloc-fresh) and is kept for inspection; the next
+run replaces it, or reuses it with --reuse (the kernel build in its
+/root/.cache/tamalloc then stays, only the clone is replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+CLONE = "root/tamalloc"  # relative to the root: /root/tamalloc in the chroot
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def say(message: str, log: TextIO | None = None) -> None:
+    line = f"[fresh-test {time.strftime('%H:%M:%S')}] {message}"
+    print(line, flush=True)
+    if log is not None:
+        log.write(line + "\n")
+        log.flush()
+
+
+def readme_commands(readme: Path) -> tuple[list[str], list[str]]:
+    """(setup commands for a fresh machine, the first code block's lines)."""
+    text = readme.read_text()
+    block = re.search(r"^```[a-z]*\n(.*?)^```\n", text, re.S | re.M)
+    if block is None:
+        raise SystemExit(f"no code block in {readme}")
+    commands = [line for line in block.group(1).splitlines() if line.strip()]
+    below = text[block.end() :].lstrip("\n").split("\n\n", 1)[0]
+    setup = re.findall(r"`([^`]+)`", below)[:1] if "fresh" in below.lower() else []
+    return setup, commands
+
+
+def host_mirrors() -> list[str]:
+    """The host's Debian sources (deb822 or one-line), as one-line entries."""
+    entries: list[str] = []
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if path.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = dict(
+                    (k.strip(), v.strip())
+                    for k, v in (
+                        line.split(":", 1)
+                        for line in stanza.splitlines()
+                        if ":" in line and not line.startswith("#")
+                    )
+                )
+                if "deb" not in fields.get("Types", "").split():
+                    continue
+                for uri in fields.get("URIs", "").split():
+                    for suite in fields.get("Suites", "").split():
+                        if suite.startswith(SUITE):
+                            entries.append(f"deb {uri} {suite} {fields.get('Components', 'main')}")
+        elif path.suffix == ".list":
+            for line in text.splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line).split()
+                if len(words) >= 4 and words[0] == "deb" and words[2].startswith(SUITE):
+                    entries.append(" ".join(words))
+    debian = [e for e in entries if "/debian" in e.split()[1]]
+    return debian or [f"deb {DEFAULT_MIRROR} {SUITE} main"]
+
+
+def mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(point)
+    return found
+
+
+def umount_all(root: Path, log: TextIO) -> None:
+    for point in sorted(mounts_under(root), key=len, reverse=True):
+        if subprocess.run(["umount", point], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", point], check=False)
+    left = mounts_under(root)
+    say("mounts undone" if not left else f"STILL MOUNTED: {left}", log)
+
+
+def mount_all(root: Path) -> None:
+    binds = [
+        (["-t", "proc", "proc"], "proc"),
+        (["-t", "sysfs", "sysfs"], "sys"),
+        (["--bind", "/dev"], "dev"),
+        (["--bind", "/dev/pts"], "dev/pts"),
+        (["--bind", "/dev/shm"], "dev/shm"),
+    ]
+    for args, target in binds:
+        (root / target).mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", *args, str(root / target)], check=True)
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink():
+        resolv.unlink()
+    shutil.copyfile("/etc/resolv.conf", resolv)
+
+
+def timed(cmd: list[str], log: TextIO, *, nice: int = 0) -> tuple[int, float]:
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+    )
+    try:
+        status = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    log.flush()
+    return status, time.monotonic() - start
+
+
+def in_chroot(root: Path, command: str) -> list[str]:
+    return [
+        "chroot",
+        str(root),
+        "/usr/bin/env",
+        "-i",
+        "HOME=/root",
+        "TERM=dumb",
+        f"PATH={GUEST_PATH}",
+        "/bin/sh",
+        "-c",
+        f"cd /{CLONE} && {command}",
+    ]
+
+
+def ensure_mmdebstrap(log: TextIO) -> None:
+    if shutil.which("mmdebstrap"):
+        return
+    say("installing mmdebstrap on the host", log)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"],
+    ):
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp/tamalloc-fresh"))
+    parser.add_argument("--reuse", action="store_true", help="keep the existing root")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("fresh_test.py: needs root (mmdebstrap, chroot, mounts)", file=sys.stderr)
+        return 1
+    base = args.dir.resolve()
+    if base == REPO or REPO in base.parents:
+        print("fresh_test.py: --dir must be outside the work tree", file=sys.stderr)
+        return 1
+    root = base / "root"
+    base.mkdir(parents=True, exist_ok=True)
+    log_path = base / "fresh-test.log"
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    results: list[tuple[str, int | None, float]] = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    with open(log_path, "a") as log:
+        say(f"log: {log_path}", log)
+        say(f"repository {REPO} at {head}", log)
+        try:
+            if mounts_under(root):
+                raise SystemExit(f"refusing: mounts under {root}: {mounts_under(root)}")
+            ensure_mmdebstrap(log)
+            if not (args.reuse and (root / "etc/debian_version").exists()):
+                shutil.rmtree(root, ignore_errors=True)
+                mirrors = host_mirrors()
+                say(f"mmdebstrap {SUITE} minbase into {root}: {'; '.join(mirrors)}", log)
+                status, seconds = timed(
+                    ["mmdebstrap", "--variant=minbase", SUITE, str(root), *mirrors], log
+                )
+                results.append(("mmdebstrap --variant=minbase", status, seconds))
+                if status != 0:
+                    return status
+            clone = root / CLONE
+            shutil.rmtree(clone, ignore_errors=True)
+            say(f"git clone {REPO} (HEAD {head[:12]}) -> /{CLONE}", log)
+            subprocess.run(
+                ["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)],
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            setup, commands = readme_commands(clone / "README.md")
+            mount_all(root)
+            for command in [*setup, *commands]:
+                say(f"$ {command}", log)
+                status, seconds = timed(in_chroot(root, command), log, nice=10)
+                say(f"exit {status} after {seconds:.0f} s: {command}", log)
+                results.append((command, status, seconds))
+        except Interrupted as why:
+            say(f"interrupted ({why})", log)
+            results.append(("(interrupted)", None, 0.0))
+        finally:
+            umount_all(root, log)
+            say("summary (duration, exit status, command):", log)
+            for command, status, seconds in results:
+                say(f"  {seconds:7.0f} s  exit {status}  {command}", log)
+            say(f"log: {log_path}", log)
+    failed = [status for _, status, _ in results if status != 0]
+    return 0 if not failed else (failed[0] or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
