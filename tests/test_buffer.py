@@ -169,3 +169,99 @@ def test_buffers_cannot_be_pickled(backend: str) -> None:
 
     with alloc(4096, backend=backend) as buf, pytest.raises(TypeError, match="pickle"):
         pickle.dumps(buf)
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_memoryview_has_plain_byte_format(backend: str, huge: bool) -> None:
+    # huge=True goes through the adopted mapping on both backends.
+    with alloc("4M", huge=huge, backend=backend) as buf:
+        buf[0:4] = b"abcd"
+        view = memoryview(buf)
+        assert view.format == "B"
+        assert view.itemsize == 1
+        assert view[0] == ord("a")
+        assert view[-1] == 0
+        assert bytes(view[:16]) == b"abcd" + bytes(12)
+        assert view[1:3].tobytes() == b"bc"
+        view[4] = 0x7A
+        assert buf[4] == 0x7A
+        view.release()
+
+
+def test_close_with_a_numpy_view_is_a_buffer_error(backend: str) -> None:
+    np = pytest.importorskip("numpy")
+    buf = alloc("1M", backend=backend)
+    a = np.frombuffer(buf, dtype=np.uint8)
+    with pytest.raises(BufferError, match="views"):
+        buf.close()
+    assert not buf.closed
+    a[0] = 3  # still mapped: the refused close left the memory alone
+    assert buf[0] == 3
+    del a
+    buf.close()
+    assert buf.closed
+    with pytest.raises((ValueError, TypeError)):
+        np.frombuffer(buf, dtype=np.uint8)  # a closed buffer exports nothing
+
+
+def test_memoryview_blocks_close_until_released(backend: str) -> None:
+    buf = alloc(4096, backend=backend)
+    view = memoryview(buf)
+    with pytest.raises(BufferError):
+        buf.close()
+    view.release()
+    buf.close()
+    with pytest.raises(ValueError):
+        memoryview(buf)
+
+
+def test_with_block_refuses_to_end_with_live_views(backend: str) -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.raises(BufferError), alloc("1M", backend=backend) as buf:
+        a = np.frombuffer(buf, dtype=np.uint8)
+    assert not buf.closed
+    assert a[0] == 0  # readable: no unmapped memory behind the view
+    del a
+    buf.close()
+    with alloc("1M", backend=backend) as buf2:
+        b = np.frombuffer(buf2, dtype=np.uint8)
+        b[0] = 1
+        del b
+    assert buf2.closed
+
+
+def test_with_block_ending_by_an_exception_keeps_the_exception(backend: str) -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.raises(KeyError), alloc("1M", backend=backend) as buf:
+        a = np.frombuffer(buf, dtype=np.uint8)
+        raise KeyError("boom")
+    assert a[0] == 0  # the mapping stays while the view lives
+    address = buf.address
+    del a, buf  # the last reference: mmap's dealloc unmaps
+    with open("/proc/self/maps") as f:
+        starts = {int(line.split("-", 1)[0], 16) for line in f}
+    assert address not in starts
+
+
+def test_numpy_view_of_a_closed_buffer_does_not_crash() -> None:
+    # The reproducer, in a child so that a crash is a failed test, not a lost run.
+    pytest.importorskip("numpy")
+    code = (
+        "import numpy as np, tamalloc\n"
+        "buf = tamalloc.alloc('1M', backend='procfs')\n"
+        "a = np.frombuffer(buf, dtype=np.uint8)\n"
+        "try:\n    buf.close()\nexcept BufferError:\n    print('refused')\n"
+        "print(int(a[0]))\n"
+        "del a\nbuf.close()\n"
+        "try:\n    np.frombuffer(buf, dtype=np.uint8)\nexcept (ValueError, TypeError):\n"
+        "    print('closed')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["refused", "0", "closed"]
+
+
+def test_buffers_cannot_be_resized(backend: str) -> None:
+    with alloc(4096, backend=backend) as buf, pytest.raises(TypeError, match="resized"):
+        buf.resize(8192)

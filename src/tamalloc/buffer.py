@@ -1,97 +1,68 @@
 """Lazily-zeroed buffers: anonymous memory that costs no RAM until first touched.
 
-A ``Buffer`` is a ctypes ``c_ubyte`` array placed over the mapping, so the buffer
-protocol comes from ctypes itself: ``memoryview(buf)`` and ``numpy.frombuffer(buf)`` see
-the mapping without copying. (Python 3.11 classes cannot export buffers themselves.)
+A ``Buffer`` is an ``mmap.mmap``, so the buffer protocol is the mmap module's own:
+``memoryview(buf)`` has format ``B`` (indexing and slicing work as on ``bytearray``),
+``numpy.frombuffer(buf)`` is zero-copy, and the interpreter counts the exported views,
+so ``close()`` refuses with ``BufferError`` while one exists, exactly as ``mmap.mmap``
+does: no view can outlive the mapping. (Python 3.11 classes cannot export buffers
+themselves; the former ctypes-array Buffer exported ``<B`` and counted nothing, so a
+numpy view of a closed buffer crashed the interpreter.)
+
+The plain procfs case is a bare ``mmap(2)`` that the mmap module makes itself. The
+tamalloc syscall and the 2 MiB-aligned huge mapping come from elsewhere: the mmap module
+cannot map at a chosen address, so the Buffer *adopts* that mapping (see ``_adopt``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import functools
+import errno
 import mmap
 import sys
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from typing import NoReturn
 
 from . import _libc
 from .backends import get_backend
 from .errors import raise_errno
 from .sizes import format_bytes, parse_size
 
-_ArrayType: Any = type(ctypes.Array)
-# ctypes.Array's own item access, which the Buffer methods wrap with the closed check.
-_array_getitem: Any = ctypes.Array.__getitem__
-_array_setitem: Any = ctypes.Array.__setitem__
 # Each mincore byte says "resident" in its lowest bit; the other bits are reserved.
 _LOW_BIT = bytes(i & 1 for i in range(256))
-_CLOSED = "operation on a closed tamalloc buffer"
-_SLOTS = ("_address", "_mapped_length", "_closed", "_owner", "huge", "backend")
 # Python sizes are Py_ssize_t; the kernel refuses far less (TASK_SIZE) anyway.
 _MAX_LENGTH = sys.maxsize - _libc.HUGE_PAGE_SIZE
+_CLOSED = "operation on a closed tamalloc buffer"
+_PLACEHOLDER = _libc.PAGE_SIZE
 
 
-class Buffer:
-    """Memory from :func:`alloc`; also a ``ctypes.c_ubyte`` array of ``len(buf)``.
+class Buffer(mmap.mmap):
+    """Memory from :func:`alloc`: an ``mmap.mmap`` of ``len(buf)`` bytes.
 
     Indexing gives ints, slicing gives ``bytes``; ``memoryview(buf)`` and
     ``numpy.frombuffer(buf, dtype=numpy.uint8)`` are zero-copy. ``close()`` unmaps the
-    memory: views taken before it must not be used afterwards (ctypes cannot track
-    them), every Buffer method then raises ValueError.
+    memory, and raises ``BufferError`` while views of it exist (delete them first);
+    afterwards every method raises ValueError. Leaving a ``with`` block closes the
+    buffer the same way; when the block ends by an exception, a buffer that still has
+    views is left to be unmapped once the last view is gone, so that the BufferError
+    does not hide the exception.
     """
 
-    # The concrete per-length types hold these in slots (see _buffer_type); a mixin
-    # next to ctypes.Array cannot have non-empty slots of its own.
-    if TYPE_CHECKING:
-        __slots__ = _SLOTS
-    else:
-        __slots__ = ()
+    __slots__ = ("_address", "_mapped_length", "backend", "huge")
     _address: int
     _mapped_length: int
-    _closed: bool
-    _owner: mmap.mmap | None  # the mapping's owner when the backend made one
     huge: bool
     backend: str
-
-    # ctypes.Array supplies the storage; these wrap it with the closed check.
-    def __getitem__(self, key: SupportsIndex | slice) -> Any:
-        if self._closed:
-            raise ValueError(_CLOSED)
-        if isinstance(key, slice):
-            start, stop, step = key.indices(len(self))
-            if step == 1:
-                return ctypes.string_at(self._address + start, max(0, stop - start))
-            return memoryview(self)[key].tobytes()  # type: ignore[arg-type]
-        return _array_getitem(self, key)
-
-    def __setitem__(self, key: SupportsIndex | slice, value: Any) -> None:
-        if self._closed:
-            raise ValueError(_CLOSED)
-        if isinstance(key, slice):
-            memoryview(self).cast("B")[key] = value  # type: ignore[arg-type]
-            return
-        if not 0 <= value <= 255:  # ctypes would silently wrap
-            raise ValueError("byte must be in range(0, 256)")
-        _array_setitem(self, key, value)
-
-    def __len__(self) -> int:
-        if self._closed:
-            raise ValueError(_CLOSED)
-        return self._length_  # type: ignore[attr-defined,no-any-return]
 
     @property
     def address(self) -> int:
         """Start address of the mapping (2 MiB aligned when ``huge``)."""
-        if self._closed:
+        if self.closed:
             raise ValueError(_CLOSED)
         return self._address
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def resident_bytes(self) -> int:
         """Bytes of this buffer in RAM now, in whole pages (mincore(2))."""
-        if self._closed:
+        if self.closed:
             raise ValueError(_CLOSED)
         pages = self._mapped_length // _libc.PAGE_SIZE
         vec = ctypes.create_string_buffer(pages)
@@ -100,64 +71,97 @@ class Buffer:
         return vec.raw.translate(_LOW_BIT).count(1) * _libc.PAGE_SIZE
 
     def close(self) -> None:
-        """Unmap the memory (munmap); closing twice is harmless."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owner is not None:
-            self._owner.close()
-            self._owner = None
-        elif _libc.munmap(self._address, self._mapped_length) != 0:
-            raise_errno(ctypes.get_errno(), what="munmap")
+        """Unmap the memory; closing twice is harmless. Raises BufferError while a
+        view (memoryview, numpy array) of the buffer exists."""
+        try:
+            super().close()
+        except BufferError:
+            raise BufferError(
+                "cannot close a tamalloc buffer while views of it exist (numpy arrays,"
+                " memoryviews): delete them first"
+            ) from None
 
     def __enter__(self) -> Buffer:
-        if self._closed:
+        if self.closed:
             raise ValueError(_CLOSED)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The views hold a reference to this object and mmap's dealloc unmaps, so the
+        # memory goes with the last view; the block's own exception matters more.
+        with contextlib.suppress(BufferError):
+            self.close()
 
-    def __del__(self) -> None:
-        # Plain try/except, not contextlib.suppress: at interpreter shutdown module
-        # globals may already be gone, and there is nothing useful to report anyway.
-        try:
-            if not self._closed:
-                self.close()
-        except Exception:
-            pass
+    def resize(self, newsize: int) -> NoReturn:
+        raise TypeError("a tamalloc buffer cannot be resized")
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a tamalloc buffer cannot be pickled (it is a memory mapping)")
 
     def __repr__(self) -> str:
-        if self._closed:
+        if self.closed:
             return "<tamalloc.Buffer closed>"
         huge = " huge" if self.huge else ""
         return (
-            f"<tamalloc.Buffer {format_bytes(self._length_)}{huge}"  # type: ignore[attr-defined]
+            f"<tamalloc.Buffer {format_bytes(len(self))}{huge}"
             f" at {self._address:#x} backend={self.backend}>"
         )
 
 
-@functools.lru_cache(maxsize=64)
-def _buffer_type(length: int) -> type[Buffer]:
-    # Built through the ctypes metaclass directly: ``c_ubyte * n`` would also land in
-    # ctypes' own unbounded type cache, one entry per distinct size ever allocated.
-    buffer_type: type[Buffer] = _ArrayType(
-        "Buffer",
-        (Buffer, ctypes.Array),
-        {
-            "_type_": ctypes.c_ubyte,
-            "_length_": length,
-            # Slots, not a __dict__: cheaper to create, and alloc() is meant to cost
-            # little more than the mmap(2) itself.
-            "__slots__": _SLOTS,
-            "__module__": __name__,
-            "__qualname__": "Buffer",
-        },
-    )
-    return buffer_type
+def _new_placeholder() -> Buffer:
+    return mmap.mmap.__new__(Buffer, -1, _PLACEHOLDER, flags=_libc.MAP_PRIVATE_ANON_NORESERVE)
+
+
+def _address_of(buf: mmap.mmap) -> int:
+    # The temporary ctypes view is released at once (CPython frees it on return).
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def _find_layout() -> tuple[int, int]:
+    """Byte offsets of ``data`` and ``size`` in CPython's mmap object (``Modules/
+    mmapmodule.c``: the first two fields after the object header). Found by looking
+    for a fresh placeholder's own address and length rather than assumed, so that a
+    different header size (debug or free-threaded builds) is found too, and an
+    unrecognised layout is an error instead of a wild write."""
+    probe = _new_placeholder()
+    try:
+        address = _address_of(probe)
+        words = (ctypes.c_ssize_t * 8).from_address(id(probe))
+        hits = [
+            i for i in range(1, 7) if words[i] == address and words[i + 1] == _PLACEHOLDER
+        ]
+    finally:
+        mmap.mmap.close(probe)
+    if len(hits) != 1:
+        raise RuntimeError("tamalloc: unrecognised mmap object layout in this Python")
+    word = ctypes.sizeof(ctypes.c_ssize_t)
+    return hits[0] * word, (hits[0] + 1) * word
+
+
+_layout: tuple[int, int] | None = None
+
+
+def _adopt(address: int, length: int) -> Buffer:
+    """A Buffer that owns the existing mapping at ``address`` (``length`` bytes).
+
+    A placeholder mmap object is made, its own page unmapped, and its ``data`` and
+    ``size`` pointed at the mapping; from then on the mmap module exports, counts
+    views of and unmaps that mapping (munmap(data, size) on close and dealloc). No
+    view of the placeholder exists yet, so nothing still points at its old page.
+    """
+    global _layout
+    if _layout is None:
+        _layout = _find_layout()
+    data_offset, size_offset = _layout
+    buf = _new_placeholder()
+    old = _address_of(buf)
+    ctypes.c_void_p.from_address(id(buf) + data_offset).value = address
+    ctypes.c_ssize_t.from_address(id(buf) + size_offset).value = length
+    _libc.munmap(old, _PLACEHOLDER)
+    return buf
 
 
 def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) -> Buffer:
@@ -172,20 +176,26 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
     if length > _MAX_LENGTH:
         raise MemoryError(f"cannot allocate {length} bytes: larger than the address space")
     chosen = get_backend(backend)
-    address, owner = chosen.map_anonymous(length, huge)
-    mapped = _libc.page_round_up(length)
-    try:
-        buf: Buffer = _buffer_type(length).from_address(address)  # type: ignore[attr-defined]
-    except BaseException:
+    if chosen.name == "procfs" and not huge:
+        # What ProcfsBackend.map_anonymous does, made as a Buffer directly.
+        try:
+            buf = mmap.mmap.__new__(Buffer, -1, length, flags=_libc.MAP_PRIVATE_ANON_NORESERVE)
+        except OSError as exc:
+            raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
+        address = _address_of(buf)
+    else:
+        address, owner = chosen.map_anonymous(length, huge)
         if owner is not None:
+            # Only procfs's plain mapping has an owner, and it is made above instead.
             owner.close()
-        else:
-            _libc.munmap(address, mapped)
-        raise
+            raise RuntimeError(f"backend {chosen.name} returned an mmap object to adopt")
+        try:
+            buf = _adopt(address, length)
+        except BaseException:
+            _libc.munmap(address, _libc.page_round_up(length))
+            raise
     buf._address = address
-    buf._mapped_length = mapped
-    buf._closed = False
-    buf._owner = owner
+    buf._mapped_length = _libc.page_round_up(length)
     buf.huge = huge
     buf.backend = chosen.name
     return buf
