@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 import tamalloc
 from _support import (
     Child,
+    MiB,
     assert_memory_matches_status,
     proc_status,
     read_int,
@@ -193,3 +196,149 @@ def test_python_parser_fast_and_slow_paths_agree_on_live_processes() -> None:
         assert procfs._memory_fields(status) == procfs._parse_status_slow(status)
         checked += 1
     assert checked > 0
+
+
+# A zombie leader: the main thread calls pthread_exit at once; the other thread names
+# itself, maps and touches argv[1] bytes, says "ready" and lives until stdin closes.
+ZOMBIE_LEADER_C = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static size_t size;
+
+static void *worker(void *arg)
+{
+	volatile char *mem;
+	char buf[64];
+	size_t i;
+
+	(void)arg;
+	prctl(PR_SET_NAME, "zl-worker");
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		_exit(2);
+	for (i = 0; i < size; i += 4096)
+		mem[i] = 1;
+	printf("ready\n");
+	fflush(stdout);
+	while (read(0, buf, sizeof(buf)) > 0)
+		;
+	_exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	pthread_t thread;
+
+	size = argc > 1 ? strtoull(argv[1], NULL, 0) : 0;
+	if (pthread_create(&thread, NULL, worker, NULL))
+		return 1;
+	pthread_exit(NULL);
+}
+"""
+ZOMBIE_LEADER_NAME = "zombie_leader"  # the executable's name: the leader's comm
+ZOMBIE_LEADER_TOUCH = 64 * MiB
+
+
+@pytest.fixture(scope="module")
+def zombie_leader_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("needs a C compiler (gcc) to build the zombie-leader program")
+    tmp = tmp_path_factory.mktemp("zombie_leader")
+    source, exe = tmp / "zombie_leader.c", tmp / ZOMBIE_LEADER_NAME
+    source.write_text(ZOMBIE_LEADER_C)
+    subprocess.run([compiler, "-O2", "-Wall", "-pthread", "-o", str(exe), str(source)],
+                   check=True)
+    return exe
+
+
+@pytest.fixture
+def zombie_leader(zombie_leader_exe: Path) -> Iterator[int]:
+    """The pid of a running zombie leader whose live thread has 64 MiB resident."""
+    proc = subprocess.Popen([str(zombie_leader_exe), str(ZOMBIE_LEADER_TOUCH)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 30
+        while proc_status(proc.pid)["State"][0] != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.01)
+        yield proc.pid
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def live_thread_status_kb(pid: int) -> dict[str, int]:
+    """The kB fields of the status of the one thread of ``pid`` other than its leader."""
+    (tid,) = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    fields = {}
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if value.strip().endswith(" kB"):
+                fields[key] = int(value.split()[0])
+    return fields
+
+
+def assert_zombie_leader_stats(stats: MemStats, pid: int) -> None:
+    thread = live_thread_status_kb(pid)
+    assert (stats.pid, stats.name) == (pid, ZOMBIE_LEADER_NAME)  # not the thread's name
+    assert (stats.reserved_kb, stats.committed_kb, stats.anon_kb, stats.file_kb,
+            stats.shmem_kb, stats.swap_kb) == (
+        thread["VmSize"], thread["VmRSS"], thread["RssAnon"], thread["RssFile"],
+        thread["RssShmem"], thread["VmSwap"])
+    assert stats.anon_kb >= ZOMBIE_LEADER_TOUCH // 1024
+    assert stats.oom_score == read_int(f"/proc/{pid}/oom_score")
+    assert stats.oom_score_adj == read_int(f"/proc/{pid}/oom_score_adj")
+
+
+def test_a_zombie_leader_has_no_memory_lines_of_its_own(zombie_leader: int) -> None:
+    # What the scans work around (checked on Linux 6.18): the leader's own status has
+    # no Vm*/Rss* lines; Threads says the process lives on.
+    status = proc_status(zombie_leader)
+    assert "VmSize" not in status and "VmRSS" not in status
+    assert int(status["Threads"]) == 2
+    assert live_thread_status_kb(zombie_leader)["RssAnon"] >= ZOMBIE_LEADER_TOUCH // 1024
+
+
+def test_both_scans_report_a_zombie_leader_with_its_memory(zombie_leader: int) -> None:
+    in_c, in_python = c_scan([zombie_leader]), procfs._scan([zombie_leader])
+    assert in_c == in_python
+    assert len(in_c) == 1
+    assert_zombie_leader_stats(in_c[0], zombie_leader)
+
+
+def test_all_mem_stats_lists_a_zombie_leader(
+    zombie_leader: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_c = {s.pid: s for s in tamalloc.all_mem_stats(backend="procfs")}
+    monkeypatch.setattr(procfs, "_c_scan", None)
+    in_python = {s.pid: s for s in tamalloc.all_mem_stats(backend="procfs")}
+    assert_zombie_leader_stats(with_c[zombie_leader], zombie_leader)
+    assert_zombie_leader_stats(in_python[zombie_leader], zombie_leader)
+
+
+def test_mem_stats_of_a_zombie_leader_gives_its_memory(zombie_leader: int) -> None:
+    assert_zombie_leader_stats(tamalloc.mem_stats(zombie_leader, backend="procfs"),
+                               zombie_leader)
+
+
+def test_total_mem_stats_counts_a_zombie_leader(
+    zombie_leader: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procfs, "list_pids", lambda: [zombie_leader])
+    total = tamalloc.total_mem_stats(backend="procfs")
+    thread = live_thread_status_kb(zombie_leader)
+    assert (total.processes, total.reserved_kb, total.committed_kb, total.swap_kb) == (
+        1, thread["VmSize"], thread["VmRSS"], thread["VmSwap"])

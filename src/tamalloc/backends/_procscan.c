@@ -11,6 +11,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -155,6 +156,65 @@ static int parse_memory(const char *status, struct record *rec)
 	return has_mm;
 }
 
+/* "Threads:" of a status; 0 when absent. */
+static long parse_threads(const char *status)
+{
+	const char *p = strstr(status, "\nThreads:");
+
+	return p ? strtol(p + 9, NULL, 10) : 0;
+}
+
+/*
+ * A process whose main thread is gone while others live (a zombie leader, after
+ * pthread_exit) has no memory lines in its status, but says Threads > 1, and any
+ * live thread's status has the process's memory: the first other thread in task/
+ * whose status has them gives them. Returns 1 when found, 0 when no thread has any,
+ * or -errno when task/ cannot be listed; a thread that exits meanwhile is passed
+ * over. Only statuses without memory lines come here. Mirrors procfs.py's
+ * _leaderless_memory.
+ */
+static int read_leaderless(const char *status, struct record *rec, struct buffer *buf)
+{
+	char path[96];
+	struct dirent *ent;
+	int found = 0;
+	DIR *dir;
+
+	if (parse_threads(status) < 2)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%ld/task", rec->pid);
+	dir = opendir(path);
+	if (!dir)
+		return -errno;
+	for (;;) {
+		size_t len;
+		char *end;
+		long tid;
+
+		errno = 0;
+		ent = readdir(dir);
+		if (!ent) {
+			if (errno)
+				found = -errno;
+			break;
+		}
+		if (ent->d_name[0] < '0' || ent->d_name[0] > '9')
+			continue;
+		tid = strtol(ent->d_name, &end, 10);
+		if (*end || tid == rec->pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/task/%ld/status", rec->pid, tid);
+		if (read_file(path, buf, &len))
+			continue;
+		if (parse_memory(buf->data, rec)) {
+			found = 1;
+			break;
+		}
+	}
+	closedir(dir);
+	return found;
+}
+
 /* 0, or the errno that stopped this process being read. */
 static int read_process(struct record *rec, struct buffer *buf)
 {
@@ -166,11 +226,18 @@ static int read_process(struct record *rec, struct buffer *buf)
 	err = read_file(path, buf, &len);
 	if (err)
 		return err;
-	if (!parse_memory(buf->data, rec)) {
-		rec->state = READ_NO_MM;
-		return 0;
-	}
 	parse_name(buf->data, rec);
+	if (!parse_memory(buf->data, rec)) {
+		/* A kernel thread or zombie, unless a zombie leader with live threads. */
+		int found = read_leaderless(buf->data, rec, buf);
+
+		if (found < 0)
+			return -found;
+		if (!found) {
+			rec->state = READ_NO_MM;
+			return 0;
+		}
+	}
 	snprintf(path, sizeof(path), "/proc/%ld/oom_score", rec->pid);
 	err = read_long(path, buf, &rec->oom_score);
 	if (err)
@@ -240,6 +307,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	int failed_errno = 0;
 	long failed_pid = 0;
 
+	(void)self;
 	if (!PyArg_ParseTuple(args, "OO!O", &pids, &PyType_Type, &cls_obj, &skip_errnos))
 		return NULL;
 	cls = (PyTypeObject *)cls_obj;

@@ -5,7 +5,8 @@ VmSize, VmRSS, RssAnon, RssFile, RssShmem, VmSwap), then ``oom_score`` and
 ``oom_score_adj``. ``statm`` would be smaller but lacks the anon/file/shmem split and
 swap, and ``comm`` is already in ``status``, so three reads is the minimum that fills
 every MemStats field. Kernel threads are recognised by a ``status`` without VmSize and
-cost one read.
+cost one read. A zombie leader (main thread gone, other threads alive) has no memory
+lines either but says Threads > 1: its memory is read from a live thread's status.
 
 The scan of every process runs in C (``_procscan.c``) where that was compiled at
 install, and in ``_scan`` here otherwise; both give the same results.
@@ -54,6 +55,7 @@ _STATUS_RE = re.compile(
     + rb"VmSwap:\s*(\d+)"
 )
 _TGID_RE = re.compile(rb"\nTgid:\s*(\d+)")
+_THREADS_RE = re.compile(rb"\nThreads:\s*(\d+)")
 _UID_RE = re.compile(rb"\nUid:\s*(\d+)\s+(\d+)")
 # status escapes "\n" and "\\" in Name (fs/proc/array.c); comm itself is raw bytes.
 _NAME_ESCAPE_RE = re.compile(r"\\([n\\])")
@@ -112,6 +114,29 @@ def _memory_fields(status: bytes) -> _Memory | None:
     return reserved, committed, anon, file_, shmem, swap
 
 
+def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
+    """The memory of a process whose main thread is gone while others live (a zombie
+    leader, after pthread_exit): its own status has no memory lines but says Threads
+    > 1, and the first other thread in ``task/`` whose status has them gives them (the
+    mm is the process's). None when no live thread has any. Only statuses without
+    memory lines come here, so the common path pays nothing. Mirrors
+    ``read_leaderless`` in _procscan.c: listing ``task/`` may raise OSError, a thread
+    that exits meanwhile is passed over."""
+    threads = _THREADS_RE.search(status)
+    if threads is None or int(threads[1]) < 2:
+        return None
+    for name in os.listdir(base + "task"):
+        if not name.isdigit() or int(name) == pid:
+            continue
+        try:
+            memory = _memory_fields(_read(f"{base}task/{name}/status"))
+        except OSError:
+            continue
+        if memory is not None:
+            return memory
+    return None
+
+
 def _scan(
     pids: list[int],
     *,
@@ -143,7 +168,7 @@ def _scan(
             if match is not None:
                 reserved, committed, anon, file_, shmem, swap = map(int, match.groups())
             else:
-                memory = _parse_status_slow(status)
+                memory = _parse_status_slow(status) or _leaderless_memory(base, pid, status)
                 if memory is None:
                     continue  # a kernel thread or zombie: no memory to report
                 reserved, committed, anon, file_, shmem, swap = memory
@@ -205,12 +230,14 @@ class ProcfsBackend:
         base = f"{_PROC}/{pid}/"
         with translate_os_errors(pid=pid):
             status = _read(base + "status")
+            memory = _memory_fields(status) or _leaderless_memory(base, pid, status)
             oom_score = int(_read(base + "oom_score"))
             oom_score_adj = int(_read(base + "oom_score_adj"))
         # No memory fields: a kernel thread or zombie, which has no memory but is a
-        # process. A thread id: like the syscall, report its process's id with the
+        # process (a zombie leader's memory comes from a live thread, its name stays the
+        # leader's). A thread id: like the syscall, report its process's id with the
         # thread's own name (the memory and OOM figures are per process anyway).
-        memory = _memory_fields(status) or (0, 0, 0, 0, 0, 0)
+        memory = memory or (0, 0, 0, 0, 0, 0)
         tgid = _TGID_RE.search(status)
         return MemStats.build(
             int(tgid[1]) if tgid else pid, _name(status), *memory, oom_score, oom_score_adj
@@ -227,8 +254,10 @@ class ProcfsBackend:
     def total_mem_stats(self) -> TotalMemStats:
         processes = reserved = committed = swap = 0
         for pid in list_pids():
+            base = f"{_PROC}/{pid}/"
             try:
-                memory = _memory_fields(_read(f"{_PROC}/{pid}/status"))
+                status = _read(base + "status")
+                memory = _memory_fields(status) or _leaderless_memory(base, pid, status)
             except OSError as err:
                 _skip_vanished(err, pid)
                 continue
