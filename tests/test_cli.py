@@ -4,6 +4,7 @@ in a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -142,11 +143,27 @@ def test_demo_progress_bar_on_a_terminal() -> None:
 # --- errors and exit statuses -------------------------------------------------------------
 
 
+def _free_pid() -> int:
+    taken = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+    return next(p for p in range(read_int("/proc/sys/kernel/pid_max"), 1, -1) if p not in taken)
+
+
 def test_no_such_process_is_status_1() -> None:
-    missing = str(read_int("/proc/sys/kernel/pid_max") + 1)
+    missing = str(_free_pid())
     for args in (("stats", missing), ("stats", missing, "--json"), ("watch", missing)):
         line = assert_clean_error(run_cli(*args), 1)
         assert f"no such process: {missing}" in line
+
+
+@pytest.mark.parametrize("pid", ["pid_max + 1", str(2**32 + 1), str(2**64)])
+@pytest.mark.parametrize("command", ["stats", "watch"])
+def test_pid_above_pid_max_is_a_usage_error(command: str, pid: str) -> None:
+    if pid == "pid_max + 1":
+        pid = str(read_int("/proc/sys/kernel/pid_max") + 1)
+    for backend in ("procfs", "kernel"):  # rejected before any backend is used
+        line = assert_clean_error(run_cli(command, pid, "--backend", backend), 2)
+        assert "pid_max" in line
+        assert pid in line
 
 
 def test_allocation_failure_is_status_1() -> None:

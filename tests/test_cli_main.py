@@ -87,3 +87,25 @@ def test_rich_table_without_colour_has_no_escape_codes() -> None:
     assert main(["stats", str(os.getpid()), "--backend", "procfs"], env) == 0
     assert "\x1b[" not in _out(env)
     assert "TOTAL" in _out(env)
+
+
+def test_commands_do_not_import_the_entry_point() -> None:
+    """No import circle in cli/: main imports the commands, the commands import only
+    what they share (cli/env.py), never main."""
+    import ast
+    from pathlib import Path
+
+    import tamalloc.cli
+
+    cli_dir = Path(tamalloc.cli.__file__).parent
+    offenders = []
+    for path in sorted(cli_dir.glob("*.py")):
+        if path.name == "main.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                (node.level == 1 and node.module == "main")
+                or (node.module or "").endswith("cli.main")
+            ):
+                offenders.append(path.name)
+    assert offenders == []

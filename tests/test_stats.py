@@ -134,8 +134,14 @@ def _status_or_empty(pid: int) -> dict[str, str]:
         return {}
 
 
+def _free_pid() -> int:
+    """A pid within 1..pid_max that no process has now (the highest free one)."""
+    taken = set(_proc_pids())
+    return next(p for p in range(read_int("/proc/sys/kernel/pid_max"), 1, -1) if p not in taken)
+
+
 def test_no_such_process(backend: str) -> None:
-    missing = read_int("/proc/sys/kernel/pid_max") + 1  # can never be a pid
+    missing = _free_pid()
     with pytest.raises(NoSuchProcess, match=str(missing)) as info:
         tamalloc.mem_stats(missing, backend=backend)
     assert info.value.pid == missing
@@ -145,6 +151,26 @@ def test_no_such_process(backend: str) -> None:
 def test_invalid_pid(backend: str, pid: int) -> None:
     with pytest.raises(ValueError, match="invalid pid"):
         tamalloc.mem_stats(pid, backend=backend)
+
+
+@pytest.mark.parametrize("pid", ["pid_max + 1", 2**22 + 1, 2**32 + 1, 2**63])
+def test_pid_above_pid_max_is_a_value_error(backend: str, pid: int | str) -> None:
+    # 2**32 + 1 wraps to 1 in a C int: it must never report init.
+    if pid == "pid_max + 1":
+        pid = read_int("/proc/sys/kernel/pid_max") + 1
+    assert isinstance(pid, int)
+    with pytest.raises(ValueError, match="pid_max"):
+        tamalloc.mem_stats(pid, backend=backend)
+
+
+def test_pid_max_falls_back_to_the_kernel_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tamalloc.stats
+
+    assert tamalloc.stats.pid_max() == read_int("/proc/sys/kernel/pid_max")
+    monkeypatch.setattr(tamalloc.stats, "_PID_MAX_PATH", "/nonexistent/pid_max")
+    assert tamalloc.stats.pid_max() == 2**22
+    with pytest.raises(ValueError, match="pid_max"):
+        tamalloc.mem_stats(2**32 + 1, backend="procfs")
 
 
 def test_total_matches_meminfo_and_the_process_list(backend: str, child: Child) -> None:

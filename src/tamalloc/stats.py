@@ -7,11 +7,32 @@ import operator
 from .backends import get_backend
 from .models import MemStats, TotalMemStats
 
+# PID_MAX_LIMIT on 64-bit kernels: no pid is ever larger (include/linux/threads.h).
+PID_MAX_LIMIT = 1 << 22
+_PID_MAX_PATH = "/proc/sys/kernel/pid_max"
 
-def _check_pid(pid: int) -> int:
+
+def pid_max() -> int:
+    """The kernel's largest pid (``kernel.pid_max``); 2**22 when it cannot be read."""
+    try:
+        with open(_PID_MAX_PATH, "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return PID_MAX_LIMIT
+
+
+def check_pid(pid: int) -> int:
+    """``pid`` if it is a possible process id (1..pid_max), else ValueError.
+
+    Checked here, before any backend, because the kernel backend passes the pid as a C
+    int: 2**32 + 1 would wrap to 1 and report init.
+    """
     pid = operator.index(pid)  # rejects floats and strings, accepts numpy ints
     if pid <= 0:
         raise ValueError(f"invalid pid {pid}: must be a positive process id")
+    limit = pid_max()
+    if pid > limit:
+        raise ValueError(f"invalid pid {pid}: above the kernel's pid_max ({limit})")
     return pid
 
 
@@ -20,7 +41,7 @@ def mem_stats(pid: int, *, backend: str | None = None) -> MemStats:
 
     Raises NoSuchProcess or AccessDenied. A kernel thread gives zero memory fields.
     """
-    return get_backend(backend).mem_stats(_check_pid(pid))
+    return get_backend(backend).mem_stats(check_pid(pid))
 
 
 def all_mem_stats(*, backend: str | None = None) -> list[MemStats]:

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_bytes, parse_size
-from .main import Environment, ExitStatus, positive_float
+from .env import Environment, ExitStatus, positive_float
 from .output import console
 
 if TYPE_CHECKING:

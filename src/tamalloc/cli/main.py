@@ -11,92 +11,19 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 from .. import __version__
+from .env import PROG, Environment, ExitStatus, UsageError
 
-PROG = "tamalloc"
+__all__ = ["Environment", "ExitStatus", "UsageError", "main"]
+
 DEBUG_ENV = "TAMALLOC_DEBUG"
-
-
-class ExitStatus(IntEnum):
-    SUCCESS = 0
-    ERROR = 1  # runtime: no such process, access denied, allocation failed
-    USAGE = 2  # bad arguments
-    INTERRUPTED = 130  # Ctrl-C where it is not the normal way out
-
-
-@dataclass
-class Environment:
-    """The command's streams and terminal facts, swappable for tests."""
-
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
-    stdout_isatty: bool | None = None
-    no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
-
-    def __post_init__(self) -> None:
-        if self.stdout_isatty is None:
-            isatty = getattr(self.stdout, "isatty", None)
-            self.stdout_isatty = bool(isatty and isatty())
-
-    @property
-    def interactive(self) -> bool:
-        """Whether to draw tables, live views and progress bars (rich) or plain text."""
-        return bool(self.stdout_isatty)
-
-    @property
-    def color(self) -> bool:
-        return self.interactive and not self.no_color
-
-    def error(self, message: str) -> None:
-        print(f"{PROG}: error: {message}", file=self.stderr)
-
-    def info(self, message: str) -> None:
-        print(message, file=self.stdout, flush=True)
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
-def pid_or_zero(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid pid {text!r}: must be >= 0 (0 = all)")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
-from .main import Environment
+from .env import Environment
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..models import FIELD_NAMES, MemStats, committed_pct
 from ..sizes import format_kb
-from .main import Environment, ExitStatus, pid_or_zero, positive_int
+from .env import Environment, ExitStatus, pid_or_zero, positive_int
 from .output import UNIT_LABELS, Column, add_units_argument, render_table, write_json
 
 # CLI sort key → (MemStats field, biggest first?). Names sort A→Z, pids ascending,

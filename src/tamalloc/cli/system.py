@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .main import Environment, ExitStatus
+from .env import Environment, ExitStatus
 from .output import (
     Column,
     add_units_argument,

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..models import committed_pct
-from .main import Environment, ExitStatus
+from .env import Environment, ExitStatus
 from .output import add_units_argument, format_size, render_pairs, write_json
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import MemStats
 from ..sizes import format_kb
-from .main import Environment, ExitStatus, positive_float, positive_int
+from .env import Environment, ExitStatus, pid, positive_float, positive_int
 from .output import add_units_argument, console
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         " history of committed vs reserved. Stops on Ctrl-C or when the process exits"
         " (exit status 0 either way).",
     )
-    p.add_argument("pid", type=positive_int, metavar="PID")
+    p.add_argument("pid", type=pid, metavar="PID")
     p.add_argument("--interval", type=positive_float, default=2.0, metavar="SECONDS",
                    help="seconds between samples (default 2)")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")

@@ -1,0 +1,100 @@
+"""What every sub-command shares: the environment it writes to, exit statuses, usage
+errors and the argument types. Kept apart from ``main`` so that the commands and the
+entry point do not import each other."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TextIO
+
+PROG = "tamalloc"
+
+
+class ExitStatus(IntEnum):
+    SUCCESS = 0
+    ERROR = 1  # runtime: no such process, access denied, allocation failed
+    USAGE = 2  # bad arguments
+    INTERRUPTED = 130  # Ctrl-C where it is not the normal way out
+
+
+@dataclass
+class Environment:
+    """The command's streams and terminal facts, swappable for tests."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdout_isatty: bool | None = None
+    no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
+    # Terminal width for tables; None: ask the terminal ($COLUMNS, then the tty).
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stdout_isatty is None:
+            isatty = getattr(self.stdout, "isatty", None)
+            self.stdout_isatty = bool(isatty and isatty())
+
+    @property
+    def interactive(self) -> bool:
+        """Whether to draw tables, live views and progress bars (rich) or plain text."""
+        return bool(self.stdout_isatty)
+
+    @property
+    def color(self) -> bool:
+        return self.interactive and not self.no_color
+
+    def error(self, message: str) -> None:
+        print(f"{PROG}: error: {message}", file=self.stderr)
+
+    def warn(self, message: str) -> None:
+        print(f"{PROG}: {message}", file=self.stderr)
+
+    def info(self, message: str) -> None:
+        print(message, file=self.stdout, flush=True)
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def pid(text: str) -> int:
+    """A process id: 1..kernel.pid_max."""
+    from ..stats import check_pid
+
+    try:
+        return check_pid(_int(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def pid_or_zero(text: str) -> int:
+    """A process id, or 0 for every process."""
+    return 0 if _int(text) == 0 else pid(text)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
