@@ -11,11 +11,13 @@ dependencies), clones the committed HEAD of this repository into
    `nice -n 10`.
 
 Every command's output goes to one log file; each command's duration and
-exit status are printed at the end.  Mounts (/proc, /sys, /dev, /dev/pts,
-/dev/shm) are undone on every exit path.  The root lives outside the work
-tree (default /var/tmp/tamalloc-fresh) and is kept for inspection; the next
-run replaces it, or reuses it with --reuse (the kernel build in its
-/root/.cache/tamalloc then stays, only the clone is replaced).
+exit status are printed at the end.  The host's proxy and CA settings (from
+its environment) are passed in, as resolv.conf is: they belong to the network.
+Mounts (/proc, /sys, /dev, /dev/pts, /dev/shm) are undone on every exit path.
+The root lives outside the work tree (default /var/tmp/tamalloc-fresh) and is
+kept for inspection; the next run replaces it, or reuses it with --reuse
+(the kernel build in its /root/.cache/tamalloc then stays, only the clone is
+replaced).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CLONE = "root/tamalloc"  # relative to the root: /root/tamalloc in the chroot
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# CA bundles are copied into the root; PIP_FIND_LINKS and pip.conf's local
+# indexes are not passed: packages come from PyPI as on any machine.
+CA_VARS = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+NETWORK_VARS = (*CA_VARS, "http_proxy", "https_proxy", "no_proxy")
 
 
 class Interrupted(Exception):
@@ -157,7 +163,26 @@ def timed(cmd: list[str], log: TextIO, *, nice: int = 0) -> tuple[int, float]:
     return status, time.monotonic() - start
 
 
-def in_chroot(root: Path, command: str) -> list[str]:
+def network_env(root: Path) -> list[str]:
+    """The host's way to the network (proxy, a TLS-intercepting CA), as the
+    host's environment gives it: part of the network, not of the machine."""
+    passed = []
+    for name in NETWORK_VARS:
+        value = os.environ.get(name) or os.environ.get(name.upper())
+        if not value:
+            continue
+        if name in CA_VARS:
+            if not Path(value).is_file():
+                continue
+            copy = root / "etc/fresh-test" / Path(value).name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(value, copy)
+            value = "/" + str(copy.relative_to(root))
+        passed.append(f"{name}={value}")
+    return passed
+
+
+def in_chroot(root: Path, command: str, env: list[str]) -> list[str]:
     return [
         "chroot",
         str(root),
@@ -166,6 +191,7 @@ def in_chroot(root: Path, command: str) -> list[str]:
         "HOME=/root",
         "TERM=dumb",
         f"PATH={GUEST_PATH}",
+        *env,
         "/bin/sh",
         "-c",
         f"cd /{CLONE} && {command}",
@@ -233,9 +259,11 @@ def main() -> int:
             )
             setup, commands = readme_commands(clone / "README.md")
             mount_all(root)
+            env = network_env(root)
+            say(f"network settings passed from the host: {' '.join(env) or 'none'}", log)
             for command in [*setup, *commands]:
                 say(f"$ {command}", log)
-                status, seconds = timed(in_chroot(root, command), log, nice=10)
+                status, seconds = timed(in_chroot(root, command, env), log, nice=10)
                 say(f"exit {status} after {seconds:.0f} s: {command}", log)
                 results.append((command, status, seconds))
         except Interrupted as why:
@@ -243,9 +271,11 @@ def main() -> int:
             results.append(("(interrupted)", None, 0.0))
         finally:
             umount_all(root, log)
+            du = subprocess.run(["du", "-sxm", str(root)], capture_output=True, text=True)
+            say(f"disk used by the root: {du.stdout.split()[0] if du.stdout else '?'} MB", log)
             say("summary (duration, exit status, command):", log)
-            for command, status, seconds in results:
-                say(f"  {seconds:7.0f} s  exit {status}  {command}", log)
+            for step, code, secs in results:
+                say(f"  {secs:7.0f} s  exit {code}  {step}", log)
             say(f"log: {log_path}", log)
     failed = [status for _, status, _ in results if status != 0]
     return 0 if not failed else (failed[0] or 1)
