@@ -16,13 +16,18 @@ PATCHES = ROOT / "kernel" / "patches"
 
 def test_record_layouts_match_the_documented_sizes() -> None:
     assert ctypes.sizeof(abi.TamallocMemStats) == 88 == abi.MEM_STATS_STRUCT.size
-    assert ctypes.sizeof(abi.TamallocTotalMemStats) == 64 == abi.TOTAL_MEM_STATS_STRUCT.size
+    assert ctypes.sizeof(abi.TamallocTotalMemStats) == 72 == abi.TOTAL_MEM_STATS_STRUCT.size
+    assert abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 == 72
+    assert abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 == 64
     assert [name for name, _ in abi.TamallocMemStats._fields_] == [
-        "pid", "oom_score", "oom_score_adj", "reserved", "comm", "reserved_kb",
+        "pid", "oom_score", "oom_score_adj", "size", "comm", "reserved_kb",
         "committed_kb", "anon_kb", "file_kb", "shmem_kb", "swap_kb", "pgtables_kb",
     ]
+    assert abi.TamallocMemStats.size.offset == 12
     assert abi.TamallocMemStats.pgtables_kb.offset == 80
     assert abi.TamallocTotalMemStats.overcommit_memory.offset == 56
+    assert abi.TamallocTotalMemStats.size.offset == 60
+    assert abi.TamallocTotalMemStats.hidden_processes.offset == 64
 
 
 def test_struct_format_decodes_what_ctypes_encodes() -> None:
@@ -67,6 +72,7 @@ def test_constants_match_the_uapi_header() -> None:
         "TAMALLOC_HUGE": abi.TAMALLOC_HUGE,
         "TAMALLOC_MEM_STATS_SIZE_VER0": abi.TAMALLOC_MEM_STATS_SIZE_VER0,
         "TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0": abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0,
+        "TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1": abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1,
     }
     for name, value in expected.items():
         if name in defines:

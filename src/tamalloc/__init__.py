@@ -20,8 +20,9 @@ from .models import (
     SystemStats,
     TotalMemStats,
 )
+from .process_visibility import Visibility
 from .sizes import format_bytes, parse_size
-from .stats import all_mem_stats, mem_stats, total_mem_stats
+from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
 
 if TYPE_CHECKING:
     from .buffer import Buffer, alloc
@@ -42,6 +43,7 @@ __all__ = [
     "SystemStats",
     "TamallocError",
     "TotalMemStats",
+    "Visibility",
     "__version__",
     "all_mem_stats",
     "alloc",
@@ -54,6 +56,7 @@ __all__ = [
     "parse_system_stats",
     "system_stats",
     "total_mem_stats",
+    "visibility",
 ]
 
 # Loaded on first use: ctypes and libc are only needed to allocate, and `tamalloc

@@ -24,6 +24,7 @@ TAMALLOC_HUGE = 0x1
 
 TAMALLOC_MEM_STATS_SIZE_VER0 = 88
 TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 = 64
+TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 = 72  # + hidden_processes
 # The kernel rejects record sizes above this.
 TAMALLOC_MAX_RECORD_SIZE = 4096
 
@@ -37,7 +38,9 @@ class TamallocMemStats(ctypes.Structure):
         ("pid", ctypes.c_int32),
         ("oom_score", ctypes.c_int32),
         ("oom_score_adj", ctypes.c_int32),
-        ("reserved", ctypes.c_uint32),  # __reserved in C: always zero
+        # Bytes of the record the kernel filled: min(its sizeof, the caller's size), as
+        # sched_getattr(2) reports; 0 from kernels older than the field (was __reserved).
+        ("size", ctypes.c_uint32),
         ("comm", ctypes.c_char * COMM_LEN),
         ("reserved_kb", ctypes.c_uint64),
         ("committed_kb", ctypes.c_uint64),
@@ -50,7 +53,7 @@ class TamallocMemStats(ctypes.Structure):
 
 
 class TamallocTotalMemStats(ctypes.Structure):
-    """``struct tamalloc_total_mem_stats`` (VER0)."""
+    """``struct tamalloc_total_mem_stats`` (VER1; VER0 ends before hidden_processes)."""
 
     _fields_ = (
         ("processes", ctypes.c_uint64),
@@ -61,7 +64,11 @@ class TamallocTotalMemStats(ctypes.Structure):
         ("commit_limit_kb", ctypes.c_uint64),
         ("mem_total_kb", ctypes.c_uint64),
         ("overcommit_memory", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),  # __reserved in C: always zero
+        # As in tamalloc_mem_stats: what the kernel filled; 0 from a VER0 kernel.
+        ("size", ctypes.c_uint32),
+        # User processes in the caller's pid namespace that the caller may not see
+        # (vm.tamalloc_stats_restrict); valid only when size >= VER1.
+        ("hidden_processes", ctypes.c_uint64),
     )
 
 
@@ -95,11 +102,15 @@ def _check_layout() -> None:
         "sizeof(tamalloc_mem_stats)": (
             ctypes.sizeof(TamallocMemStats), TAMALLOC_MEM_STATS_SIZE_VER0),
         "sizeof(tamalloc_total_mem_stats)": (
-            ctypes.sizeof(TamallocTotalMemStats), TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+            ctypes.sizeof(TamallocTotalMemStats), TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
         "struct format of tamalloc_mem_stats": (
             MEM_STATS_STRUCT.size, TAMALLOC_MEM_STATS_SIZE_VER0),
         "struct format of tamalloc_total_mem_stats": (
-            TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+            TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
+        "offsetof(tamalloc_mem_stats, size)": (TamallocMemStats.size.offset, 12),
+        "offsetof(tamalloc_total_mem_stats, size)": (TamallocTotalMemStats.size.offset, 60),
+        "offsetof(tamalloc_total_mem_stats, hidden_processes)": (
+            TamallocTotalMemStats.hidden_processes.offset, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
         "offsetof(tamalloc_mem_stats, comm)": (TamallocMemStats.comm.offset, 16),
         "offsetof(tamalloc_mem_stats, reserved_kb)": (TamallocMemStats.reserved_kb.offset, 32),
         "offsetof(tamalloc_total_mem_stats, overcommit_memory)": (

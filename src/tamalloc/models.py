@@ -85,6 +85,10 @@ class TotalMemStats:
     commit_limit_kb: int  # /proc/meminfo CommitLimit
     mem_total_kb: int  # /proc/meminfo MemTotal
     overcommit_memory: int  # vm.overcommit_memory: 0, 1 or 2
+    # User processes the caller may not see and that the sums leave out: 0 when every
+    # process is counted, None when some may be hidden but how many is unknown (a
+    # kernel older than the count, /proc mounted hidepid). See tamalloc.visibility().
+    hidden_processes: int | None = None
 
     @property
     def overcommit_mode(self) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 
 from .backends import get_backend
 from .models import MemStats, TotalMemStats
+from .process_visibility import Visibility, kernel_visibility, procfs_visibility
 
 # PID_MAX_LIMIT on 64-bit kernels: no pid is ever larger (include/linux/threads.h).
 PID_MAX_LIMIT = 1 << 22
@@ -47,11 +49,31 @@ def mem_stats(pid: int, *, backend: str | None = None) -> MemStats:
 def all_mem_stats(*, backend: str | None = None) -> list[MemStats]:
     """Statistics of every user process (kernel threads skipped), by increasing pid.
 
-    Processes that exit during the scan are left out.
+    Processes that exit during the scan are left out, and so are those the caller may
+    not see: :func:`visibility` says whether any are, and how many.
     """
     return get_backend(backend).all_mem_stats()
 
 
 def total_mem_stats(*, backend: str | None = None) -> TotalMemStats:
-    """Sums over every user process plus the system's commit accounting."""
-    return get_backend(backend).total_mem_stats()
+    """Sums over every user process the caller may see, plus the system's commit
+    accounting; ``hidden_processes`` counts those left out."""
+    chosen = get_backend(backend)
+    total = chosen.total_mem_stats()
+    if chosen.name == "procfs" and total.hidden_processes is None:
+        # /proc has no count of what it hides: 0, or unknown under hidepid.
+        total = dataclasses.replace(total, hidden_processes=procfs_visibility().hidden)
+    return total
+
+
+def visibility(*, backend: str | None = None) -> Visibility:
+    """Whether :func:`all_mem_stats` and :func:`total_mem_stats` see every process.
+
+    On the kernel backend the kernel counts what it hides from the caller (one
+    get_total_mem_stats call); on procfs only the ``hidepid`` mount option of /proc
+    can hide processes, and then their number is unknown (``hidden`` None).
+    """
+    chosen = get_backend(backend)
+    if chosen.name == "kernel":
+        return kernel_visibility(chosen.total_mem_stats().hidden_processes)
+    return procfs_visibility()

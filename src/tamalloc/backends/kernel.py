@@ -16,7 +16,7 @@ _c_int = ctypes.c_int
 _c_ulong = ctypes.c_ulong
 
 _MEM_STATS_SIZE = ctypes.sizeof(abi.TamallocMemStats)
-_TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)
+_TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)  # VER1: asks for hidden_processes
 _MAX_OVERFLOW_RETRIES = 8
 
 
@@ -40,7 +40,7 @@ def _from_records(view: memoryview) -> list[MemStats]:
             committed / reserved * 100 if reserved else 0.0,  # models.committed_pct
             anon, file_, shmem, swap, oom_score, oom_adj,
         ))
-        for pid, oom_score, oom_adj, _zero, comm, reserved, committed, anon, file_, shmem, swap,
+        for pid, oom_score, oom_adj, _size, comm, reserved, committed, anon, file_, shmem, swap,
         _pte in abi.MEM_STATS_STRUCT.iter_unpack(view)
     ]
 
@@ -56,6 +56,31 @@ def _get_mem_stats(pid: int, buf: ctypes.Array[ctypes.c_char] | None, count: int
         _c_uint(0),
     )
     return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def _get_total_mem_stats(rec: abi.TamallocTotalMemStats) -> int:
+    """Raw get_total_mem_stats into ``rec``; returns its result or -errno."""
+    ret = _libc.syscall(
+        _c_long(abi.NR_GET_TOTAL_MEM_STATS), ctypes.byref(rec), _c_uint(_TOTAL_SIZE), _c_uint(0)
+    )
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def _total_from_record(rec: abi.TamallocTotalMemStats) -> TotalMemStats:
+    # The kernel reports how much of the record it filled; a VER0 kernel (size 0, the
+    # old __reserved) knows no hidden count, and zero-fills the bytes beyond its own.
+    known = rec.size >= abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1
+    return TotalMemStats(
+        processes=rec.processes,
+        reserved_kb=rec.reserved_kb,
+        committed_kb=rec.committed_kb,
+        swap_kb=rec.swap_kb,
+        committed_as_kb=rec.committed_as_kb,
+        commit_limit_kb=rec.commit_limit_kb,
+        mem_total_kb=rec.mem_total_kb,
+        overcommit_memory=rec.overcommit_memory,
+        hidden_processes=rec.hidden_processes if known else None,
+    )
 
 
 class KernelBackend:
@@ -100,21 +125,10 @@ class KernelBackend:
 
     def total_mem_stats(self) -> TotalMemStats:
         rec = abi.TamallocTotalMemStats()
-        ret = _libc.syscall(
-            _c_long(abi.NR_GET_TOTAL_MEM_STATS), ctypes.byref(rec), _c_uint(_TOTAL_SIZE), _c_uint(0)
-        )
+        ret = _get_total_mem_stats(rec)
         if ret < 0:
-            raise_errno(ctypes.get_errno(), what="get_total_mem_stats")
-        return TotalMemStats(
-            processes=rec.processes,
-            reserved_kb=rec.reserved_kb,
-            committed_kb=rec.committed_kb,
-            swap_kb=rec.swap_kb,
-            committed_as_kb=rec.committed_as_kb,
-            commit_limit_kb=rec.commit_limit_kb,
-            mem_total_kb=rec.mem_total_kb,
-            overcommit_memory=rec.overcommit_memory,
-        )
+            raise_errno(-ret, what="get_total_mem_stats")
+        return _total_from_record(rec)
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, None]:
         flags = abi.TAMALLOC_HUGE if huge else 0

@@ -74,7 +74,12 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
 
     backend = getattr(args, "backend", None)
     if not args.pids or 0 in args.pids:
-        return api.all_mem_stats(backend=backend), True
+        rows = api.all_mem_stats(backend=backend)
+        # Never a silently short list: say so when the caller cannot see everything.
+        note = api.visibility(backend=backend).describe(len(rows))
+        if note:
+            env.warn(note)
+        return rows, True
     found, ok = [], True
     for pid in dict.fromkeys(args.pids):  # keep order, drop repeats
         try:

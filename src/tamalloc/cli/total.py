@@ -24,9 +24,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    from ..stats import total_mem_stats
+    from ..stats import total_mem_stats, visibility
 
-    total = total_mem_stats(backend=getattr(args, "backend", None))
+    backend = getattr(args, "backend", None)
+    total = total_mem_stats(backend=backend)
+    note = visibility(backend=backend).describe(total.processes)
+    if note:
+        env.warn(note)
     if args.json:
         write_json(env, total.to_dict())
         return ExitStatus.SUCCESS

@@ -1,0 +1,117 @@
+"""Whether the caller sees every process, and if not, how many it misses and why.
+
+A list of processes must never be silently short. Two things hide processes:
+
+- the kernel backend: the syscalls show an unprivileged caller only the processes it
+  may ptrace-read while ``vm.tamalloc_stats_restrict`` is 1 (the default); the kernel
+  counts the others in ``tamalloc_total_mem_stats.hidden_processes``;
+- the procfs backend: ``/proc`` mounted with ``hidepid`` hides (or locks) other
+  users' processes from whoever lacks the right; /proc gives no count of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+RESTRICT_SYSCTL = "vm.tamalloc_stats_restrict"
+_RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
+_MOUNTINFO_PATH = "/proc/self/mountinfo"
+# hidepid values that hide (2, 4) or lock (1) other users' processes; 0/off hides none.
+_HIDING = frozenset({"1", "2", "4", "noaccess", "invisible", "ptraceable"})
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """What the caller of a backend can see.
+
+    ``hidden`` counts the user processes left out of lists and totals: 0 when none
+    are, None when some may be but the count is unknown. ``reason`` says why processes
+    are hidden and what would show them; None when nothing hides any.
+    """
+
+    hidden: int | None
+    reason: str | None
+
+    @property
+    def complete(self) -> bool:
+        """True when the caller sees every process."""
+        return self.reason is None or self.hidden == 0
+
+    def describe(self, visible: int) -> str | None:
+        """One sentence for a person who was shown ``visible`` processes; None when the
+        list is complete."""
+        if self.complete:
+            return None
+        noun = "process" if visible == 1 else "processes"
+        if self.hidden is None:
+            return f"{visible} {noun} shown; others may be hidden from you: {self.reason}"
+        total = visible + self.hidden
+        return f"{visible} of {total} processes visible to you ({self.reason})"
+
+
+EVERYTHING = Visibility(hidden=0, reason=None)
+
+
+def kernel_visibility(hidden: int | None) -> Visibility:
+    """From ``hidden_processes`` of get_total_mem_stats (None from a kernel older than
+    the count, which restricted nothing either)."""
+    if not hidden:
+        return Visibility(hidden=hidden, reason=None) if hidden is None else EVERYTHING
+    setting = _read_first_line(_RESTRICT_PATH)
+    value = f"={setting}" if setting else ""
+    return Visibility(
+        hidden=hidden,
+        reason=f"{RESTRICT_SYSCTL}{value}; run as root or use --backend procfs to see what"
+        " /proc shows",
+    )
+
+
+def procfs_visibility() -> Visibility:
+    """From the ``hidepid`` option of the /proc mount and the caller's privileges."""
+    try:
+        with open(_MOUNTINFO_PATH, encoding="utf-8", errors="replace") as f:
+            options = proc_mount_options(f.read())
+    except OSError:
+        return EVERYTHING  # no mountinfo: nothing to go by, and /proc is then the default
+    hidepid = options.get("hidepid")
+    if hidepid is None or hidepid not in _HIDING or _sees_all(options.get("gid")):
+        return EVERYTHING
+    return Visibility(
+        hidden=None,
+        reason=f"/proc is mounted hidepid={hidepid}, which hides other users' processes"
+        " (run as root to see them)",
+    )
+
+
+def _sees_all(gid: str | None) -> bool:
+    # Root passes hidepid's ptrace check; so does a member of the mount's gid= group.
+    if os.geteuid() == 0:
+        return True
+    return gid is not None and gid.isdigit() and int(gid) in {os.getegid(), *os.getgroups()}
+
+
+def proc_mount_options(mountinfo: str) -> dict[str, str]:
+    """The super-block options of the procfs mounted on /proc (the last such mount in
+    ``/proc/self/mountinfo``, the one that path resolves to); {} if there is none."""
+    found: dict[str, str] = {}
+    for line in mountinfo.splitlines():
+        pre, sep, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        # Fields: id parent major:minor root mount-point ...; after " - ": type source opts.
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        if fields[4] == "/proc" and tail[0] == "proc":
+            found = {}
+            for option in tail[2].split(","):
+                key, _, value = option.partition("=")
+                found[key] = value
+    return found
+
+
+def _read_first_line(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.readline().strip() or None
+    except OSError:
+        return None

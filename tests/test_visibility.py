@@ -1,0 +1,148 @@
+"""Never a silently short list: which processes the caller cannot see, and the CLI's
+line about them (procfs hidepid parsing and the kernel's hidden count, faked here; the
+real kernel restriction is tested in tests/test_visibility_kernel.py, in the guest)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import tamalloc
+import tamalloc.process_visibility as pv
+import tamalloc.stats
+from tamalloc import Visibility
+from tamalloc.cli.main import Environment, main
+
+PROC_LINE = "22 27 0:21 / /proc rw,relatime shared:12 - proc proc {opts}\n"
+OTHER = "27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+
+
+def _mountinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *lines: str) -> None:
+    path = tmp_path / "mountinfo"
+    path.write_text("".join(lines))
+    monkeypatch.setattr(pv, "_MOUNTINFO_PATH", str(path))
+
+
+def test_mount_options_of_the_last_proc_mount_on_slash_proc() -> None:
+    text = (
+        OTHER
+        + PROC_LINE.format(opts="rw")
+        + "40 22 0:50 / /proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw\n"
+        + "41 27 0:51 / /srv/proc rw - proc proc rw,hidepid=2\n"  # another mount point
+        + "42 27 0:52 / /proc rw - tmpfs tmpfs rw,hidepid=2\n"  # not a procfs
+        + PROC_LINE.format(opts="rw,hidepid=invisible,gid=27")  # mounted over the first
+    )
+    assert pv.proc_mount_options(text) == {"rw": "", "hidepid": "invisible", "gid": "27"}
+    assert pv.proc_mount_options(OTHER) == {}
+
+
+@pytest.mark.parametrize("hidepid", ["1", "2", "4", "noaccess", "invisible", "ptraceable"])
+def test_hidepid_makes_the_count_unknown_for_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hidepid: str
+) -> None:
+    _mountinfo(tmp_path, monkeypatch, OTHER, PROC_LINE.format(opts=f"rw,hidepid={hidepid}"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    vis = tamalloc.visibility(backend="procfs")
+    assert vis.hidden is None
+    assert not vis.complete
+    line = vis.describe(3)
+    assert line is not None
+    assert f"/proc is mounted hidepid={hidepid}, which hides other users' processes" in line
+    assert tamalloc.total_mem_stats(backend="procfs").hidden_processes is None
+
+
+@pytest.mark.parametrize("opts", ["rw", "rw,hidepid=0", "rw,hidepid=off", "rw,subset=pid"])
+def test_no_hiding_mount_hides_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opts: str
+) -> None:
+    _mountinfo(tmp_path, monkeypatch, PROC_LINE.format(opts=opts))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    vis = tamalloc.visibility(backend="procfs")
+    assert (vis.hidden, vis.reason, vis.describe(3)) == (0, None, None)
+    assert tamalloc.total_mem_stats(backend="procfs").hidden_processes == 0
+
+
+def test_root_and_the_gid_group_see_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mountinfo(tmp_path, monkeypatch, PROC_LINE.format(opts="rw,hidepid=2,gid=4242"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert tamalloc.visibility(backend="procfs").complete
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgroups", lambda: [4242])
+    assert tamalloc.visibility(backend="procfs").complete
+    monkeypatch.setattr(os, "getgroups", lambda: [100])
+    monkeypatch.setattr(os, "getegid", lambda: 100)
+    assert not tamalloc.visibility(backend="procfs").complete
+
+
+def test_describe_counts() -> None:
+    assert Visibility(0, None).describe(5) is None
+    assert Visibility(45, "why").describe(12) == "12 of 57 processes visible to you (why)"
+    assert Visibility(None, None).describe(12) is None  # a kernel without the count
+
+
+# --- the CLI's line on stderr --------------------------------------------------------------
+
+HIDDEN = Visibility(45, "vm.tamalloc_stats_restrict=1; run as root or use --backend procfs"
+                        " to see what /proc shows")
+
+
+def _env() -> Environment:
+    return Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
+                       stdout_isatty=False)
+
+
+def _streams(env: Environment) -> tuple[str, str]:
+    assert isinstance(env.stdout, io.StringIO) and isinstance(env.stderr, io.StringIO)
+    return env.stdout.getvalue(), env.stderr.getvalue()
+
+
+@pytest.fixture
+def hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tamalloc.stats, "visibility", lambda backend=None: HIDDEN)
+
+
+@pytest.mark.usefixtures("hidden")
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--csv"]])
+def test_stats_list_says_how_many_are_visible(fmt: list[str]) -> None:
+    env = _env()
+    assert main(["stats", "--backend", "procfs", *fmt], env) == 0
+    out, err = _streams(env)
+    shown = len(tamalloc.all_mem_stats(backend="procfs"))
+    [line] = err.splitlines()
+    assert line.startswith("tamalloc: ")
+    assert "processes visible to you (vm.tamalloc_stats_restrict=1; run as root" in line
+    visible, total = (int(w) for w in line.split()[1:4:2])  # "tamalloc: 12 of 57 ..."
+    assert total - visible == 45
+    assert abs(visible - shown) <= 5  # processes come and go between the two scans
+    if fmt == ["--json"]:
+        json.loads(out)  # stdout stays machine-readable
+
+
+@pytest.mark.usefixtures("hidden")
+def test_stats_of_given_pids_says_nothing() -> None:
+    env = _env()
+    assert main(["stats", str(os.getpid()), "--backend", "procfs"], env) == 0
+    assert _streams(env)[1] == ""
+
+
+@pytest.mark.usefixtures("hidden")
+def test_total_says_how_many_are_visible() -> None:
+    env = _env()
+    assert main(["total", "--backend", "procfs"], env) == 0
+    err = _streams(env)[1]
+    assert "processes visible to you (vm.tamalloc_stats_restrict=1" in err
+    assert err.count("\n") == 1
+
+
+def test_nothing_said_when_everything_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tamalloc.stats, "visibility", lambda backend=None: Visibility(0, None))
+    for args in (["stats"], ["total"]):
+        env = _env()
+        assert main([*args, "--backend", "procfs"], env) == 0
+        assert _streams(env)[1] == ""
