@@ -215,7 +215,7 @@ def test_one_process_matches_proc_status(child: Child) -> None:
     assert_memory_matches_status(record, child.pid)
     assert record.pgtables_kb == status_kb(child.pid)["VmPTE"]
     assert record.oom_score == oom_score(child.pid)
-    assert record.reserved == 0
+    assert record.size == ctypes.sizeof(MemRecords)
 
 
 def test_self_reserved_tracks_a_new_mapping() -> None:
@@ -392,7 +392,7 @@ def test_totals_carry_the_meminfo_figures() -> None:
     assert abs(summed.committed_as_kb - info["Committed_AS"]) < 64 * 1024
     with open("/proc/sys/vm/overcommit_memory") as f:
         assert summed.overcommit_memory == int(f.read())
-    assert summed.reserved == 0
+    assert summed.size == ctypes.sizeof(abi.TamallocTotalMemStats)
 
 
 def test_tamalloc_is_not_charged_to_committed_as() -> None:

@@ -45,6 +45,9 @@ CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "ste
 PF_KTHREAD = 0x00200000
 PR_SET_NAME = 15
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNS = 0x00020000
+MS_PRIVATE = 1 << 18
+MS_REC = 16384
 SYS_DELETE_MODULE = 176  # x86_64, as the guest
 SYS_FINIT_MODULE = 313
 
@@ -617,34 +620,22 @@ int main(int argc, char **argv)
 
 
 @pytest.mark.usefixtures("loaded")
-def test_pids_are_those_of_the_readers_namespace() -> None:
-    """A reader in a new pid namespace sees itself as pid 1, and nothing else."""
-    outer = os.getpid()
+def _in_new_pid_namespace(body: str) -> dict:
+    """Run ``body`` (Python source that sets ``result``) as pid 1 of a new pid
+    namespace, in a new mount namespace; return ``result`` as the child sent it."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
             os.close(r)
-            if libc.unshare(CLONE_NEWPID) == 0:
+            if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) == 0:
                 inner = os.fork()
                 if inner == 0:
                     try:
-                        listing = json.loads(read_proc("mem_stats_all"))
-                        fd = watch_open()
-                        watch_select(fd, b"1")
-                        watch = watch_read(fd)
-                        try:
-                            watch_select(fd, str(outer).encode())
-                            outer_err = 0
-                        except OSError as err:
-                            outer_err = err.errno
-                        os.write(
-                            w,
-                            json.dumps(
-                                {"listing": listing, "watch": watch, "outer_err": outer_err}
-                            ).encode(),
-                        )
+                        scope: dict = {}
+                        exec(body, globals(), scope)
+                        os.write(w, json.dumps(scope["result"]).encode())
                     finally:
                         os._exit(0)
                 os.waitpid(inner, 0)
@@ -657,13 +648,127 @@ def test_pids_are_those_of_the_readers_namespace() -> None:
         out += chunk
     os.close(r)
     _, wstatus = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(wstatus) == 0, "unshare(CLONE_NEWPID) failed"
-    result = json.loads(out)
+    assert os.waitstatus_to_exitcode(wstatus) == 0, "unshare(CLONE_NEWPID | CLONE_NEWNS) failed"
+    return json.loads(out)
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                  ctypes.c_ulong(flags), data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+@pytest.mark.usefixtures("loaded")
+def test_pids_are_those_of_the_procfs_mount() -> None:
+    """As /proc/PID itself: pids are numbered in the pid namespace of the procfs mount
+    the file is read through, whoever reads it."""
+    outer = os.getpid()
+    result = _in_new_pid_namespace("""
+mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+through_outer = json.loads(read_proc("mem_stats_all"))
+mount("proc", "/proc", "proc", 0, None)
+listing = json.loads(read_proc("mem_stats_all"))
+fd = watch_open()
+watch_select(fd, b"1")
+watch = watch_read(fd)
+try:
+    watch_select(fd, str(OUTER).encode())
+    outer_err = 0
+except OSError as err:
+    outer_err = err.errno
+result = {"through_outer": through_outer, "listing": listing, "watch": watch,
+          "outer_err": outer_err}
+""".replace("OUTER", str(outer)))
+    outer_pids = [p["pid"] for p in result["through_outer"]["processes"]]
+    assert outer in outer_pids and 1 in outer_pids
     assert [p["pid"] for p in result["listing"]["processes"]] == [1]
     assert result["listing"]["totals"]["processes"] == 1
     assert result["watch"]["pid"] == 1
     if outer != 1:
         assert result["outer_err"] == errno.ESRCH
+
+
+# --- untrusted readers ---------------------------------------------------------------
+
+
+def run_shell(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+AS_NOBODY = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+
+
+@pytest.mark.usefixtures("loaded")
+@pytest.mark.parametrize("victim", ["meminfo", "stat", "mem_stats_all", "self/status"])
+def test_bind_mounts_over_proc_files_change_nothing(victim: str) -> None:
+    """The module reads no file: a bind mount of its own file over any /proc file it
+    might have read (once /proc/meminfo, which recursed until the kernel stack
+    overflowed) leaves every module file readable and right."""
+    run = run_shell(
+        f"unshare -m sh -c 'mount --bind /proc/mem_stats_all /proc/{victim} && "
+        "cat /proc/mem_stats_all /proc/system_stats /proc/system_stats.json "
+        "&& echo $$ > /proc/mem_watch && cat /proc/mem_watch'"
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith('{"processes": [')
+    assert "[memory]" in run.stdout and '"memory": {' in run.stdout
+
+
+@pytest.mark.usefixtures("loaded")
+def test_bind_mount_over_root_directory_is_harmless() -> None:
+    run = run_shell("unshare -m sh -c 'mount --bind /proc / && cd / && "
+                    "cat /proc/system_stats.json'")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["disk"]["path"] == "/"
+
+
+def _nobody_view(options: str) -> tuple[set[int], list[dict], str]:
+    """What user nobody sees through a fresh /proc mounted with ``options``: the pid
+    directories it can list, /proc/mem_stats_all, and mem_watch's answer for pid 1."""
+    marker = "--- mem_stats_all ---"
+    run = run_shell(
+        f"unshare -m sh -c 'mount --make-rprivate / && "
+        f"mount -t proc -o {options} proc /proc && "
+        f"{AS_NOBODY} sh -c \"ls /proc; echo {marker}; cat /proc/mem_stats_all; "
+        "echo 1 > /proc/mem_watch 2>&1 || echo watch-failed\"'"
+    )
+    assert run.returncode == 0, run.stderr
+    listing, _, rest = run.stdout.partition(marker + "\n")
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(rest)
+    return ({int(n) for n in listing.split() if n.isdigit()}, data["processes"],
+            rest[end:] + run.stderr)
+
+
+@pytest.mark.usefixtures("loaded")
+def test_hidepid_invisible_hides_the_same_processes_as_proc() -> None:
+    listed, records, watch = _nobody_view("hidepid=2")
+    shown = {r["pid"] for r in records}
+    assert 1 not in listed and 1 not in shown
+    # nobody's own processes only: the shells and cat of this pipeline, as /proc shows.
+    assert shown, "nobody must see its own processes"
+    assert shown <= listed
+    assert "watch-failed" in watch and "No such process" in watch
+
+
+@pytest.mark.usefixtures("loaded")
+def test_hidepid_noaccess_hides_the_contents() -> None:
+    """hidepid=1 lists every /proc/PID but hides what is inside: so does the module."""
+    listed, records, watch = _nobody_view("hidepid=1")
+    shown = {r["pid"] for r in records}
+    assert 1 in listed
+    assert 1 not in shown and shown
+    assert "watch-failed" in watch
+
+
+@pytest.mark.usefixtures("loaded")
+def test_hidepid_gid_lets_the_group_see_everything() -> None:
+    listed, records, watch = _nobody_view("hidepid=2,gid=65534")
+    shown = {r["pid"] for r in records}
+    assert 1 in listed and 1 in shown
+    assert "watch-failed" not in watch
 
 
 # --- /proc/mem_watch -----------------------------------------------------------------

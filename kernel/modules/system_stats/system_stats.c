@@ -10,10 +10,18 @@
  *
  * The formats are described in README.md next to this file.
  *
- * Only exported symbols are used.  Where fs/proc computes a value with
- * helpers that are not exported (nsec_to_clock_t(), get_idle_time(),
- * oom_badness(), find_lock_task_mm()), the same computation is repeated
- * here so that the numbers agree with /proc/stat and /proc/PID/oom_score.
+ * Everything is read from kernel state, never from a file: a file path
+ * is resolved in the reader's mount namespace, where a bind mount can
+ * put anything behind it, this module's own files included.
+ *
+ * The per-process figures come from tamalloc_read_mem_stats() of the
+ * tamalloc series, the code behind get_mem_stats(), so that they and the
+ * OOM score are exactly the syscall's and /proc's; which processes a
+ * reader sees follows the hidepid= option and pid namespace of the procfs
+ * mount the file is read through, as /proc/PID does.  The module needs a
+ * kernel with that series.  Where fs/proc/stat.c computes CPU times with
+ * helpers that are not exported (nsec_to_clock_t(), get_idle_time()),
+ * the same computation is repeated here so that the numbers agree.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -21,6 +29,7 @@
 #include <linux/cpumask.h>
 #include <linux/err.h>
 #include <linux/fs.h>
+#include <linux/fs_struct.h>
 #include <linux/init.h>
 #include <linux/kernel.h>
 #include <linux/kernel_stat.h>
@@ -29,23 +38,19 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
-#include <linux/namei.h>
-#include <linux/oom.h>
 #include <linux/path.h>
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
 #include <linux/proc_fs.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
-#include <linux/sched/coredump.h>
-#include <linux/sched/mm.h>
-#include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/statfs.h>
 #include <linux/string.h>
 #include <linux/swap.h>
+#include <linux/tamalloc.h>
 #include <linux/threads.h>
 #include <linux/tick.h>
 #include <linux/time64.h>
@@ -210,7 +215,7 @@ struct sstat_disk {
 	unsigned int used_permille;	/* 1000 * (total - free) / total */
 };
 
-/* statfs() of "/" as the reader sees it (its root directory). */
+/* statfs() of the reader's root directory, without a path lookup. */
 static int sstat_disk_fetch(struct sstat_disk *disk)
 {
 	struct kstatfs st;
@@ -218,9 +223,7 @@ static int sstat_disk_fetch(struct sstat_disk *disk)
 	u64 frsize;
 	int err;
 
-	err = kern_path("/", LOOKUP_FOLLOW, &root);
-	if (err)
-		return err;
+	get_fs_root(current->fs, &root);
 	err = vfs_statfs(&root, &st);
 	path_put(&root);
 	if (err)
@@ -373,132 +376,25 @@ static const struct proc_ops sstat_json_ops = {
 /* One process                                                         */
 /* ------------------------------------------------------------------ */
 
-struct sstat_proc {
-	pid_t pid;			/* in the reader's pid namespace */
-	char comm[TASK_COMM_LEN];
-	u64 vm_size_kb;			/* VmSize of /proc/PID/status */
-	u64 vm_rss_kb;			/* VmRSS of /proc/PID/status */
-	unsigned long oom_score;	/* /proc/PID/oom_score */
-	int oom_score_adj;		/* /proc/PID/oom_score_adj */
-	bool kthread;
-	bool has_mm;			/* false once the process has exited */
-};
-
 /*
- * The total swap size is not exported to modules (total_swap_pages,
- * si_swapinfo()), but /proc/PID/oom_score scales by totalram + total swap.
- * Read it from SwapTotal of /proc/meminfo, which is si_swapinfo(); if that
- * fails (no procfs at /proc in the caller's root) assume no swap.
- * Must not be called with a seq_file lock held: reading /proc/meminfo takes
- * a seq_file lock of the same lockdep class.
+ * The process of @task (a thread-group leader, referenced by the caller)
+ * as get_mem_stats() reports it, numbered in @ns.  Returns false if it is
+ * hidden from the reader by the hidepid= option of the procfs mount
+ * @fs_info, or has been reaped; *@has_mm says whether it has memory (not a
+ * kernel thread, not a process whose threads have all exited).
  */
-#define SSTAT_MEMINFO_BUF	4096
-
-static unsigned long sstat_swap_total_pages(void)
+static bool sstat_proc_fill(struct task_struct *task,
+			    struct proc_fs_info *fs_info,
+			    struct tamalloc_mem_stats *r, bool *has_mm)
 {
-#ifdef CONFIG_SWAP
-	unsigned long long kb = 0;
-	struct file *file;
-	loff_t pos = 0;
-	ssize_t len;
-	char *buf, *p;
+	int err;
 
-	buf = kmalloc(SSTAT_MEMINFO_BUF, GFP_KERNEL);
-	if (!buf)
-		return 0;
-	file = filp_open("/proc/meminfo", O_RDONLY, 0);
-	if (IS_ERR(file)) {
-		kfree(buf);
-		return 0;
-	}
-	len = -EINVAL;
-	if (file_inode(file)->i_sb->s_magic == PROC_SUPER_MAGIC)
-		len = kernel_read(file, buf, SSTAT_MEMINFO_BUF - 1, &pos);
-	filp_close(file, NULL);
-	if (len > 0) {
-		buf[len] = '\0';
-		p = strstr(buf, "\nSwapTotal:");
-		if (!p || sscanf(p + strlen("\nSwapTotal:"), "%llu", &kb) != 1)
-			kb = 0;
-	}
-	kfree(buf);
-	return kb >> (PAGE_SHIFT - 10);
-#else
-	return 0;
-#endif
-}
-
-/* proc_oom_score() of fs/proc/base.c: totalram_pages() + total_swap_pages */
-static unsigned long sstat_oom_totalpages(void)
-{
-	return totalram_pages() + sstat_swap_total_pages();
-}
-
-/* find_lock_task_mm() of mm/oom_kill.c, which is not exported. */
-static struct task_struct *sstat_find_lock_task_mm(struct task_struct *p)
-{
-	struct task_struct *t;
-
-	rcu_read_lock();
-	for_each_thread(p, t) {
-		task_lock(t);
-		if (likely(t->mm)) {
-			rcu_read_unlock();
-			return t;
-		}
-		task_unlock(t);
-	}
-	rcu_read_unlock();
-	return NULL;
-}
-
-/*
- * Fills @r for the thread-group leader @task, which the caller holds a
- * reference to.  The oom_score is proc_oom_score() with oom_badness() of
- * mm/oom_kill.c.  The mm is used under task_lock() of a thread that has
- * it, as oom_badness() does, so it cannot go away while it is read.
- * Does not sleep.
- */
-static void sstat_proc_fill(struct task_struct *task, unsigned long totalpages,
-			    struct sstat_proc *r)
-{
-	struct task_struct *p;
-	struct mm_struct *mm;
-	long points = LONG_MIN;
-	unsigned long rss;
-	long adj;
-
-	get_task_comm(r->comm, task);
-	r->oom_score_adj = READ_ONCE(task->signal->oom_score_adj);
-	r->vm_size_kb = 0;
-	r->vm_rss_kb = 0;
-	r->oom_score = 0;
-	r->kthread = task->flags & PF_KTHREAD;
-	r->has_mm = false;
-	if (r->kthread)
-		return;
-
-	p = sstat_find_lock_task_mm(task);
-	if (!p)
-		return;
-	mm = p->mm;
-	rss = get_mm_rss(mm);
-	r->has_mm = true;
-	r->vm_size_kb = SSTAT_KB(READ_ONCE(mm->total_vm));
-	r->vm_rss_kb = SSTAT_KB(rss);
-
-	adj = (long)READ_ONCE(p->signal->oom_score_adj);
-	if (!is_global_init(task) && adj != OOM_SCORE_ADJ_MIN &&
-	    !test_bit(MMF_OOM_SKIP, &mm->flags) && !in_vfork(p))
-		points = rss + get_mm_counter(mm, MM_SWAPENTS) +
-			 mm_pgtables_bytes(mm) / PAGE_SIZE;
-	task_unlock(p);
-
-	if (points == LONG_MIN || !totalpages)
-		return;
-	adj *= totalpages / 1000;
-	points += adj;
-	r->oom_score = (1000 + points * 1000 / (long)totalpages) * 2 / 3;
+	/* What /proc/PID/status shows to this reader through this mount. */
+	if (!has_pid_permissions(fs_info, task, HIDEPID_NO_ACCESS))
+		return false;
+	err = tamalloc_read_mem_stats(task, fs_info->pid_ns, r);
+	*has_mm = !err;
+	return err != -ESRCH;
 }
 
 /*
@@ -595,13 +491,14 @@ static void sstat_json_str(struct seq_file *m, const char *str)
 	seq_putc(m, '"');
 }
 
-static void sstat_proc_json(struct seq_file *m, const struct sstat_proc *r)
+static void sstat_proc_json(struct seq_file *m,
+			    const struct tamalloc_mem_stats *r)
 {
 	seq_printf(m, "{\"pid\": %d, \"name\": ", r->pid);
 	sstat_json_str(m, r->comm);
 	seq_printf(m, ", \"vm_size_kb\": %llu, \"vm_rss_kb\": %llu, ",
-		   r->vm_size_kb, r->vm_rss_kb);
-	seq_printf(m, "\"oom_score\": %lu, \"oom_score_adj\": %d}",
+		   r->reserved_kb, r->committed_kb);
+	seq_printf(m, "\"oom_score\": %d, \"oom_score_adj\": %d}",
 		   r->oom_score, r->oom_score_adj);
 }
 
@@ -619,11 +516,10 @@ static void sstat_proc_json(struct seq_file *m, const struct sstat_proc *r)
 #define SSTAT_ALL_TRAILER	((void *)2)
 
 struct sstat_all {
-	struct pid_namespace *ns;	/* of the opener */
-	unsigned long totalpages;	/* for oom_score */
+	struct proc_fs_info *fs_info;	/* of the mount it is read through */
 	unsigned int tgid;		/* of the current record */
 	bool shown;			/* rec is the current record */
-	struct sstat_proc rec;
+	struct tamalloc_mem_stats rec;
 	/* Totals of the records emitted so far (accounted in ->next()). */
 	u64 processes;
 	u64 vm_size_kb;
@@ -631,9 +527,9 @@ struct sstat_all {
 };
 
 /*
- * Finds the first user process whose tgid in st->ns is at least
- * *pos - 1, as next_tgid() of fs/proc/base.c does: look the pid up under
- * RCU, take a reference to the task, drop RCU.
+ * Finds the first user process whose tgid in the mount's pid namespace
+ * is at least *pos - 1, as next_tgid() of fs/proc/base.c does: look the
+ * pid up under RCU, take a reference to the task, drop RCU.
  */
 static void *sstat_all_find(struct sstat_all *st, loff_t *pos)
 {
@@ -643,10 +539,10 @@ static void *sstat_all_find(struct sstat_all *st, loff_t *pos)
 
 	rcu_read_lock();
 	for (;;) {
-		pid = find_ge_pid(tgid, st->ns);
+		pid = find_ge_pid(tgid, st->fs_info->pid_ns);
 		if (!pid)
 			break;
-		tgid = pid_nr_ns(pid, st->ns);
+		tgid = pid_nr_ns(pid, st->fs_info->pid_ns);
 		task = pid_task(pid, PIDTYPE_TGID);
 		if (task && !(task->flags & PF_KTHREAD)) {
 			get_task_struct(task);
@@ -702,8 +598,8 @@ static void *sstat_all_next(struct seq_file *m, void *v, loff_t *pos)
 	} else {
 		if (st->shown) {
 			st->processes++;
-			st->vm_size_kb += st->rec.vm_size_kb;
-			st->vm_rss_kb += st->rec.vm_rss_kb;
+			st->vm_size_kb += st->rec.reserved_kb;
+			st->vm_rss_kb += st->rec.committed_kb;
 		}
 		put_task_struct(v);
 		*pos = (loff_t)st->tgid + 2;
@@ -721,6 +617,7 @@ static void sstat_all_stop(struct seq_file *m, void *v)
 static int sstat_all_show(struct seq_file *m, void *v)
 {
 	struct sstat_all *st = m->private;
+	bool has_mm;
 
 	if (v == SSTAT_ALL_HEADER) {
 		seq_puts(m, "{\"processes\": [\n");
@@ -734,11 +631,9 @@ static int sstat_all_show(struct seq_file *m, void *v)
 		return 0;
 	}
 
-	sstat_proc_fill(v, st->totalpages, &st->rec);
-	/* It exited (a zombie, or on its way out) after it was found. */
-	if (!st->rec.has_mm)
+	/* Hidden from this reader, or exited (zombie, reaped) since found. */
+	if (!sstat_proc_fill(v, st->fs_info, &st->rec, &has_mm) || !has_mm)
 		return SEQ_SKIP;
-	st->rec.pid = st->tgid;
 	if (st->processes)
 		seq_puts(m, ",\n");
 	sstat_proc_json(m, &st->rec);
@@ -753,33 +648,26 @@ static const struct seq_operations sstat_all_seq_ops = {
 	.show	= sstat_all_show,
 };
 
+/*
+ * The procfs mount's info lives as long as its superblock, which the open
+ * file pins, so neither it nor its pid namespace needs a reference.
+ */
 static int sstat_all_open(struct inode *inode, struct file *file)
 {
-	unsigned long totalpages = sstat_oom_totalpages();
 	struct sstat_all *st;
 
 	st = __seq_open_private(file, &sstat_all_seq_ops, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	st->ns = get_pid_ns(task_active_pid_ns(current));
-	st->totalpages = totalpages;
+	st->fs_info = proc_sb_info(inode->i_sb);
 	return 0;
-}
-
-static int sstat_all_release(struct inode *inode, struct file *file)
-{
-	struct seq_file *m = file->private_data;
-	struct sstat_all *st = m->private;
-
-	put_pid_ns(st->ns);
-	return seq_release_private(inode, file);
 }
 
 static const struct proc_ops sstat_all_ops = {
 	.proc_open	= sstat_all_open,
 	.proc_read_iter	= seq_read_iter,
 	.proc_lseek	= seq_lseek,
-	.proc_release	= sstat_all_release,
+	.proc_release	= seq_release_private,
 };
 
 /* ------------------------------------------------------------------ */
@@ -793,11 +681,10 @@ static const struct proc_ops sstat_all_ops = {
  * after the selected one exits is not picked up by mistake.
  */
 struct sstat_watch {
-	struct mutex lock;		/* protects pid, nr and totalpages */
+	struct mutex lock;		/* protects pid and nr */
 	struct pid *pid;		/* TGID pid of the selection, or NULL */
-	pid_t nr;			/* its number in ns */
-	unsigned long totalpages;	/* for oom_score */
-	struct pid_namespace *ns;	/* of the opener */
+	pid_t nr;			/* its number in the mount's pid ns */
+	struct proc_fs_info *fs_info;	/* of the mount it is read through */
 };
 
 #define SSTAT_WATCH_MAX_INPUT	32
@@ -805,16 +692,16 @@ struct sstat_watch {
 static int sstat_watch_show(struct seq_file *m, void *v)
 {
 	struct sstat_watch *w = m->private;
-	unsigned long totalpages;
+	struct tamalloc_mem_stats r;
 	struct task_struct *task;
-	struct sstat_proc r;
+	bool shown = false;
+	bool has_mm;
 	struct pid *pid;
 	pid_t nr;
 
 	mutex_lock(&w->lock);
 	pid = get_pid(w->pid);
 	nr = w->nr;
-	totalpages = w->totalpages;
 	mutex_unlock(&w->lock);
 
 	if (!pid) {
@@ -824,15 +711,17 @@ static int sstat_watch_show(struct seq_file *m, void *v)
 	task = get_pid_task(pid, PIDTYPE_TGID);
 	put_pid(pid);
 	if (task) {
-		sstat_proc_fill(task, totalpages, &r);
+		/* Kernel threads have no memory but are shown, as in /proc. */
+		shown = sstat_proc_fill(task, w->fs_info, &r, &has_mm) &&
+			(has_mm || (task->flags & PF_KTHREAD));
 		put_task_struct(task);
 	}
-	if (!task || (!r.kthread && !r.has_mm)) {
+	/* A process this reader may not see reads as gone, never as itself. */
+	if (!shown) {
 		seq_printf(m, "{\"error\": \"process exited\", \"pid\": %d}\n",
 			   nr);
 		return 0;
 	}
-	r.pid = nr;
 	sstat_proc_json(m, &r);
 	seq_putc(m, '\n');
 	return 0;
@@ -840,17 +729,19 @@ static int sstat_watch_show(struct seq_file *m, void *v)
 
 /*
  * Writing a pid (decimal, optionally followed by a newline) selects its
- * process; a thread id selects the process the thread belongs to.  On
- * error the previous selection stays.  The file position is reset so that
- * the next read(2) on the same descriptor shows the new selection.
+ * process; a thread id selects the process the thread belongs to.  A pid
+ * that the reader could not see in this /proc mount gives ESRCH, as if it
+ * did not exist.  On error the previous selection stays.  The file
+ * position is reset so that the next read(2) on the same descriptor shows
+ * the new selection.
  */
 static ssize_t sstat_watch_write(struct file *file, const char __user *ubuf,
 				 size_t count, loff_t *ppos)
 {
 	struct seq_file *m = file->private_data;
 	struct sstat_watch *w = m->private;
-	unsigned long totalpages;
-	struct task_struct *task;
+	struct pid_namespace *ns = w->fs_info->pid_ns;
+	struct task_struct *task, *leader = NULL;
 	struct pid *pid = NULL;
 	struct pid *old;
 	pid_t tgid;
@@ -865,29 +756,35 @@ static ssize_t sstat_watch_write(struct file *file, const char __user *ubuf,
 		return -EINVAL;
 
 	rcu_read_lock();
-	task = pid_task(find_pid_ns(nr, w->ns), PIDTYPE_PID);
-	if (task)
+	task = pid_task(find_pid_ns(nr, ns), PIDTYPE_PID);
+	if (task) {
 		pid = get_task_pid(task, PIDTYPE_TGID);
+		leader = task->group_leader;
+		get_task_struct(leader);
+	}
 	rcu_read_unlock();
 	if (!pid)
 		return -ESRCH;
-	tgid = pid_nr_ns(pid, w->ns);
-	if (!tgid) {
-		put_pid(pid);
-		return -ESRCH;
-	}
 
-	totalpages = sstat_oom_totalpages();
+	/* The permission check may sleep: outside RCU, with a reference. */
+	err = -ESRCH;
+	tgid = pid_nr_ns(pid, ns);
+	if (!tgid || !has_pid_permissions(w->fs_info, leader, HIDEPID_NO_ACCESS))
+		goto put_pid;
+
 	mutex_lock(&w->lock);
 	old = w->pid;
 	w->pid = pid;
 	w->nr = tgid;
-	w->totalpages = totalpages;
 	mutex_unlock(&w->lock);
-	put_pid(old);
+	pid = old;
 
 	*ppos = 0;
-	return count;
+	err = count;
+put_pid:
+	put_pid(pid);
+	put_task_struct(leader);
+	return err;
 }
 
 static int sstat_watch_open(struct inode *inode, struct file *file)
@@ -899,12 +796,11 @@ static int sstat_watch_open(struct inode *inode, struct file *file)
 	if (!w)
 		return -ENOMEM;
 	mutex_init(&w->lock);
-	w->ns = get_pid_ns(task_active_pid_ns(current));
-	w->totalpages = sstat_oom_totalpages();
+	/* Pinned by the open file, as for /proc/mem_stats_all. */
+	w->fs_info = proc_sb_info(inode->i_sb);
 
 	err = single_open(file, sstat_watch_show, w);
 	if (err) {
-		put_pid_ns(w->ns);
 		mutex_destroy(&w->lock);
 		kfree(w);
 	}
@@ -919,7 +815,6 @@ static int sstat_watch_release(struct inode *inode, struct file *file)
 
 	ret = single_release(inode, file);
 	put_pid(w->pid);
-	put_pid_ns(w->ns);
 	mutex_destroy(&w->lock);
 	kfree(w);
 	return ret;
