@@ -116,18 +116,32 @@ def test_both_scans_agree_on_every_process() -> None:
 
 
 def test_all_mem_stats_uses_the_c_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+    calls: list[list[int] | None] = []
     real = procfs._c_scan
     assert real is not None, NEEDS_C
 
-    def counting(pids: list[int], cls: type[MemStats], skip: frozenset[int]) -> list[MemStats]:
-        calls.append(len(pids))
+    def counting(
+        pids: list[int] | None, cls: type[MemStats], skip: frozenset[int]
+    ) -> list[MemStats]:
+        calls.append(pids)
         return real(pids, cls, skip)
 
     monkeypatch.setattr(procfs, "_c_scan", counting)
     pids = [s.pid for s in tamalloc.all_mem_stats(backend="procfs")]
-    assert len(calls) == 1 and calls[0] >= len(pids) > 0
+    assert calls == [None]  # the C scan lists /proc itself
     assert os.getpid() in pids
+    assert pids == sorted(pids)
+
+
+def test_the_c_scan_of_none_lists_proc_as_list_pids_does(child: Child) -> None:
+    from_list = {s.pid for s in c_scan(procfs.list_pids())}
+    from_none = c_scan(None)
+    pids = [s.pid for s in from_none]
+    assert pids == sorted(pids)
+    assert child.pid in pids and os.getpid() in pids
+    # The same processes, bar those that started or ended between the two scans.
+    assert len(from_list ^ set(pids)) <= 0.1 * len(from_list)
+    assert_memory_matches_status(from_none[pids.index(child.pid)], child.pid)
 
 
 def test_without_the_c_scanner_the_python_scan_is_used(

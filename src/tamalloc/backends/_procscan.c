@@ -1,11 +1,16 @@
 /*
  * The hot loop of the procfs backend in C: status, oom_score and oom_score_adj of
- * every process in a list, read with the GIL released and returned as MemStats.
+ * every process in a list (or in /proc), read with the GIL released and returned as
+ * MemStats.
  *
- * Three reads a process are the floor for MemStats (the anon/file/shmem split and
- * swap are only in status), and in Python the parsing and object building around
- * them cost as much again; here they cost next to nothing. procfs.py holds the
- * reference implementation in pure Python, used when this module was not built,
+ * Three files a process are the floor for MemStats (the anon/file/shmem split and
+ * swap are only in status, oom_score_adj only in its own file), and each costs three
+ * system calls: openat relative to one fd of /proc (a two-component walk, "PID/file"),
+ * one read (these files come whole from one show(), so a short read is the end) and
+ * close: 9 a process, where stdio-style reading to EOF took 12. The kernel then
+ * spends ~90% of the scan's time in those calls (generating status alone is a third),
+ * so what is left in user space (parsing, building objects) is small. procfs.py holds
+ * the reference implementation in pure Python, used when this module was not built,
  * and the tests hold the two to the same results.
  */
 #define PY_SSIZE_T_CLEAN
@@ -52,19 +57,67 @@ struct buffer {
 	size_t size;
 };
 
-/* Whole file into buf (NUL-terminated); returns 0 or an errno. */
-static int read_file(const char *path, struct buffer *buf, size_t *len)
+/* The directory fd every file is opened relative to, and a path under it. */
+struct proc_path {
+	int dirfd;			/* of /proc, opened once per scan */
+	char path[96];		/* "PID/" then the file */
+	size_t prefix;		/* length of "PID/" */
+};
+
+/* "PID/" into pp->path: digits by hand, no snprintf in the loop. */
+static void set_pid(struct proc_path *pp, long pid)
+{
+	char digits[24];
+	size_t n = 0;
+	unsigned long v = (unsigned long)pid;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (pp->prefix = 0; n; pp->prefix++)
+		pp->path[pp->prefix] = digits[--n];
+	pp->path[pp->prefix++] = '/';
+	pp->path[pp->prefix] = '\0';
+}
+
+/* pp->path with "PID/" followed by file (which must fit: callers pass constants). */
+static const char *file_path(struct proc_path *pp, const char *file, size_t len)
+{
+	memcpy(pp->path + pp->prefix, file, len + 1);
+	return pp->path;
+}
+
+/*
+ * Whole file into buf (NUL-terminated); returns 0 or an errno. openat relative to
+ * /proc, then one read: these files are produced whole by one show() (seq_file
+ * single_open, or simple_read_from_buffer for oom_score_adj), so a read that does
+ * not fill the buffer got all of it and no second read for EOF is needed; only a
+ * status longer than the buffer (a huge Groups line) reads on, into a bigger one.
+ * Python's _read and _scan follow the same rule.
+ */
+static int read_file(int dirfd, const char *path, struct buffer *buf, size_t *len)
 {
 	size_t used = 0;
 	int err = 0;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno;
 	for (;;) {
-		ssize_t n;
+		size_t room = buf->size - used - 1;
+		ssize_t n = read(fd, buf->data + used, room);
 
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = errno;
+			break;
+		}
+		used += n;
+		if ((size_t)n < room)
+			break;
 		if (buf->size - used < 2) {
 			char *bigger = PyMem_RawRealloc(buf->data, buf->size * 2);
 
@@ -75,16 +128,6 @@ static int read_file(const char *path, struct buffer *buf, size_t *len)
 			buf->data = bigger;
 			buf->size *= 2;
 		}
-		n = read(fd, buf->data + used, buf->size - used - 1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err = errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		used += n;
 	}
 	close(fd);
 	buf->data[used] = '\0';
@@ -92,13 +135,13 @@ static int read_file(const char *path, struct buffer *buf, size_t *len)
 	return err;
 }
 
-static int read_long(const char *path, struct buffer *buf, long *value)
+static int read_long(int dirfd, const char *path, struct buffer *buf, long *value)
 {
 	size_t len;
 	char *end;
 	int err;
 
-	err = read_file(path, buf, &len);
+	err = read_file(dirfd, path, buf, &len);
 	if (err)
 		return err;
 	errno = 0;
@@ -136,11 +179,13 @@ static const char *next_line(const char *line)
 /* Returns 1 when status has an address space (a VmSize line), else 0. */
 static int parse_memory(const char *status, struct record *rec)
 {
-	int has_mm = 0;
+	const unsigned int all = (1u << N_MEMORY) - 1;
+	unsigned int seen = 0;
 	const char *line;
 
 	memset(rec->memory, 0, sizeof(rec->memory));
-	for (line = status; line; line = next_line(line)) {
+	/* The rest of status (signals, capabilities, cpusets) is passed over at once. */
+	for (line = status; line && seen != all; line = next_line(line)) {
 		int i;
 
 		if (line[0] != 'V' && line[0] != 'R')
@@ -148,12 +193,12 @@ static int parse_memory(const char *status, struct record *rec)
 		for (i = 0; i < N_MEMORY; i++) {
 			if (strncmp(line, memory_keys[i].key, memory_keys[i].len) == 0) {
 				rec->memory[i] = strtoull(line + memory_keys[i].len, NULL, 10);
-				has_mm |= i == F_SIZE;
+				seen |= 1u << i;
 				break;
 			}
 		}
 	}
-	return has_mm;
+	return (seen & (1u << F_SIZE)) != 0;
 }
 
 /* "Threads:" of a status; 0 when absent. */
@@ -173,20 +218,27 @@ static long parse_threads(const char *status)
  * over. Only statuses without memory lines come here. Mirrors procfs.py's
  * _leaderless_memory.
  */
-static int read_leaderless(const char *status, struct record *rec, struct buffer *buf)
+static int read_leaderless(const char *status, struct record *rec, struct buffer *buf,
+			   struct proc_path *pp)
 {
-	char path[96];
 	struct dirent *ent;
 	int found = 0;
 	DIR *dir;
+	int fd;
 
 	if (parse_threads(status) < 2)
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/task", rec->pid);
-	dir = opendir(path);
-	if (!dir)
+	fd = openat(pp->dirfd, file_path(pp, "task", 4), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		found = -errno;
+		close(fd);
+		return found;
+	}
 	for (;;) {
+		char task_path[96];
 		size_t len;
 		char *end;
 		long tid;
@@ -203,8 +255,9 @@ static int read_leaderless(const char *status, struct record *rec, struct buffer
 		tid = strtol(ent->d_name, &end, 10);
 		if (*end || tid == rec->pid)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/task/%ld/status", rec->pid, tid);
-		if (read_file(path, buf, &len))
+		snprintf(task_path, sizeof(task_path), "%.*stask/%ld/status",
+			 (int)pp->prefix, pp->path, tid);
+		if (read_file(pp->dirfd, task_path, buf, &len))
 			continue;
 		if (parse_memory(buf->data, rec)) {
 			found = 1;
@@ -216,20 +269,19 @@ static int read_leaderless(const char *status, struct record *rec, struct buffer
 }
 
 /* 0, or the errno that stopped this process being read. */
-static int read_process(struct record *rec, struct buffer *buf)
+static int read_process(struct record *rec, struct buffer *buf, struct proc_path *pp)
 {
-	char path[64];
 	size_t len;
 	int err;
 
-	snprintf(path, sizeof(path), "/proc/%ld/status", rec->pid);
-	err = read_file(path, buf, &len);
+	set_pid(pp, rec->pid);
+	err = read_file(pp->dirfd, file_path(pp, "status", 6), buf, &len);
 	if (err)
 		return err;
 	parse_name(buf->data, rec);
 	if (!parse_memory(buf->data, rec)) {
 		/* A kernel thread or zombie, unless a zombie leader with live threads. */
-		int found = read_leaderless(buf->data, rec, buf);
+		int found = read_leaderless(buf->data, rec, buf, pp);
 
 		if (found < 0)
 			return -found;
@@ -238,12 +290,10 @@ static int read_process(struct record *rec, struct buffer *buf)
 			return 0;
 		}
 	}
-	snprintf(path, sizeof(path), "/proc/%ld/oom_score", rec->pid);
-	err = read_long(path, buf, &rec->oom_score);
+	err = read_long(pp->dirfd, file_path(pp, "oom_score", 9), buf, &rec->oom_score);
 	if (err)
 		return err;
-	snprintf(path, sizeof(path), "/proc/%ld/oom_score_adj", rec->pid);
-	err = read_long(path, buf, &rec->oom_score_adj);
+	err = read_long(pp->dirfd, file_path(pp, "oom_score_adj", 13), buf, &rec->oom_score_adj);
 	if (err)
 		return err;
 	rec->state = READ_OK;
@@ -295,16 +345,76 @@ static int is_skipped(int err, const int *skip, int n_skip)
 	return 0;
 }
 
+static int compare_pids(const void *a, const void *b)
+{
+	long x = ((const struct record *)a)->pid, y = ((const struct record *)b)->pid;
+
+	return (x > y) - (x < y);
+}
+
+/* A record per process id in /proc, by increasing pid (as procfs.list_pids). */
+static int list_proc(struct record **recs, Py_ssize_t *count)
+{
+	struct record *all = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *ent;
+	int err = 0;
+	DIR *dir;
+
+	dir = opendir("/proc");
+	if (!dir)
+		return errno;
+	for (;;) {
+		const char *p;
+		long pid = 0;
+
+		errno = 0;
+		ent = readdir(dir);
+		if (!ent) {
+			err = errno;
+			break;
+		}
+		for (p = ent->d_name; *p >= '0' && *p <= '9'; p++)
+			pid = pid * 10 + (*p - '0');
+		if (*p || p == ent->d_name)
+			continue;
+		if (n == cap) {
+			struct record *bigger;
+
+			cap = cap ? cap * 2 : 1024;
+			bigger = PyMem_RawRealloc(all, cap * sizeof(*all));
+			if (!bigger) {
+				err = ENOMEM;
+				break;
+			}
+			all = bigger;
+		}
+		memset(&all[n], 0, sizeof(all[n]));
+		all[n++].pid = pid;
+	}
+	closedir(dir);
+	if (err) {
+		PyMem_RawFree(all);
+		return err;
+	}
+	qsort(all, n, sizeof(*all), compare_pids);
+	*recs = all;
+	*count = (Py_ssize_t)n;
+	return 0;
+}
+
 static PyObject *scan(PyObject *self, PyObject *args)
 {
-	PyObject *pids, *skip_errnos, *cls_obj, *fast, *item, *iter, *result = NULL;
+	PyObject *pids, *skip_errnos, *cls_obj, *item, *iter, *result = NULL;
 	PyTypeObject *cls;
 	struct record *recs = NULL;
 	struct buffer buf = { NULL, STATUS_INITIAL };
+	struct proc_path pp = { .dirfd = -1 };
 	int skip[MAX_SKIP_ERRNOS];
 	int n_skip = 0;
-	Py_ssize_t n, i;
+	Py_ssize_t n = 0, i;
 	int failed_errno = 0;
+	const char *failed_what = "/proc";
 	long failed_pid = 0;
 
 	(void)self;
@@ -326,26 +436,43 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	Py_DECREF(iter);
 	if (PyErr_Occurred())
 		return NULL;
-	fast = PySequence_Fast(pids, "scan() needs a sequence of pids");
-	if (!fast)
-		return NULL;
-	n = PySequence_Fast_GET_SIZE(fast);
-	recs = PyMem_Calloc(n ? n : 1, sizeof(*recs));
+	if (pids != Py_None) {
+		PyObject *fast = PySequence_Fast(pids, "scan() needs a sequence of pids or None");
+
+		if (!fast)
+			return NULL;
+		n = PySequence_Fast_GET_SIZE(fast);
+		recs = PyMem_RawCalloc(n ? n : 1, sizeof(*recs));
+		if (!recs) {
+			Py_DECREF(fast);
+			return PyErr_NoMemory();
+		}
+		for (i = 0; i < n; i++) {
+			recs[i].pid = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+			if (recs[i].pid == -1 && PyErr_Occurred()) {
+				Py_DECREF(fast);
+				goto out_free;
+			}
+		}
+		Py_DECREF(fast);
+	}
 	buf.data = PyMem_RawMalloc(buf.size);
-	if (!recs || !buf.data) {
+	if (!buf.data) {
 		PyErr_NoMemory();
 		goto out_free;
-	}
-	for (i = 0; i < n; i++) {
-		recs[i].pid = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
-		if (recs[i].pid == -1 && PyErr_Occurred())
-			goto out_free;
 	}
 
 	/* No Python object is touched here: other threads run while /proc is read. */
 	Py_BEGIN_ALLOW_THREADS
-	for (i = 0; i < n; i++) {
-		int err = read_process(&recs[i], &buf);
+	if (!recs)
+		failed_errno = list_proc(&recs, &n);
+	if (!failed_errno) {
+		pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (pp.dirfd < 0)
+			failed_errno = errno;
+	}
+	for (i = 0; !failed_errno && i < n; i++) {
+		int err = read_process(&recs[i], &buf, &pp);
 
 		if (!err)
 			continue;
@@ -353,17 +480,22 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		if (!is_skipped(err, skip, n_skip)) {
 			failed_errno = err;
 			failed_pid = recs[i].pid;
-			break;
+			failed_what = NULL;
 		}
 	}
+	if (pp.dirfd >= 0)
+		close(pp.dirfd);
 	Py_END_ALLOW_THREADS
 
 	if (failed_errno) {
 		char path[64];
 
-		snprintf(path, sizeof(path), "/proc/%ld", failed_pid);
+		if (!failed_what) {
+			snprintf(path, sizeof(path), "/proc/%ld", failed_pid);
+			failed_what = path;
+		}
 		errno = failed_errno;
-		PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+		PyErr_SetFromErrnoWithFilename(PyExc_OSError, failed_what);
 		goto out_free;
 	}
 	result = PyList_New(0);
@@ -382,8 +514,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	}
 out_free:
 	PyMem_RawFree(buf.data);
-	PyMem_Free(recs);
-	Py_DECREF(fast);
+	PyMem_RawFree(recs);
 	return result;
 }
 
@@ -391,7 +522,8 @@ static PyMethodDef methods[] = {
 	{ "scan", scan, METH_VARARGS,
 	  "scan(pids, cls, skip_errnos) -> list: cls(pid, name, reserved_kb, committed_kb,\n"
 	  "committed_pct, anon_kb, file_kb, shmem_kb, swap_kb, oom_score, oom_score_adj)\n"
-	  "for each process with an address space; one whose reads fail with an errno in\n"
+	  "for each process with an address space, in the order of pids (None: every\n"
+	  "process in /proc, by increasing pid); one whose reads fail with an errno in\n"
 	  "skip_errnos is left out, any other errno raises OSError." },
 	{ NULL, NULL, 0, NULL },
 };

@@ -3,4 +3,6 @@ from typing import TypeVar
 
 _T = TypeVar("_T", bound=tuple[object, ...])
 
-def scan(pids: Sequence[int], cls: type[_T], skip_errnos: Iterable[int], /) -> list[_T]: ...
+def scan(
+    pids: Sequence[int] | None, cls: type[_T], skip_errnos: Iterable[int], /
+) -> list[_T]: ...

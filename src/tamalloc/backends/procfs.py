@@ -33,7 +33,7 @@ from ..models import MemStats, TotalMemStats
 from ..system import read_meminfo
 from . import BackendName
 
-_c_scan: Callable[[list[int], type[MemStats], frozenset[int]], list[MemStats]] | None
+_c_scan: Callable[[list[int] | None, type[MemStats], frozenset[int]], list[MemStats]] | None
 try:
     from ._procscan import scan as _c_scan
 except ImportError:  # installed without a C compiler: _scan below does the same
@@ -247,7 +247,7 @@ class ProcfsBackend:
         if _c_scan is None:
             return _scan(list_pids())
         try:
-            return _c_scan(list_pids(), MemStats, SKIPPED_IN_SCANS)
+            return _c_scan(None, MemStats, SKIPPED_IN_SCANS)  # None: it lists /proc too
         except OSError as err:
             raise exception_for_errno(err.errno or errno.EIO, what=err.filename) from err
 
