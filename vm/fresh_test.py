@@ -10,8 +10,8 @@ dependencies), clones the committed HEAD of this repository into
 2. each line of the README's first code block, exactly as written (sh -c),
    `nice -n 10`.
 
-Every command's output goes to one log file; each command's duration and
-exit status are printed at the end.  The host's proxy and CA settings (from
+Every command's output goes to one log file (fresh-test-TIME.log beside the
+root); each command's duration and exit status are printed at the end.  The host's proxy and CA settings (from
 its environment) are passed in, as resolv.conf is: they belong to the network.
 Mounts (/proc, /sys, /dev, /dev/pts, /dev/shm) are undone on every exit path.
 The root lives outside the work tree (default /var/tmp/tamalloc-fresh) and is
@@ -224,7 +224,7 @@ def main() -> int:
         return 1
     root = base / "root"
     base.mkdir(parents=True, exist_ok=True)
-    log_path = base / "fresh-test.log"
+    log_path = base / time.strftime("fresh-test-%Y%m%dT%H%M%SZ.log", time.gmtime())
     head = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
