@@ -51,6 +51,28 @@ def test_stats_csv(child: Child) -> None:
     assert tuple(rows[0]) == FIELD_NAMES
     by_pid = {int(row[0]): row for row in rows[1:]}
     assert int(by_pid[child.pid][2]) == status_kb(child.pid)["VmSize"]
+    pct = by_pid[child.pid][FIELD_NAMES.index("committed_pct")]
+    assert len(pct.split(".")[1]) == 2  # not 31.261068133097215
+    for units in ("kb", "auto"):  # kB is the CSV's own unit; auto means it too
+        assert run_cli("stats", "--csv", "--units", units).stdout.splitlines()[0] == (
+            ",".join(FIELD_NAMES))
+
+
+def test_stats_csv_honours_units_mb(child: Child) -> None:
+    result = run_cli("stats", str(child.pid), "--csv", "--units", "mb")
+    assert result.returncode == 0, result.stderr
+    header, row = list(csv.reader(io.StringIO(result.stdout)))
+    assert header[:4] == ["pid", "name", "reserved_mib", "committed_mib"]
+    assert "swap_mib" in header and not any(h.endswith("_kb") for h in header)
+    reserved_mib = float(row[2])
+    assert abs(reserved_mib - status_kb(child.pid)["VmSize"] / 1024) < 0.01
+    assert len(row[2].split(".")[1]) == 2
+
+
+def test_stats_json_numbers_are_plain(child: Child) -> None:
+    (row,) = json.loads(run_cli("stats", str(child.pid), "--json", "--units", "kb").stdout)
+    assert isinstance(row["reserved_kb"], int)
+    assert isinstance(row["committed_pct"], float)
 
 
 def test_stats_sort_top_and_name(child: Child) -> None:
@@ -84,11 +106,15 @@ def test_stats_table_is_plain_when_piped(child: Child) -> None:
     lines = result.stdout.splitlines()
     header = lines[0].split()
     assert header[:2] == ["PID", "NAME"]
-    for title in ("RESERVED", "COMMITTED", "COMMIT %", "SWAP", "OOM SCORE", "OOM ADJ"):
+    for title in ("RESERVED (VSZ, kB)", "COMMITTED (RSS, kB)", "COMMIT %", "SWAP (kB)",
+                  "OOM SCORE", "OOM ADJ"):
         assert title in lines[0]
-    assert "(kB)" in lines[0]
-    assert lines[1].split()[0] == str(child.pid)
-    assert f"{status_kb(child.pid)['VmSize']:,}" in lines[1]
+    cells = lines[1].split()
+    assert cells[0] == str(child.pid)
+    # Plain numbers, no thousands separators: sort -n and awk read them.
+    assert cells[2] == str(status_kb(child.pid)["VmSize"])
+    assert "," not in lines[1]
+    assert len(cells[4].split(".")[1]) == 2  # COMMIT % to 2 decimals
     assert lines[-1].startswith("TOTAL")
     assert "\x1b[" not in result.stdout
 

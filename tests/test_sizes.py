@@ -52,7 +52,9 @@ def test_format_bytes(n: int, text: str) -> None:
 
 
 def test_format_kb_units() -> None:
-    assert format_kb(2048, "kb") == "2,048"
+    assert format_kb(2048, "kb") == "2048"
+    assert format_kb(123456789, "kb") == "123456789"  # no separator: sort -n, awk
+    assert format_kb(42916 * 1024, "mb") == "42916.0"
     assert format_kb(2048, "mb") == "2.0"
     assert format_kb(2048, "auto") == "2.0 MiB"
     with pytest.raises(ValueError, match="unknown units"):

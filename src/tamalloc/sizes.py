@@ -72,11 +72,15 @@ def format_bytes(n: float, precision: int = 1) -> str:
 
 
 def format_kb(kb: float, units: str = "auto", precision: int = 1) -> str:
-    """Format a kB count for display: ``units`` is "kb", "mb" or "auto"."""
+    """Format a kB count for display: ``units`` is "kb", "mb" or "auto".
+
+    kb and mb are plain numbers, without thousands separators: ``sort -n`` and awk
+    read them, and a separator would also depend on the locale.
+    """
     if units == "kb":
-        return f"{int(kb):,}"
+        return str(int(kb))
     if units == "mb":
-        return f"{kb / 1024:,.{precision}f}"
+        return f"{kb / 1024:.{precision}f}"
     if units == "auto":
         return format_bytes(kb * 1024, precision)
     raise ValueError(f"unknown units: {units!r}")

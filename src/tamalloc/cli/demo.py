@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_bytes, parse_size
 from .env import Environment, ExitStatus, positive_float
-from .output import console
+from .output import COMMITTED, RESERVED, console
 
 if TYPE_CHECKING:
     from ..buffer import Buffer
@@ -109,12 +109,12 @@ class _Demo:
             resident = buf.resident_bytes()
             env.info(f"Allocated {format_bytes(size)} of {kind}memory at {buf.address:#x}")
             env.info(
-                f"  reserved  {format_bytes(before.reserved_kb * 1024)} ->"
+                f"  {RESERVED}  {format_bytes(before.reserved_kb * 1024)} ->"
                 f" {format_bytes(after.reserved_kb * 1024)}"
                 f" (+{format_bytes((after.reserved_kb - before.reserved_kb) * 1024)})"
             )
             env.info(
-                f"  committed {format_bytes(before.committed_kb * 1024)} ->"
+                f"  {COMMITTED} {format_bytes(before.committed_kb * 1024)} ->"
                 f" {format_bytes(after.committed_kb * 1024)};"
                 f" buffer resident: {format_bytes(resident)}"
             )
@@ -128,7 +128,7 @@ class _Demo:
             env.info(
                 f"Verdict: OK: all {size:,} bytes read as 0 before their first write;"
                 f" resident before touching {format_bytes(resident)}, after"
-                f" {format_bytes(buf.resident_bytes())}; committed grew by {grown}"
+                f" {format_bytes(buf.resident_bytes())}; {COMMITTED} grew by {grown}"
             )
             self.pause("Done; exiting frees the memory")
         return ExitStatus.SUCCESS
@@ -152,7 +152,7 @@ class _Progress:
                 TextColumn("checking"),
                 BarColumn(),
                 TextColumn("{task.fields[done]} / {task.fields[size]}"),
-                TextColumn("committed [bold]{task.fields[committed]}"),
+                TextColumn("committed (RSS) [bold]{task.fields[committed]}"),
                 console=console(env),
             )
             self.task = self.bar.add_task(
@@ -175,7 +175,7 @@ class _Progress:
                             committed=committed)
         else:
             self.env.info(f"checked {format_bytes(done)} of {format_bytes(self.total)},"
-                          f" committed {committed}")
+                          f" {COMMITTED} {committed}")
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

@@ -15,17 +15,37 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 UNITS = ("auto", "kb", "mb")
-UNIT_LABELS = {"auto": "", "kb": " (kB)", "mb": " (MiB)"}
+_UNIT_NAMES = {"auto": "", "kb": "kB", "mb": "MiB"}
 _UNIT_SUFFIXES = {"auto": "", "kb": " kB", "mb": " MiB"}
+
+# What a person reads: "committed" is resident memory (VmRSS), not the kernel's
+# Committed_AS, and "reserved" is the virtual size (VmSize); the labels say so.
+RESERVED = "reserved (VSZ)"
+COMMITTED = "committed (RSS)"
 
 
 def add_units_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--units", choices=UNITS, default="auto", help="size units (default auto)")
+    parser.add_argument(
+        "--units", choices=UNITS, default="auto",
+        help="sizes in tables: auto (B, KiB, MiB, ...), kb or mb, plain numbers without"
+        " separators; --csv: kb (the default) or mb columns",
+    )
+
+
+def size_header(name: str, units: str, tag: str | None = None) -> str:
+    """A size column's header: "RESERVED (VSZ, kB)", "SWAP (MiB)", "SWAP"."""
+    inside = ", ".join(filter(None, (tag, _UNIT_NAMES[units])))
+    return f"{name} ({inside})" if inside else name
+
+
+def format_pct(value: float) -> str:
+    """Percentages for people and CSV: two decimals."""
+    return f"{value:.2f}"
 
 
 def format_size(kb: int, units: str) -> str:
-    """A kB figure standing alone, with its unit ("12,345 kB"); table columns carry
-    the unit in the header instead (UNIT_LABELS)."""
+    """A kB figure standing alone, with its unit ("12345 kB"); table columns carry
+    the unit in the header instead (size_header)."""
     return format_kb(kb, units) + _UNIT_SUFFIXES[units]
 
 
@@ -33,6 +53,7 @@ def format_size(kb: int, units: str) -> str:
 class Column:
     header: str
     numeric: bool = True  # right-aligned
+    short: str | None = None  # the header when the full one does not fit the width
 
 
 def console(env: Environment) -> Console:
@@ -40,6 +61,7 @@ def console(env: Environment) -> Console:
 
     return Console(
         file=env.stdout,
+        width=env.width,
         force_terminal=env.interactive,
         no_color=not env.color,
         color_system="auto" if env.color else None,
@@ -65,7 +87,8 @@ def render_table(
     """An aligned table: plain text when piped; on a terminal, styled rows (rich)
     fitted to its width by shortening the text columns."""
     if not env.interactive:
-        lines = [line for line, _ in _layout(columns, rows, footer, max_width=None)]
+        # Piped: full width (a file or another program has no columns), unless forced.
+        lines = [line for line, _ in _layout(columns, rows, footer, max_width=env.width)]
         env.stdout.write("\n".join([title, *lines] if title else lines) + "\n")
         return
     # rich's Table lays out every cell and takes about a second for a thousand
@@ -94,34 +117,61 @@ def _layout(
     max_width: int | None,
     rule: str = "-",  # ASCII when piped: the reader's encoding is unknown
 ) -> list[tuple[str, str]]:
-    """Lines of the table and their kind (header, row, rule, footer)."""
-    cells = [[c.header for c in columns], *rows, *([footer] if footer is not None else [])]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    """Lines of the table and their kind (header, row, rule, footer), each at most
+    ``max_width`` wide: a wrapped row would put values under the wrong headers."""
     gap = 2
+    body = [*rows, *([footer] if footer is not None else [])]
+    headers = [c.header for c in columns]
+    widths = _widths(headers, body)
+    shown = len(columns)
     if max_width is not None:
-        # Numbers keep their width; text columns (names) give up what is missing.
-        excess = sum(widths) + gap * (len(columns) - 1) - max_width
-        for i, column in enumerate(columns):
-            if excess > 0 and not column.numeric:
-                cut = min(excess, widths[i] - max(4, len(column.header)))
-                if cut > 0:
-                    widths[i] -= cut
-                    excess -= cut
+        # In turn, until the table fits: text columns (names) give up what is missing;
+        # short headers; then the rightmost columns go (cut numbers would mislead).
+        widths = _shrink_text(columns, headers, widths, max_width, gap)
+        if _total(widths, gap) > max_width:
+            headers = [c.short or c.header for c in columns]
+            widths = _shrink_text(columns, headers, _widths(headers, body), max_width, gap)
+        while shown > 1 and _total(widths[:shown], gap) > max_width:
+            shown -= 1
 
     def fmt(line: Sequence[str]) -> str:
         parts = []
-        for cell, width, column in zip(line, widths, columns, strict=True):
+        for cell, width, column in zip(line[:shown], widths, columns[:shown], strict=False):
             if len(cell) > width:
                 cell = cell[: width - 1] + "…"
             parts.append(cell.rjust(width) if column.numeric else cell.ljust(width))
-        return (" " * gap).join(parts).rstrip()
+        text = (" " * gap).join(parts).rstrip()
+        return text if max_width is None else text[:max_width]
 
-    out = [(fmt(cells[0]), "header")]
+    out = [(fmt(headers), "header")]
     out.extend((fmt(row), "row") for row in rows)
     if footer is not None:
-        out.append(((" " * gap).join(rule * w for w in widths), "rule"))
+        out.append((fmt([rule * w for w in widths]), "rule"))
         out.append((fmt(footer), "footer"))
     return out
+
+
+def _widths(headers: Sequence[str], body: Sequence[Sequence[str]]) -> list[int]:
+    return [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
+
+
+def _total(widths: Sequence[int], gap: int) -> int:
+    return sum(widths) + gap * (len(widths) - 1)
+
+
+def _shrink_text(
+    columns: Sequence[Column], headers: Sequence[str], widths: list[int], max_width: int, gap: int
+) -> list[int]:
+    widths = list(widths)
+    excess = _total(widths, gap) - max_width
+    # From the right: the leftmost text column is usually what names the row.
+    for i in reversed(range(len(columns))):
+        if excess > 0 and not columns[i].numeric:
+            cut = min(excess, widths[i] - max(4, len(headers[i])))
+            if cut > 0:
+                widths[i] -= cut
+                excess -= cut
+    return widths
 
 
 def render_pairs(env: Environment, pairs: Sequence[tuple[str, str]], *, title: str) -> None:

@@ -10,7 +10,14 @@ from typing import Any
 from ..models import FIELD_NAMES, MemStats, committed_pct
 from ..sizes import format_kb
 from .env import Environment, ExitStatus, pid_or_zero, positive_int
-from .output import UNIT_LABELS, Column, add_units_argument, render_table, write_json
+from .output import (
+    Column,
+    add_units_argument,
+    format_pct,
+    render_table,
+    size_header,
+    write_json,
+)
 
 # CLI sort key → (MemStats field, biggest first?). Names sort A→Z, pids ascending,
 # everything else biggest first, which is what one looks for.
@@ -55,16 +62,21 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
     p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",
-                   help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); default pid, "
-                   "or oom_score with --top, so the top N are the likeliest OOM victims")
+                   help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); biggest"
+                   " first except pid and name; ties go to the larger committed (resident)"
+                   " memory, then the lower pid. Default pid, or oom_score with --top")
     p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
-    p.add_argument("--top", type=positive_int, metavar="N", help="show the first N only")
+    p.add_argument("--top", type=positive_int, metavar="N",
+                   help="show the first N only: by default the N likeliest OOM victims,"
+                   " ranked by OOM score, equal scores by committed (resident) memory")
     p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
     p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
     add_units_argument(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
-    fmt.add_argument("--csv", action="store_true", help="CSV with the MemStats field names")
+    fmt.add_argument("--csv", action="store_true",
+                     help="CSV with the MemStats field names (sizes in kB; --units mb: MiB"
+                     " columns named *_mib), percentages to 2 decimals")
     p.set_defaults(run=run, needs_backend=True)
 
 
@@ -97,10 +109,17 @@ def _filter(rows: list[MemStats], args: argparse.Namespace) -> list[MemStats]:
     if args.user is not None:
         rows = [r for r in rows if _uid_of(r.pid) == args.user]
     field, descending = SORT_KEYS[args.sort or ("oom_score" if args.top else "pid")]
-    key: Callable[[MemStats], Any] = (
-        (lambda r: (r.name.casefold(), r.pid)) if field == "name"
-        else (lambda r: (getattr(r, field), -r.pid if descending else r.pid))
-    )
+    # Most processes share an OOM score (666 when idle): the larger resident memory
+    # ranks first among equals, as the OOM killer's badness would, then the lower pid.
+    key: Callable[[MemStats], Any]
+    if field == "name":
+        key = lambda r: (r.name.casefold(), r.pid)  # noqa: E731
+    elif field == "pid":
+        key = lambda r: r.pid  # noqa: E731
+    elif descending:
+        key = lambda r: (getattr(r, field), r.committed_kb, -r.pid)  # noqa: E731
+    else:
+        key = lambda r: (getattr(r, field), -r.committed_kb, r.pid)  # noqa: E731
     rows = sorted(rows, key=key, reverse=descending != args.reverse)
     return rows[: args.top] if args.top else rows
 
@@ -138,25 +157,39 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if args.json:
         write_json(env, [r.to_dict() for r in rows])
     elif args.csv:
-        writer = csv.writer(env.stdout, lineterminator="\n")
-        writer.writerow(FIELD_NAMES)
-        writer.writerows([getattr(r, f) for f in FIELD_NAMES] for r in rows)
+        _csv(env, rows, args.units)
     else:
         _table(env, rows, args.units)
     return ExitStatus.SUCCESS if ok else ExitStatus.ERROR
 
 
+def _csv(env: Environment, rows: list[MemStats], units: str) -> None:
+    """Plain numbers: kB as the API gives them, or MiB (2 decimals) with --units mb."""
+    def cell(row: MemStats, name: str) -> object:
+        value = getattr(row, name)
+        if name == "committed_pct":
+            return format_pct(value)
+        if mib and name.endswith("_kb"):
+            return f"{value / 1024:.2f}"
+        return value
+
+    mib = units == "mb"
+    header = [f"{n[:-3]}_mib" if mib and n.endswith("_kb") else n for n in FIELD_NAMES]
+    writer = csv.writer(env.stdout, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([cell(r, n) for n in FIELD_NAMES] for r in rows)
+
+
 def _table(env: Environment, rows: list[MemStats], units: str) -> None:
-    label = UNIT_LABELS[units]
     columns = (
         Column("PID"),
         Column("NAME", numeric=False),
-        Column(f"RESERVED{label}"),
-        Column(f"COMMITTED{label}"),
-        Column("COMMIT %"),
-        Column(f"SWAP{label}"),
-        Column("OOM SCORE"),
-        Column("OOM ADJ"),
+        Column(size_header("RESERVED", units, "VSZ"), short=size_header("VSZ", units)),
+        Column(size_header("COMMITTED", units, "RSS"), short=size_header("RSS", units)),
+        Column("COMMIT %", short="%"),
+        Column(size_header("SWAP", units)),
+        Column("OOM SCORE", short="OOM"),
+        Column("OOM ADJ", short="ADJ"),
     )
     cells = [
         [
@@ -164,7 +197,7 @@ def _table(env: Environment, rows: list[MemStats], units: str) -> None:
             r.name,
             format_kb(r.reserved_kb, units),
             format_kb(r.committed_kb, units),
-            f"{r.committed_pct:.1f}",
+            format_pct(r.committed_pct),
             format_kb(r.swap_kb, units),
             str(r.oom_score),
             str(r.oom_score_adj),
@@ -178,7 +211,7 @@ def _table(env: Environment, rows: list[MemStats], units: str) -> None:
         f"{len(rows)} process{'es' if len(rows) != 1 else ''}",
         format_kb(reserved, units),
         format_kb(committed, units),
-        f"{committed_pct(committed, reserved):.1f}",
+        format_pct(committed_pct(committed, reserved)),
         format_kb(sum(r.swap_kb for r in rows), units),
         "",
         "",

@@ -9,6 +9,7 @@ from .env import Environment, ExitStatus
 from .output import (
     Column,
     add_units_argument,
+    format_pct,
     format_size,
     render_pairs,
     render_table,
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         env,
         (Column("CPU", numeric=False), *(Column(f"{name.upper()} %") for name in _CPU_SHOWN)),
         [
-            [label, *(f"{times.pct(name):.1f}" for name in _CPU_SHOWN)]
+            [label, *(format_pct(times.pct(name)) for name in _CPU_SHOWN)]
             for label, times in (
                 ("all", stats.cpu.total),
                 *((f"cpu{c.cpu}", c) for c in stats.cpu.per_cpu),
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             ("total", size(disk.total_kb)),
             ("free", size(disk.free_kb)),
             ("available", size(disk.available_kb)),
-            ("used", f"{disk.used_pct:.1f} %"),
+            ("used", f"{format_pct(disk.used_pct)} %"),
         ],
         title=f"Disk {disk.path}",
     )

@@ -7,7 +7,16 @@ from typing import Any
 
 from ..models import committed_pct
 from .env import Environment, ExitStatus
-from .output import add_units_argument, format_size, render_pairs, write_json
+from .output import (
+    COMMITTED,
+    RESERVED,
+    Column,
+    add_units_argument,
+    format_pct,
+    format_size,
+    render_table,
+    write_json,
+)
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -38,20 +47,29 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     def size(kb: int) -> str:
         return format_size(kb, args.units)
 
-    pct = committed_pct(total.committed_kb, total.reserved_kb)
-    commit_use = committed_pct(total.committed_as_kb, total.commit_limit_kb)
-    render_pairs(
+    pct = format_pct(committed_pct(total.committed_kb, total.reserved_kb))
+    commit_use = format_pct(committed_pct(total.committed_as_kb, total.commit_limit_kb))
+    # Committed_AS shares a word with "committed (RSS)" and is something else: the
+    # MEANING column says what each figure is, beside it.
+    rows = [
+        ("processes", str(total.processes), "user processes summed below"),
+        (RESERVED, size(total.reserved_kb), "virtual size, VmSize summed"),
+        (COMMITTED, size(total.committed_kb), "resident in RAM, VmRSS summed"),
+        ("committed %", pct, "committed (RSS) as a % of reserved (VSZ)"),
+        ("swap", size(total.swap_kb), "swapped out, VmSwap summed"),
+        ("Committed_AS", size(total.committed_as_kb),
+         "memory the kernel has promised to all processes (/proc/meminfo); not RSS"),
+        ("Committed_AS %", commit_use, "Committed_AS as a % of CommitLimit"),
+        ("CommitLimit", size(total.commit_limit_kb),
+         "ceiling for Committed_AS, enforced when overcommit is 2"),
+        ("MemTotal", size(total.mem_total_kb), "usable RAM"),
+        ("overcommit", f"{total.overcommit_memory} ({total.overcommit_mode})",
+         "vm.overcommit_memory"),
+    ]
+    render_table(
         env,
-        [
-            ("processes", str(total.processes)),
-            ("reserved", size(total.reserved_kb)),
-            ("committed", f"{size(total.committed_kb)} ({pct:.1f}% of reserved)"),
-            ("swap", size(total.swap_kb)),
-            ("Committed_AS", f"{size(total.committed_as_kb)} ({commit_use:.1f}% of limit)"),
-            ("CommitLimit", size(total.commit_limit_kb)),
-            ("MemTotal", size(total.mem_total_kb)),
-            ("overcommit", f"{total.overcommit_memory} ({total.overcommit_mode})"),
-        ],
+        (Column("FIELD", numeric=False), Column("VALUE"), Column("MEANING", numeric=False)),
+        [list(r) for r in rows],
         title="Memory of all processes",
     )
     return ExitStatus.SUCCESS

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..models import MemStats
 from ..sizes import format_kb
 from .env import Environment, ExitStatus, pid, positive_float, positive_int
-from .output import add_units_argument, console
+from .output import COMMITTED, RESERVED, add_units_argument, console, format_pct
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -136,8 +136,8 @@ class _LineView:
         self.samples += 1
         self.env.info(
             f"{time.strftime('%H:%M:%S')} pid {s.pid} {s.name}"
-            f" reserved {format_kb(s.reserved_kb, u)} committed {format_kb(s.committed_kb, u)}"
-            f" ({s.committed_pct:.1f}%) swap {format_kb(s.swap_kb, u)}"
+            f" {RESERVED} {format_kb(s.reserved_kb, u)} {COMMITTED} {format_kb(s.committed_kb, u)}"
+            f" ({format_pct(s.committed_pct)}%) swap {format_kb(s.swap_kb, u)}"
             f" oom_score {s.oom_score} oom_score_adj {s.oom_score_adj}"
         )
 
@@ -176,10 +176,10 @@ class _LiveView:
         grid.add_column()
         reserved = [h.reserved_kb for h in history]
         committed = [h.committed_kb for h in history]
-        grid.add_row("reserved", format_kb(s.reserved_kb, u), f"[blue]{sparkline(reserved)}")
-        grid.add_row("committed", format_kb(s.committed_kb, u),
+        grid.add_row(RESERVED, format_kb(s.reserved_kb, u), f"[blue]{sparkline(reserved)}")
+        grid.add_row(COMMITTED, format_kb(s.committed_kb, u),
                      f"[green]{sparkline(committed)}")
-        grid.add_row("committed %", f"{s.committed_pct:.1f}",
+        grid.add_row("committed %", format_pct(s.committed_pct),
                      f"[green]{sparkline((h.committed_pct for h in history), 100)}")
         grid.add_row("swap", format_kb(s.swap_kb, u), "")
         grid.add_row("OOM score", str(s.oom_score), f"adj {s.oom_score_adj}")
