@@ -11,8 +11,9 @@ dependencies), clones the committed HEAD of this repository into
    `nice -n 10`.
 
 Every command's output goes to one log file (fresh-test-TIME.log beside the
-root); each command's duration and exit status are printed at the end.  The host's proxy and CA settings (from
-its environment) are passed in, as resolv.conf is: they belong to the network.
+root); each command's duration and exit status are printed at the end.  The
+host's proxy and CA settings (from its environment) are passed in, as
+resolv.conf is: they belong to the network.
 Mounts (/proc, /sys, /dev, /dev/pts, /dev/shm) are undone on every exit path.
 The root lives outside the work tree (default /var/tmp/tamalloc-fresh) and is
 kept for inspection; the next run replaces it, or reuses it with --reuse
