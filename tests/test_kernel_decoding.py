@@ -144,3 +144,13 @@ def test_visibility_on_the_kernel_backend_uses_the_hidden_count(
     )
     monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(0, 0))  # VER0 kernel
     assert tamalloc.stats.visibility(backend="kernel").describe(12) is None
+
+
+def test_decoding_uses_the_one_committed_pct(monkeypatch: pytest.MonkeyPatch) -> None:
+    # committed_pct has one definition (models.committed_pct); the decoder calls it.
+    from tamalloc import models
+
+    assert kernel.committed_pct is models.committed_pct
+    monkeypatch.setattr(kernel, "committed_pct", lambda committed, reserved: -1.0)
+    (stats,) = kernel._from_records(memoryview(_record(5, b"x", 100, 50)))
+    assert stats.committed_pct == -1.0

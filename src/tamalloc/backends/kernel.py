@@ -7,7 +7,7 @@ import errno
 
 from .. import _libc, abi
 from ..errors import KernelUnavailable, raise_errno
-from ..models import MemStats, TotalMemStats
+from ..models import MemStats, TotalMemStats, committed_pct
 from . import BackendName
 
 _c_long = ctypes.c_long
@@ -31,14 +31,16 @@ def probe() -> bool:
 
 
 def _from_records(view: memoryview) -> list[MemStats]:
-    """Decode a buffer of records. Inlined (no per-record call, no dataclass): this
-    loop is most of what all_mem_stats() costs, the syscall itself being far cheaper."""
+    """Decode a buffer of records. No dataclass and no NamedTuple __new__ (the tuple is
+    built directly): this loop is most of what all_mem_stats() costs, the syscall
+    itself being far cheaper. committed_pct is the one shared definition, bound
+    locally (a call costs ~30 ns a record more than inlining it, and keeps one formula)."""
     new = tuple.__new__
+    pct = committed_pct
     return [
         new(MemStats, (
             pid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), reserved, committed,
-            committed / reserved * 100 if reserved else 0.0,  # models.committed_pct
-            anon, file_, shmem, swap, oom_score, oom_adj,
+            pct(committed, reserved), anon, file_, shmem, swap, oom_score, oom_adj,
         ))
         for pid, oom_score, oom_adj, _size, comm, reserved, committed, anon, file_, shmem, swap,
         _pte in abi.MEM_STATS_STRUCT.iter_unpack(view)
