@@ -25,6 +25,11 @@ from _support import (
     subprocess_env,
 )
 from tamalloc.backends import procfs
+
+try:
+    from tamalloc.backends import _procscan
+except ImportError:
+    _procscan = None  # type: ignore[assignment]
 from tamalloc.errors import SKIPPED_IN_SCANS
 from tamalloc.models import MemStats
 
@@ -40,9 +45,12 @@ sys.stdin.read()
 """
 
 
-def c_scan(pids: list[int], skip: frozenset[int] = SKIPPED_IN_SCANS) -> list[MemStats]:
-    assert procfs._c_scan is not None, NEEDS_C
-    return procfs._c_scan(pids, MemStats, skip)
+def c_scan(
+    pids: list[int] | None, skip: frozenset[int] = SKIPPED_IN_SCANS, threads: int = 1
+) -> list[MemStats]:
+    """The C scan, on one thread unless told."""
+    assert _procscan is not None, NEEDS_C
+    return _procscan.scan(pids, MemStats, skip, threads)
 
 
 @pytest.fixture
@@ -81,9 +89,13 @@ def test_both_scans_agree_on_known_processes(
         f.write("345")
 
     in_c, in_python = c_scan(pids), procfs._scan(pids)
+    # Several threads take the records 16 at a time: each pid 40 times gives them all
+    # some, and the result must keep the order of pids.
+    threaded = c_scan(pids * 40, threads=3)
     zombie.wait()
 
     assert in_c == in_python
+    assert threaded == in_c * 40
     assert [s.pid for s in in_c] == pids[:3]
     assert in_c[2].name == "a\nb\\c"
     assert in_c[0].oom_score_adj == 345
@@ -106,13 +118,15 @@ def zombie_process() -> subprocess.Popen[bytes]:
 def test_both_scans_agree_on_every_process() -> None:
     pids = procfs.list_pids()
     in_c = {s.pid: s for s in c_scan(pids)}
+    in_threads = {s.pid: s for s in c_scan(pids, threads=2)}
     in_python = {s.pid: s for s in procfs._scan(pids)}
-    # Only a process that started or ended between the two scans may differ.
-    both = in_c.keys() & in_python.keys()
-    assert len(both) >= 0.9 * max(len(in_c), len(in_python))
+    # Only a process that started or ended between the scans may differ.
+    both = in_c.keys() & in_python.keys() & in_threads.keys()
+    assert len(both) >= 0.9 * max(len(in_c), len(in_python), len(in_threads))
     for pid in both:
-        assert in_c[pid].name == in_python[pid].name
-        assert in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
+        assert in_c[pid].name == in_python[pid].name == in_threads[pid].name
+        assert (in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
+                == in_threads[pid].oom_score_adj)
 
 
 def test_all_mem_stats_uses_the_c_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,6 +172,18 @@ def test_an_errno_outside_the_skip_set_raises() -> None:
         c_scan([missing], skip=frozenset())
     assert info.value.errno == errno.ENOENT
     assert info.value.filename == f"/proc/{missing}"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_with_threads_the_first_failure_in_pids_order_is_raised(threads: int) -> None:
+    # Two pids that fail, in different blocks of 16: whichever thread meets which
+    # first, the error names the earlier one, as one thread would.
+    first, second, me = 2**22 + 1, 2**22 + 2, os.getpid()
+    pids = [me] * 40 + [first] + [me] * 40 + [second] + [me] * 40
+    with pytest.raises(OSError) as info:
+        c_scan(pids, skip=frozenset(), threads=threads)
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == f"/proc/{first}"
 
 
 def test_all_mem_stats_translates_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,6 +355,7 @@ def test_a_zombie_leader_has_no_memory_lines_of_its_own(zombie_leader: int) -> N
 def test_both_scans_report_a_zombie_leader_with_its_memory(zombie_leader: int) -> None:
     in_c, in_python = c_scan([zombie_leader]), procfs._scan([zombie_leader])
     assert in_c == in_python
+    assert c_scan([zombie_leader] * 40, threads=2) == in_c * 40
     assert len(in_c) == 1
     assert_zombie_leader_stats(in_c[0], zombie_leader)
 

@@ -9,9 +9,12 @@
  * one read (these files come whole from one show(), so a short read is the end) and
  * close: 9 a process, where stdio-style reading to EOF took 12. The kernel then
  * spends ~90% of the scan's time in those calls (generating status alone is a third),
- * so what is left in user space (parsing, building objects) is small. procfs.py holds
- * the reference implementation in pure Python, used when this module was not built,
- * and the tests hold the two to the same results.
+ * so what is left in user space (parsing, building objects) is small. That work is
+ * the floor, so with many processes it is shared among threads, one per CPU this
+ * process may use (at most 4, one per 256 processes): it costs the same CPU time and
+ * takes less wall time when a CPU is free; results are identical, in pids order.
+ * procfs.py holds the reference implementation in pure Python, used when this module
+ * was not built, and the tests hold the two to the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -19,6 +22,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +351,114 @@ static int is_skipped(int err, const int *skip, int n_skip)
 	return 0;
 }
 
+/*
+ * The scan of the records, shared by up to MAX_THREADS threads (the caller's and
+ * workers it starts and joins), each taking BLOCK records at a time. Every thread
+ * has its own fd of /proc and buffer. A process whose read fails with an errno
+ * outside skip stops the scan: the failure with the lowest index is reported, as a
+ * sequential scan would, and no thread reads past it.
+ */
+#define BLOCK 16
+#define MAX_THREADS 4
+#define MIN_PER_THREAD 256
+
+struct scan_job {
+	struct record *recs;
+	Py_ssize_t n;
+	const int *skip;
+	int n_skip;
+	Py_ssize_t next;		/* first record not yet taken (atomic) */
+	Py_ssize_t failed_index;	/* lowest failed record; n when none (atomic) */
+	int failed_errno;		/* its errno, or a thread's setup errno */
+	pthread_mutex_t lock;
+};
+
+static void job_fail(struct scan_job *job, Py_ssize_t index, int err)
+{
+	pthread_mutex_lock(&job->lock);
+	if (index < job->failed_index || !job->failed_errno) {
+		__atomic_store_n(&job->failed_index, index, __ATOMIC_RELAXED);
+		job->failed_errno = err;
+	}
+	pthread_mutex_unlock(&job->lock);
+}
+
+static void *scan_part(void *arg)
+{
+	struct scan_job *job = arg;
+	struct buffer buf = { NULL, STATUS_INITIAL };
+	struct proc_path pp;
+
+	buf.data = PyMem_RawMalloc(buf.size);
+	if (!buf.data) {
+		job_fail(job, -1, ENOMEM);
+		return NULL;
+	}
+	pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pp.dirfd < 0) {
+		job_fail(job, -1, errno);
+		PyMem_RawFree(buf.data);
+		return NULL;
+	}
+	for (;;) {
+		Py_ssize_t i = __atomic_fetch_add(&job->next, BLOCK, __ATOMIC_RELAXED);
+		Py_ssize_t end = i + BLOCK < job->n ? i + BLOCK : job->n;
+
+		if (i >= end)
+			break;
+		for (; i < end; i++) {
+			int err;
+
+			if (i > __atomic_load_n(&job->failed_index, __ATOMIC_RELAXED))
+				break;
+			err = read_process(&job->recs[i], &buf, &pp);
+			if (!err)
+				continue;
+			job->recs[i].state = READ_SKIPPED;
+			if (!is_skipped(err, job->skip, job->n_skip))
+				job_fail(job, i, err);
+		}
+	}
+	close(pp.dirfd);
+	PyMem_RawFree(buf.data);
+	return NULL;
+}
+
+/* How many threads for n records: one per MIN_PER_THREAD, at most one per CPU that
+ * this process may run on, and at most MAX_THREADS. */
+static int scan_threads(Py_ssize_t n, int wanted)
+{
+	cpu_set_t cpus;
+	int limit = MAX_THREADS;
+
+	if (wanted > 0)
+		return wanted < MAX_THREADS ? wanted : MAX_THREADS;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) < limit)
+		limit = CPU_COUNT(&cpus);
+	if (n / MIN_PER_THREAD < limit)
+		limit = (int)(n / MIN_PER_THREAD);
+	return limit > 1 ? limit : 1;
+}
+
+/* Runs the job on n_threads threads (fewer if a worker cannot be started). */
+static void run_job(struct scan_job *job, int n_threads)
+{
+	pthread_t workers[MAX_THREADS];
+	sigset_t all, old;
+	int started = 0, i;
+
+	/* Workers start with every signal blocked: signals stay the caller's. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (i = 1; i < n_threads; i++)
+		if (pthread_create(&workers[started], NULL, scan_part, job) == 0)
+			started++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	scan_part(job);
+	for (i = 0; i < started; i++)
+		pthread_join(workers[i], NULL);
+}
+
 static int compare_pids(const void *a, const void *b)
 {
 	long x = ((const struct record *)a)->pid, y = ((const struct record *)b)->pid;
@@ -408,9 +522,8 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	PyObject *pids, *skip_errnos, *cls_obj, *item, *iter, *result = NULL;
 	PyTypeObject *cls;
 	struct record *recs = NULL;
-	struct buffer buf = { NULL, STATUS_INITIAL };
-	struct proc_path pp = { .dirfd = -1 };
 	int skip[MAX_SKIP_ERRNOS];
+	int wanted_threads = 0;
 	int n_skip = 0;
 	Py_ssize_t n = 0, i;
 	int failed_errno = 0;
@@ -418,7 +531,8 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	long failed_pid = 0;
 
 	(void)self;
-	if (!PyArg_ParseTuple(args, "OO!O", &pids, &PyType_Type, &cls_obj, &skip_errnos))
+	if (!PyArg_ParseTuple(args, "OO!O|i", &pids, &PyType_Type, &cls_obj, &skip_errnos,
+			      &wanted_threads))
 		return NULL;
 	cls = (PyTypeObject *)cls_obj;
 	if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
@@ -456,35 +570,25 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		}
 		Py_DECREF(fast);
 	}
-	buf.data = PyMem_RawMalloc(buf.size);
-	if (!buf.data) {
-		PyErr_NoMemory();
-		goto out_free;
-	}
-
 	/* No Python object is touched here: other threads run while /proc is read. */
 	Py_BEGIN_ALLOW_THREADS
 	if (!recs)
 		failed_errno = list_proc(&recs, &n);
 	if (!failed_errno) {
-		pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (pp.dirfd < 0)
-			failed_errno = errno;
-	}
-	for (i = 0; !failed_errno && i < n; i++) {
-		int err = read_process(&recs[i], &buf, &pp);
+		struct scan_job job = {
+			.recs = recs, .n = n, .skip = skip, .n_skip = n_skip,
+			.next = 0, .failed_index = n, .failed_errno = 0,
+			.lock = PTHREAD_MUTEX_INITIALIZER,
+		};
 
-		if (!err)
-			continue;
-		recs[i].state = READ_SKIPPED;
-		if (!is_skipped(err, skip, n_skip)) {
-			failed_errno = err;
-			failed_pid = recs[i].pid;
+		run_job(&job, scan_threads(n, wanted_threads));
+		failed_errno = job.failed_errno;
+		if (failed_errno && job.failed_index >= 0) {
+			failed_pid = recs[job.failed_index].pid;
 			failed_what = NULL;
 		}
+		pthread_mutex_destroy(&job.lock);
 	}
-	if (pp.dirfd >= 0)
-		close(pp.dirfd);
 	Py_END_ALLOW_THREADS
 
 	if (failed_errno) {
@@ -513,7 +617,6 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		Py_DECREF(obj);
 	}
 out_free:
-	PyMem_RawFree(buf.data);
 	PyMem_RawFree(recs);
 	return result;
 }
@@ -524,7 +627,9 @@ static PyMethodDef methods[] = {
 	  "committed_pct, anon_kb, file_kb, shmem_kb, swap_kb, oom_score, oom_score_adj)\n"
 	  "for each process with an address space, in the order of pids (None: every\n"
 	  "process in /proc, by increasing pid); one whose reads fail with an errno in\n"
-	  "skip_errnos is left out, any other errno raises OSError." },
+	  "skip_errnos is left out, any other errno raises OSError (the first in pids).\n"
+	  "threads: how many threads read /proc (at most 4); 0 (default): one per 256\n"
+	  "processes, at most one per CPU this process may use." },
 	{ NULL, NULL, 0, NULL },
 };
 

@@ -4,5 +4,9 @@ from typing import TypeVar
 _T = TypeVar("_T", bound=tuple[object, ...])
 
 def scan(
-    pids: Sequence[int] | None, cls: type[_T], skip_errnos: Iterable[int], /
+    pids: Sequence[int] | None,
+    cls: type[_T],
+    skip_errnos: Iterable[int],
+    threads: int = 0,
+    /,
 ) -> list[_T]: ...
