@@ -88,6 +88,39 @@ def best_of_each(
     return best
 
 
+def best_of_each_wall_cpu(
+    *fns: Callable[[], object], repeat: int = 5
+) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per call of each function: the best of ``repeat`` alternating
+    rounds of each, after one warm-up call. CPU time is this process's (user + system,
+    every thread): on a machine shared with other work it counts what a call costs
+    whatever the scheduler gave to others, where wall time counts what a user waits."""
+    for fn in fns:
+        fn()
+    wall = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            w1, c1 = time.perf_counter(), time.process_time()
+            wall[i], cpu[i] = min(wall[i], w1 - w0), min(cpu[i], c1 - c0)
+    return list(zip(wall, cpu, strict=True))
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(min, median, max)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return ordered[0], median, ordered[-1]
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as uptime prints them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def count_user_processes() -> int:
     count = 0
     for name in os.listdir("/proc"):
