@@ -49,19 +49,48 @@ def test_system_json(tmp_path: object) -> None:
     result = run_cli("system", "--json", "--path", str(tmp_path))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"memory", "cpu", "disk", "source"}
+    assert set(data) == {"memory", "cpu", "disk", "source", "swap", "cpu_sampled"}
     assert data["memory"]["total_kb"] == meminfo_kb()["MemTotal"]
+    assert data["swap"]["total_kb"] == meminfo_kb()["SwapTotal"]
+    assert data["cpu_sampled"]["interval_s"] == 0.5
+    assert len(data["cpu_sampled"]["per_cpu"]) == len(data["cpu"]["per_cpu"])
     assert data["disk"]["path"] == str(tmp_path)
     assert data["cpu"]["per_cpu"][0]["cpu"] == 0
     assert {"user", "system", "idle", "iowait"} <= set(data["cpu"]["total"])
 
 
 def test_system_table() -> None:
-    result = run_cli("system")
+    result = run_cli("system", "--interval", "0.2")
     assert result.returncode == 0
     assert "available" in result.stdout
     assert "IOWAIT %" in result.stdout
     assert "Disk /" in result.stdout
+    assert "CPU use over 0.2 s" in result.stdout
+    assert "CPU time since boot" in result.stdout
+    for field in ("swap total", "swap used", "swap free"):
+        assert field in result.stdout
+
+
+def test_system_interval_zero_samples_nothing() -> None:
+    result = run_cli("system", "--interval", "0", "--json")
+    assert result.returncode == 0
+    assert "cpu_sampled" not in json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (("system",), {"TAMALLOC_BACKEND": "bogus"}, "unknown backend 'bogus'"),
+        (("system", "--backend", "bogus"), {}, "invalid choice"),
+        (("system", "--interval", "-1"), {}, "must be a number >= 0"),
+        (("system", "--interval", "nan"), {}, "not a number"),
+    ],
+)
+def test_system_rejects_bad_input_as_stats_does(
+    args: tuple[str, ...], env: dict[str, str], words: str
+) -> None:
+    line = assert_clean_error(run_cli(*args, **env), 2)
+    assert words in line
 
 
 # --- watch ---------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def test_parse_the_documented_example() -> None:
     assert stats.disk.path == "/"
     assert stats.disk.total_kb == 263174212
     assert stats.disk.available_kb == 70000000
-    assert stats.disk.used_pct == 68.1
+    # As df: used / (used + available), not the module's (total - free) / total (68.1).
+    assert stats.disk.used_pct == 71.92
 
 
 def test_docs_example_is_the_one_tested() -> None:
@@ -73,7 +74,7 @@ def test_to_dict_has_the_json_file_shape() -> None:
                                          "idle": 49000, "iowait": 1, "irq": 0, "softirq": 6,
                                          "steal": 0}
     assert data["disk"] == {"path": "/", "total_kb": 263174212, "free_kb": 83886080,
-                            "available_kb": 70000000, "used_pct": 68.1}
+                            "available_kb": 70000000, "used_pct": 71.92}
 
 
 @pytest.mark.parametrize(
@@ -132,3 +133,71 @@ def test_cpu_percentages() -> None:
     assert cpu.total == 120 + 340 + 98765 + 3 + 12
     assert cpu.pct("idle") == pytest.approx(98765 / cpu.total * 100)
     assert tamalloc.CpuTimes(None, 0, 0, 0, 0, 0, 0, 0, 0).pct("user") == 0
+
+
+def test_disk_used_pct_is_what_df_prints() -> None:
+    import math
+    import shutil
+    import subprocess
+
+    if shutil.which("df") is None:
+        pytest.skip("no df on this machine")
+    out = subprocess.run(["df", "-P", "/"], capture_output=True, text=True, check=True).stdout
+    df_pct = int(out.splitlines()[1].split()[4].rstrip("%"))
+    ours = tamalloc.system.disk_usage("/").used_pct
+    # df rounds up to a whole percent; the filesystem may change a little meanwhile.
+    assert abs(math.ceil(ours) - df_pct) <= 1
+
+
+def test_disk_used_pct_formula() -> None:
+    from tamalloc.models import disk_used_pct
+
+    # 100 blocks, 40 free of which 10 reserved for root: 60 used of 90 usable.
+    assert disk_used_pct(100, 40, 30) == 66.67
+    assert disk_used_pct(0, 0, 0) == 0.0
+
+
+def test_swap_comes_from_meminfo_whatever_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tamalloc.system as system
+
+    meminfo = meminfo_kb()
+    stats = system_stats()
+    assert stats.swap is not None
+    assert stats.swap.total_kb == meminfo["SwapTotal"]
+    assert stats.swap.used_kb == stats.swap.total_kb - stats.swap.free_kb
+    assert abs(stats.swap.free_kb - meminfo["SwapFree"]) <= 1024
+    real_read = system._read_text
+    monkeypatch.setattr(system, "_read_text",
+                        lambda path: SAMPLE if path == SYSTEM_STATS_PATH else real_read(path))
+    monkeypatch.setattr(system, "read_meminfo",
+                        lambda: {**meminfo, "SwapTotal": 4000, "SwapFree": 1000})
+    from_module = system_stats()
+    assert from_module.source == SOURCE_MODULE
+    assert from_module.swap == tamalloc.SwapInfo(total_kb=4000, used_kb=3000, free_kb=1000)
+    assert from_module.to_dict()["swap"] == {"total_kb": 4000, "used_kb": 3000, "free_kb": 1000}
+
+
+STAT_BEFORE = "cpu  100 0 100 800 0 0 0 0\ncpu0 50 0 50 400 0 0 0 0\ncpu1 50 0 50 400 0 0 0 0\n"
+STAT_AFTER = "cpu  160 0 120 820 0 0 0 0\ncpu0 100 0 50 400 0 0 0 0\ncpu1 60 0 70 420 0 0 0 0\n"
+
+
+def test_cpu_sample_is_the_difference_of_two_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tamalloc.system as system
+
+    reads = iter([STAT_BEFORE, STAT_AFTER])
+    slept: list[float] = []
+    monkeypatch.setattr(system, "_read_text", lambda path: next(reads))
+    monkeypatch.setattr(system.time, "sleep", slept.append)
+    sample = system.cpu_sample(0.25)
+    assert slept == [0.25]
+    assert (sample.total.user, sample.total.system, sample.total.idle) == (60, 20, 20)
+    assert sample.total.pct("user") == 60.0
+    assert [c.cpu for c in sample.per_cpu] == [0, 1]
+    assert sample.per_cpu[0].pct("user") == 100.0
+    assert sample.per_cpu[1].pct("idle") == pytest.approx(100 * 20 / 50)
+
+
+def test_cpu_sample_of_this_machine() -> None:
+    sample = tamalloc.cpu_sample(0.05)
+    assert sample.total.total >= 0
+    assert 0 <= sample.total.pct("idle") <= 100

@@ -17,6 +17,7 @@ from .models import (
     DiskUsage,
     MemoryInfo,
     MemStats,
+    SwapInfo,
     SystemStats,
     TotalMemStats,
 )
@@ -26,7 +27,7 @@ from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
 
 if TYPE_CHECKING:
     from .buffer import Buffer, alloc
-    from .system import parse_system_stats, system_stats
+    from .system import cpu_sample, parse_system_stats, system_stats
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "MemStats",
     "MemoryInfo",
     "NoSuchProcess",
+    "SwapInfo",
     "SystemStats",
     "TamallocError",
     "TotalMemStats",
@@ -47,6 +49,7 @@ __all__ = [
     "__version__",
     "all_mem_stats",
     "alloc",
+    "cpu_sample",
     "default_backend_name",
     "format_bytes",
     "get_backend",
@@ -64,6 +67,7 @@ __all__ = [
 _LAZY = {
     "Buffer": "buffer",
     "alloc": "buffer",
+    "cpu_sample": "system",
     "parse_system_stats": "system",
     "system_stats": "system",
 }

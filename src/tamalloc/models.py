@@ -130,6 +130,16 @@ class CpuTimes:
             + self.iowait + self.irq + self.softirq + self.steal
         )
 
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+        """Ticks spent between ``earlier`` and this reading."""
+        return CpuTimes(
+            self.cpu, *(max(0, a - b) for a, b in zip(self._ticks(), earlier._ticks(), strict=True))
+        )
+
+    def _ticks(self) -> tuple[int, ...]:
+        return (self.user, self.nice, self.system, self.idle, self.iowait, self.irq,
+                self.softirq, self.steal)
+
     def pct(self, name: str) -> float:
         """Share of ``name`` (e.g. "user") in all ticks, in percent."""
         total = self.total
@@ -149,12 +159,29 @@ class CpuStats:
 
 
 @dataclass(frozen=True, slots=True)
+class SwapInfo:
+    """Swap space of the system (/proc/meminfo SwapTotal and SwapFree), kB."""
+
+    total_kb: int
+    used_kb: int
+    free_kb: int
+
+
+def disk_used_pct(total_kb: int, free_kb: int, available_kb: int) -> float:
+    """Used share of a filesystem as df computes it: used / (used + available), where
+    used = total - free. The blocks reserved for root count as neither, so this is the
+    share an ordinary user has filled of what he can fill."""
+    used = total_kb - free_kb
+    return round(used / (used + available_kb) * 100, 2) if used + available_kb > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DiskUsage:
     path: str
     total_kb: int
     free_kb: int
     available_kb: int
-    used_pct: float  # (total - free) / total, one decimal, as the module reports it
+    used_pct: float  # disk_used_pct(): as df, 2 decimals
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +192,22 @@ class SystemStats:
     cpu: CpuStats
     disk: DiskUsage
     source: str
+    # From /proc/meminfo whatever the source (the module reports no swap); None only
+    # from parse_system_stats(), which reads the module's text alone.
+    swap: SwapInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape of /proc/system_stats.json, plus ``source``."""
-        return {
+        """The shape of /proc/system_stats.json, plus ``source`` and ``swap``."""
+        data: dict[str, Any] = {
             "memory": _as_dict(self.memory),
-            "cpu": {
-                "total": self.cpu.total.to_dict(),
-                "per_cpu": [c.to_dict() for c in self.cpu.per_cpu],
-            },
+            "cpu": cpu_to_dict(self.cpu),
             "disk": _as_dict(self.disk),
             "source": self.source,
         }
+        if self.swap is not None:
+            data["swap"] = _as_dict(self.swap)
+        return data
+
+
+def cpu_to_dict(cpu: CpuStats) -> dict[str, Any]:
+    return {"total": cpu.total.to_dict(), "per_cpu": [c.to_dict() for c in cpu.per_cpu]}

@@ -3,9 +3,19 @@ loaded, /proc/meminfo, /proc/stat and statvfs(2) otherwise."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 
-from .models import CpuStats, CpuTimes, DiskUsage, MemoryInfo, SystemStats
+from .models import (
+    CpuStats,
+    CpuTimes,
+    DiskUsage,
+    MemoryInfo,
+    SwapInfo,
+    SystemStats,
+    disk_used_pct,
+)
 
 SYSTEM_STATS_PATH = "/proc/system_stats"
 SOURCE_MODULE = "system_stats"
@@ -80,14 +90,14 @@ def parse_system_stats(text: str) -> SystemStats:
             total_kb=int(disk["total_kb"]),
             free_kb=int(disk["free_kb"]),
             available_kb=int(disk["available_kb"]),
-            used_pct=disk.get("used_pct", _used_pct(int(disk["total_kb"]), int(disk["free_kb"]))),
+            # The module's own used_pct is (total - free) / total; df's figure is
+            # recomputed from the sizes, so that both sources agree with df.
+            used_pct=disk_used_pct(
+                int(disk["total_kb"]), int(disk["free_kb"]), int(disk["available_kb"])
+            ),
         ),
         source=SOURCE_MODULE,
     )
-
-
-def _used_pct(total_kb: int, free_kb: int) -> float:
-    return round((total_kb - free_kb) / total_kb * 100, 1) if total_kb else 0.0
 
 
 def disk_usage(path: str = "/") -> DiskUsage:
@@ -95,12 +105,13 @@ def disk_usage(path: str = "/") -> DiskUsage:
     st = os.statvfs(path)
     total = st.f_blocks * st.f_frsize // 1024
     free = st.f_bfree * st.f_frsize // 1024
+    available = st.f_bavail * st.f_frsize // 1024
     return DiskUsage(
         path=path,
         total_kb=total,
         free_kb=free,
-        available_kb=st.f_bavail * st.f_frsize // 1024,
-        used_pct=_used_pct(total, free),
+        available_kb=available,
+        used_pct=disk_used_pct(total, free, available),
     )
 
 
@@ -134,6 +145,25 @@ def _memory_from_meminfo(info: dict[str, int]) -> MemoryInfo:
     )
 
 
+def _swap_from_meminfo(info: dict[str, int]) -> SwapInfo:
+    total = info.get("SwapTotal", 0)
+    free = info.get("SwapFree", 0)
+    return SwapInfo(total_kb=total, used_kb=total - free, free_kb=free)
+
+
+def cpu_sample(interval: float) -> CpuStats:
+    """CPU ticks spent during the next ``interval`` seconds, all CPUs and each (two
+    reads of /proc/stat, as top computes its %CPU); ``pct()`` gives the shares."""
+    before = _cpu_from_proc_stat(_read_text("/proc/stat"))
+    time.sleep(interval)
+    after = _cpu_from_proc_stat(_read_text("/proc/stat"))
+    earlier = {c.cpu: c for c in before.per_cpu}
+    return CpuStats(
+        after.total - before.total,
+        tuple(c - earlier[c.cpu] for c in after.per_cpu if c.cpu in earlier),  # hotplug
+    )
+
+
 def _cpu_from_proc_stat(text: str) -> CpuStats:
     total: CpuTimes | None = None
     per_cpu: list[CpuTimes] = []
@@ -155,20 +185,24 @@ def system_stats(path: str = "/") -> SystemStats:
     """Memory, CPU (total and per CPU) and disk usage of ``path``'s filesystem.
 
     Reads /proc/system_stats when the module is loaded (it reports the disk of "/"
-    only, so another ``path`` is measured with statvfs); ``source`` says which.
+    only, so another ``path`` is measured with statvfs); ``source`` says which. Swap
+    comes from /proc/meminfo either way.
     """
     try:
         text = _read_text(SYSTEM_STATS_PATH)
     except OSError:
         text = None
+    meminfo = read_meminfo()
+    swap = _swap_from_meminfo(meminfo)
     if text is not None:
-        stats = parse_system_stats(text)
+        stats = dataclasses.replace(parse_system_stats(text), swap=swap)
         if os.path.realpath(path) == "/":
             return stats
-        return SystemStats(stats.memory, stats.cpu, disk_usage(path), SOURCE_MODULE_STATVFS)
+        return dataclasses.replace(stats, disk=disk_usage(path), source=SOURCE_MODULE_STATVFS)
     return SystemStats(
-        memory=_memory_from_meminfo(read_meminfo()),
+        memory=_memory_from_meminfo(meminfo),
         cpu=_cpu_from_proc_stat(_read_text("/proc/stat")),
         disk=disk_usage(path),
         source=SOURCE_PROCFS,
+        swap=swap,
     )

@@ -90,6 +90,23 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value:  # NaN
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

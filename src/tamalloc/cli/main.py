@@ -67,6 +67,17 @@ def _check_backend(args: argparse.Namespace) -> None:
         raise UsageError(str(err)) from err
 
 
+def _check_backend_name() -> None:
+    """For commands that use no backend: a bad $TAMALLOC_BACKEND is still an error, as
+    it is for those that do (--backend is checked by argparse)."""
+    from ..backends import default_backend_name
+
+    try:
+        default_backend_name()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run the command; returns the exit status (the console script exits with it)."""
     env = env or Environment()
@@ -86,6 +97,8 @@ def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
         if args.needs_backend:
             _check_backend(args)
+        else:
+            _check_backend_name()
         return int(args.run(args, env))
     except UsageError as err:
         env.error(str(err))
