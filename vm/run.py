@@ -37,6 +37,12 @@ SPLAT = re.compile(
 )
 # Boot banners that name a debug facility without reporting anything.
 BANNER = re.compile(r"KernelAddressSanitizer initialized|kasan: ")
+# --allow-oom: an OOM killer's report runs from "<comm> invoked oom-killer: ..." to
+# "Out of memory: Killed process N (...)", and its stack dump prints one "Call Trace:".
+# That one line per complete report is accepted; every other line is checked as usual.
+OOM_START = re.compile(r" invoked oom-killer: gfp_mask=")
+OOM_END = re.compile(r"\bOut of memory: Killed process \d+ \(")
+CALL_TRACE_ONLY = re.compile(r"^(\[[ \d.]+\] )?Call Trace:\s*$")
 
 
 def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -132,12 +138,39 @@ def qemu_command(rundir: Path, workdir: Path, memory: str, cpus: int) -> list[st
     ]
 
 
-def splats(dmesg: str) -> list[str]:
-    return [line for line in dmesg.splitlines() if SPLAT.search(line) and not BANNER.search(line)]
+def oom_report_traces(lines: list[str]) -> set[int]:
+    """Indexes of the first bare "Call Trace:" line of each complete OOM-killer report."""
+    accepted: set[int] = set()
+    start = None
+    for i, line in enumerate(lines):
+        if OOM_START.search(line):
+            start = i
+        elif start is not None and OOM_END.search(line):
+            traces = [j for j in range(start, i) if CALL_TRACE_ONLY.match(lines[j])]
+            accepted.update(traces[:1])
+            start = None
+    return accepted
+
+
+def splats(dmesg: str, *, allow_oom: bool = False) -> list[str]:
+    lines = dmesg.splitlines()
+    accepted = oom_report_traces(lines) if allow_oom else set()
+    return [
+        line
+        for i, line in enumerate(lines)
+        if SPLAT.search(line) and not BANNER.search(line) and i not in accepted
+    ]
 
 
 def boot(
-    command: str, *, workdir: Path, timeout: float, memory: str, cpus: int, check_log: bool
+    command: str,
+    *,
+    workdir: Path,
+    timeout: float,
+    memory: str,
+    cpus: int,
+    check_log: bool,
+    allow_oom: bool = False,
 ) -> int:
     if not BZIMAGE.exists():
         raise VmError(f"{BZIMAGE} missing: run `make kernel` first")
@@ -167,12 +200,15 @@ def boot(
             f"{BUILD_DIR / 'last-dmesg.txt'}"
         )
         if check_log:
-            bad = splats(dmesg)
+            bad = splats(dmesg, allow_oom=allow_oom)
             if bad:
                 print("\n".join(bad[:40]), file=sys.stderr)
                 log(f"kernel log check FAILED: {len(bad)} suspicious lines (above)")
                 return status or BAD_LOG
             log("kernel log check passed: no BUG/WARNING/KASAN/lockdep report")
+            if allow_oom:
+                reports = len(oom_report_traces(dmesg.splitlines()))
+                log(f"--allow-oom: {reports} OOM-killer report(s) accepted")
         return status
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
@@ -190,6 +226,11 @@ def main() -> int:
         action="store_true",
         help="fail on any BUG/WARNING/KASAN/lockdep line in the kernel log",
     )
+    parser.add_argument(
+        "--allow-oom",
+        action="store_true",
+        help="with --check-log, accept the stack dump of complete OOM-killer reports",
+    )
     args = parser.parse_args()
     try:
         return boot(
@@ -199,6 +240,7 @@ def main() -> int:
             memory=args.memory,
             cpus=args.cpus,
             check_log=args.check_log,
+            allow_oom=args.allow_oom,
         )
     except VmError as err:
         print(f"vm/run.py: {err}", file=sys.stderr)

@@ -1,0 +1,81 @@
+"""vm/run.py --allow-oom accepts an OOM-killer report and nothing else (runs anywhere).
+
+The OOM report of the campaign's hog prints a stack dump ("Call Trace:"), which the
+kernel-log check counts as a splat. `make stress` passes --allow-oom, which accepts the
+one bare "Call Trace:" line of each complete report ("... invoked oom-killer: ..." up to
+"Out of memory: Killed process N (...)"), and no other line.
+"""
+
+from __future__ import annotations
+
+from stress_support import load_run_py
+
+RUN = load_run_py()
+
+OOM_REPORT = """\
+[  101.000001] tamalloc-hog invoked oom-killer: gfp_mask=0x1100dca(GFP_HIGHUSER_MOVABLE|__GFP_ZERO), order=0, oom_score_adj=1000
+[  101.000002] CPU: 1 PID: 812 Comm: tamalloc-hog Not tainted 6.1.158 #1
+[  101.000003] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 1.16.2-debian-1.16.2-1 04/01/2014
+[  101.000004] Call Trace:
+[  101.000005]  <TASK>
+[  101.000006]  dump_stack_lvl+0x45/0x5e
+[  101.000007]  dump_header+0x4a/0x220
+[  101.000008]  oom_kill_process.cold+0xb/0x10
+[  101.000009]  out_of_memory+0x1f3/0x550
+[  101.000010]  __alloc_pages_slowpath.constprop.0+0xd2e/0x1120
+[  101.000011]  </TASK>
+[  101.000012] Mem-Info:
+[  101.000013] active_anon:456789 inactive_anon:12 isolated_anon:0
+[  101.000014] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=tamalloc-hog,pid=812,uid=0
+[  101.000015] Out of memory: Killed process 812 (tamalloc-hog) total-vm:4194304kB, anon-rss:1800000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:3600kB oom_score_adj:1000
+[  101.000016] oom_reaper: reaped process 812 (tamalloc-hog), now anon-rss:0kB, file-rss:0kB, shmem-rss:0kB
+"""  # noqa: E501
+
+WARNING = """\
+[  102.000001] WARNING: CPU: 0 PID: 1 at mm/tamalloc_stats.c:120 tamalloc_fill_record+0x10/0x20
+[  102.000002] Call Trace:
+[  102.000003]  <TASK>
+[  102.000004]  </TASK>
+"""
+
+
+def test_an_oom_report_is_a_splat_without_the_option() -> None:
+    assert RUN.splats(OOM_REPORT) == ["[  101.000004] Call Trace:"]
+
+
+def test_allow_oom_accepts_the_complete_report() -> None:
+    assert RUN.splats(OOM_REPORT, allow_oom=True) == []
+    assert RUN.splats(OOM_REPORT * 3, allow_oom=True) == []
+
+
+def test_allow_oom_still_flags_everything_else() -> None:
+    assert RUN.splats(OOM_REPORT + WARNING, allow_oom=True) == WARNING.splitlines()[:2]
+    assert RUN.splats(WARNING + OOM_REPORT, allow_oom=True) == WARNING.splitlines()[:2]
+
+
+def test_a_splat_inside_the_report_is_still_flagged() -> None:
+    lines = OOM_REPORT.splitlines()
+    inner = "[  101.000010] BUG: KASAN: use-after-free in out_of_memory+0x1f3/0x550"
+    lines.insert(9, inner)
+    assert RUN.splats("\n".join(lines), allow_oom=True) == [inner]
+
+
+def test_only_one_call_trace_per_report() -> None:
+    lines = OOM_REPORT.splitlines()
+    lines.insert(11, "[  101.000011] Call Trace:")
+    assert RUN.splats("\n".join(lines), allow_oom=True) == ["[  101.000011] Call Trace:"]
+
+
+def test_an_incomplete_report_is_not_accepted() -> None:
+    cut = "\n".join(line for line in OOM_REPORT.splitlines() if "Killed process" not in line)
+    assert RUN.splats(cut, allow_oom=True) == ["[  101.000004] Call Trace:"]
+    # "Out of memory and no killable processes" ends in a panic: not a kill.
+    assert RUN.splats(OOM_REPORT.replace("Killed process 812", "no killable"), allow_oom=True)
+
+
+def test_a_page_allocation_failure_is_not_an_oom_report() -> None:
+    report = (
+        "[  103.1] kworker/0:1: page allocation failure: order:0, mode:0x820(GFP_ATOMIC)\n"
+        "[  103.2] Call Trace:\n"
+    )
+    assert RUN.splats(report, allow_oom=True) == ["[  103.2] Call Trace:"]
