@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..models import MemStats
@@ -36,19 +37,32 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="seconds between samples (default 2)")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
     p.add_argument("--history", type=positive_int, default=40, metavar="N",
-                   help="samples kept for the sparklines (default 40)")
+                   help="samples kept for the sparklines (default 40), each scaled from its"
+                   " minimum to its maximum, the range printed beside it")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: one object per sample (the MemStats keys and time),"
+                   " for as long as the process lives or --count N samples")
     add_units_argument(p)
     p.set_defaults(run=run, needs_backend=True)
 
 
-def sparkline(values: Iterable[float], top: float | None = None) -> str:
-    """One block character per value, scaled from 0 to ``top`` (default: the max)."""
+def sparkline(values: Iterable[float]) -> str:
+    """One block character per value, scaled from the minimum to the maximum: a
+    steady 41.3-41.8 MiB would be all full bars from 0, and shows its changes so.
+    A flat history is the lowest bar throughout."""
     values = list(values)
-    top = top if top is not None else max(values, default=0)
-    if top <= 0:
+    low, high = min(values, default=0), max(values, default=0)
+    if high <= low:
         return _BARS[0] * len(values)
     last = len(_BARS) - 1
-    return "".join(_BARS[max(0, min(last, round(v / top * last)))] for v in values)
+    return "".join(_BARS[round((v - low) / (high - low) * last)] for v in values)
+
+
+def value_range(values: Iterable[float], fmt: Callable[[float], str]) -> str:
+    """The range a sparkline spans, "41.3 MiB to 41.8 MiB" (one value when flat)."""
+    values = list(values)
+    low, high = min(values, default=0), max(values, default=0)
+    return fmt(low) if high == low else f"{fmt(low)} to {fmt(high)}"
 
 
 class _ExitWaiter:
@@ -93,7 +107,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     current = mem_stats(args.pid, backend=backend)  # NoSuchProcess here is an error
     history: deque[MemStats] = deque(maxlen=args.history)
     waiter = _ExitWaiter(current.pid)
-    show = _LiveView(env, args) if env.interactive else _LineView(env, args)
+    show: _JsonView | _LiveView | _LineView
+    if args.json:
+        show = _JsonView(env)
+    elif env.interactive:
+        show = _LiveView(env, args)
+    else:
+        show = _LineView(env, args)
     exited = False
     try:
         with show:
@@ -115,8 +135,33 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     finally:
         waiter.close()
     if exited:
-        env.info(f"process {current.pid} ({current.name}) exited")
+        message = f"process {current.pid} ({current.name}) exited"
+        # JSON lines stay JSON lines: the end is news for stderr then.
+        if args.json:
+            env.warn(message)
+        else:
+            env.info(message)
     return ExitStatus.SUCCESS
+
+
+class _JsonView:
+    """--json: one JSON object per line and sample, flushed at once (a reader may be
+    following the stream)."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env, self.samples = env, 0
+
+    def __enter__(self) -> _JsonView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, history: deque[MemStats]) -> None:
+        self.samples += 1
+        record = {"time": round(time.time(), 3), **history[-1].to_dict()}
+        self.env.stdout.write(json.dumps(record) + "\n")
+        self.env.stdout.flush()
 
 
 class _LineView:
@@ -176,11 +221,17 @@ class _LiveView:
         grid.add_column()
         reserved = [h.reserved_kb for h in history]
         committed = [h.committed_kb for h in history]
-        grid.add_row(RESERVED, format_kb(s.reserved_kb, u), f"[blue]{sparkline(reserved)}")
-        grid.add_row(COMMITTED, format_kb(s.committed_kb, u),
-                     f"[green]{sparkline(committed)}")
+        pcts = [h.committed_pct for h in history]
+
+        def size(kb: float) -> str:
+            return format_kb(kb, u)
+
+        grid.add_row(RESERVED, size(s.reserved_kb),
+                     f"[blue]{sparkline(reserved)}[/] [dim]{value_range(reserved, size)}")
+        grid.add_row(COMMITTED, size(s.committed_kb),
+                     f"[green]{sparkline(committed)}[/] [dim]{value_range(committed, size)}")
         grid.add_row("committed %", format_pct(s.committed_pct),
-                     f"[green]{sparkline((h.committed_pct for h in history), 100)}")
+                     f"[green]{sparkline(pcts)}[/] [dim]{value_range(pcts, format_pct)}")
         grid.add_row("swap", format_kb(s.swap_kb, u), "")
         grid.add_row("OOM score", str(s.oom_score), f"adj {s.oom_score_adj}")
         grid.add_row("", "", "")
