@@ -215,6 +215,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/tamalloc-fresh"))
     parser.add_argument("--reuse", action="store_true", help="keep the existing root")
+    parser.add_argument(
+        "--run",
+        action="append",
+        metavar="CMD",
+        help="run CMD (repeatable) in the clone instead of the README's commands, "
+        "to repeat a failing part (with --reuse)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("fresh_test.py: needs root (mmdebstrap, chroot, mounts)", file=sys.stderr)
@@ -259,6 +266,8 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
             )
             setup, commands = readme_commands(clone / "README.md")
+            if args.run:
+                setup, commands = [], args.run
             mount_all(root)
             env = network_env(root)
             say(f"network settings passed from the host: {' '.join(env) or 'none'}", log)
