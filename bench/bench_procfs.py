@@ -102,7 +102,7 @@ def bench_stats(report: Report, repeat: int, runs: int) -> None:
         return lo, mid, hi
 
     _, wall_ratio, _ = ratio("ratio psutil / tamalloc, wall", 2, 0, 0)
-    ratio("ratio psutil / tamalloc, CPU", 2, 0, 1)
+    _, cpu_ratio, _ = ratio("ratio psutil / tamalloc, CPU", 2, 0, 1)
     if c_scan is not None:
         ratio("ratio psutil / C scan on one thread, wall", 2, 4, 0)
     ratio("ratio psutil / pure-Python scan, wall", 2, 1, 0)
@@ -119,6 +119,11 @@ def bench_stats(report: Report, repeat: int, runs: int) -> None:
         report.note("ratio psutil first call / tamalloc", f"{cold_time / ours_time:.2f}x")
     report.target(f"all_mem_stats(procfs) >= 2.5x faster than psutil, wall, median of {runs}"
                   f" runs ({wall_ratio:.2f}x)", wall_ratio >= 2.5)
+    # Not a target of its own, but shown as one: wall time on a busy machine swings
+    # with the scheduler (and the C scan's threads gain only on a free CPU), CPU time
+    # is the work each does.
+    report.target(f"the same in CPU time, median of {runs} runs ({cpu_ratio:.2f}x)",
+                  cpu_ratio >= 2.5)
 
 
 def _creation_only(make: Callable[[], Any], count: int = 2000, repeat: int = 5) -> float:
