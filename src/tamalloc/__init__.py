@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .backends import default_backend_name, get_backend, kernel_available
 from .errors import AccessDenied, KernelUnavailable, NoSuchProcess, TamallocError
 from .models import (
@@ -28,8 +29,6 @@ from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
 if TYPE_CHECKING:
     from .buffer import Buffer, alloc
     from .system import cpu_sample, parse_system_stats, system_stats
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",

@@ -26,6 +26,39 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def version_text(backend: str | None = None) -> str:
+    """``tamalloc 0.1.0 (backend: procfs; C scan: in use)``: what a bug report needs."""
+    from ..backends import default_backend_name, kernel_available
+
+    try:
+        name = backend or default_backend_name()
+    except ValueError as err:  # a bad $TAMALLOC_BACKEND: say so rather than fail
+        return f"{PROG} {__version__} (backend: none, {err})"
+    if name == "kernel" and not kernel_available():
+        name = "kernel, unavailable on this kernel"
+    try:
+        from ..backends import _procscan  # noqa: F401
+    except ImportError:
+        scan = "not built, the pure-Python scan is used"
+    else:
+        scan = "in use" if name == "procfs" else "built, unused by the kernel backend"
+    return f"{PROG} {__version__} (backend: {name}; C scan tamalloc.backends._procscan: {scan})"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed when asked (it probes the kernel), after any --backend."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_text(getattr(namespace, "backend", None)))
+        parser.exit()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from ..backends import BACKEND_NAMES
     from . import demo, stats, system, total, watch
@@ -43,7 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Lazily-zeroed buffers and per-process/system memory statistics.",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print the version, the backend in use and whether the C"
+                        " scan is, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (stats, total, system, watch, demo):
         module.add_parser(commands, common)
