@@ -57,8 +57,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "stats",
         parents=[common],
         help="memory of processes (all, or the PIDs given)",
-        description="Reserved (virtual) and committed (resident) memory, swap and OOM"
-        " score per process. No PID or 0 lists every process.",
+        description="Reserved (VSZ, virtual) and committed (RSS, resident) memory, swap"
+        " and OOM score per process. No PID or 0 lists every process; when some are"
+        " hidden from you, a line on stderr says how many.",
     )
     p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
     p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",

@@ -24,8 +24,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "total",
         parents=[common],
         help="memory summed over all processes",
-        description="Reserved, committed and swap summed over every user process, with"
-        " the kernel's commit accounting (Committed_AS, CommitLimit, overcommit mode).",
+        description="Reserved (VSZ), committed (RSS) and swap summed over every user"
+        " process you may see, with the kernel's commit accounting (Committed_AS: memory"
+        " promised to processes, not RSS; CommitLimit; overcommit mode).",
     )
     add_units_argument(p)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
