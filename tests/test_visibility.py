@@ -146,3 +146,15 @@ def test_nothing_said_when_everything_is_visible(monkeypatch: pytest.MonkeyPatch
         env = _env()
         assert main([*args, "--backend", "procfs"], env) == 0
         assert _streams(env)[1] == ""
+
+
+def test_not_knowing_is_said_and_the_list_still_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(backend: str | None = None) -> Visibility:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(tamalloc.stats, "visibility", broken)
+    env = _env()
+    assert main(["stats", "--backend", "procfs", "--csv"], env) == 0
+    out, err = _streams(env)
+    assert out.startswith("pid,name,")
+    assert err.startswith("tamalloc: cannot tell whether processes are hidden from you")

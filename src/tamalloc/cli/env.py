@@ -57,6 +57,20 @@ class Environment:
         print(message, file=self.stdout, flush=True)
 
 
+def report_hidden(env: Environment, backend: str | None, visible: int) -> None:
+    """A line on stderr when processes are hidden from the caller: a list or a sum is
+    never silently short. Not knowing is said too, and does not stop the command."""
+    from ..errors import TamallocError
+    from ..stats import visibility
+
+    try:
+        note = visibility(backend=backend).describe(visible)
+    except (TamallocError, OSError) as err:
+        note = f"cannot tell whether processes are hidden from you: {err}"
+    if note:
+        env.warn(note)
+
+
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 

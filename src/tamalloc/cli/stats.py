@@ -9,7 +9,7 @@ from typing import Any
 
 from ..models import FIELD_NAMES, MemStats, committed_pct
 from ..sizes import format_kb
-from .env import Environment, ExitStatus, pid_or_zero, positive_int
+from .env import Environment, ExitStatus, pid_or_zero, positive_int, report_hidden
 from .output import (
     Column,
     add_units_argument,
@@ -88,10 +88,7 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
     backend = getattr(args, "backend", None)
     if not args.pids or 0 in args.pids:
         rows = api.all_mem_stats(backend=backend)
-        # Never a silently short list: say so when the caller cannot see everything.
-        note = api.visibility(backend=backend).describe(len(rows))
-        if note:
-            env.warn(note)
+        report_hidden(env, backend, len(rows))
         return rows, True
     found, ok = [], True
     for pid in dict.fromkeys(args.pids):  # keep order, drop repeats

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..models import committed_pct
-from .env import Environment, ExitStatus
+from .env import Environment, ExitStatus, report_hidden
 from .output import (
     COMMITTED,
     RESERVED,
@@ -34,13 +34,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    from ..stats import total_mem_stats, visibility
+    from ..stats import total_mem_stats
 
     backend = getattr(args, "backend", None)
     total = total_mem_stats(backend=backend)
-    note = visibility(backend=backend).describe(total.processes)
-    if note:
-        env.warn(note)
+    report_hidden(env, backend, total.processes)
     if args.json:
         write_json(env, total.to_dict())
         return ExitStatus.SUCCESS
