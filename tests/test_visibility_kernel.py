@@ -28,6 +28,8 @@ import io, json, os, sys
 import tamalloc, tamalloc.backends.kernel, tamalloc.cli.main
 from tamalloc.cli import demo, stats, system, total, watch
 from tamalloc.cli.env import Environment
+import encodings.ascii, locale  # imported now: nobody cannot read them later
+tamalloc.cli.main._build_parser()
 os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
 rows = tamalloc.all_mem_stats(backend="kernel")
 vis = tamalloc.visibility(backend="kernel")
