@@ -4,7 +4,10 @@
  * get_mem_stats(2) (549) and get_total_mem_stats(2) (550), every return
  * checked against what the ABI (docs/abi.md) allows for those arguments.
  *
- *   fuzz_syscalls [-n CALLS] [-s SEED]
+ *   fuzz_syscalls [-n CALLS] [-s SEED] [-j WORKERS]
+ *
+ * -j: that many worker processes share the calls (worker j: seed SEED+j),
+ * racing each other's walks, forks and mappings.
  *
  * Arguments: pids 0, 1, -1, INT_MIN, INT_MAX, pid_max and its neighbours,
  * our pid, our thread ids, a zombie child, a reaped child, random pids and
@@ -670,34 +673,19 @@ static void print_histogram(void)
 	}
 }
 
-int main(int argc, char **argv)
+/* What a worker hands back to the parent, through a shared mapping. */
+struct result {
+	unsigned long hist[NR_CALLS][256];
+	unsigned long ncalls, invalid, children;
+	unsigned int mem_ksize, total_ksize;
+	int done;
+};
+
+/* One worker: its own helper threads, buffers, zombie; calls of its own. */
+static int worker(unsigned long calls, struct result *res)
 {
-	unsigned long calls = 20000, i;
 	pthread_t th[NR_HELPERS];
-	double start, secs;
-	int opt;
-
-	rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	while ((opt = getopt(argc, argv, "n:s:")) != -1) {
-		switch (opt) {
-		case 'n': calls = strtoul(optarg, NULL, 0); break;
-		case 's': rng = strtoull(optarg, NULL, 0); break;
-		default:
-			fprintf(stderr, "usage: %s [-n CALLS] [-s SEED]\n", argv[0]);
-			return 2;
-		}
-	}
-	if (!rng)
-		rng = 1;
-	printf("fuzz_syscalls: seed %#llx, %lu calls\n", (unsigned long long)rng, calls);
-	fflush(stdout);
-
-	/* Present at all?  NULL/0/0 is EINVAL on the patched kernel, else ENOSYS. */
-	if (sys_get_total_mem_stats(NULL, 0, 0) != -1 || errno != EINVAL) {
-		printf("fuzz_syscalls: the tamalloc system calls are missing (%s)\n",
-		       strerror(errno));
-		return 2;
-	}
+	unsigned long i;
 
 	self = getpid();
 	pid_max = read_int("/proc/sys/kernel/pid_max");
@@ -712,7 +700,6 @@ int main(int argc, char **argv)
 	}
 	setup_buffers();
 
-	start = now();
 	for (i = 0; i < calls; i++) {
 		if (i % 500 == 0)
 			churn_child();
@@ -728,16 +715,111 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	secs = now() - start;
 	if (zombie > 0)
 		waitpid(zombie, NULL, 0);
+	print_kinds();
+	fflush(stdout);
+	memcpy(res->hist, hist, sizeof(hist));
+	res->ncalls = ncalls;
+	res->invalid = invalid;
+	res->children = children;
+	res->mem_ksize = seen_mem_ksize;
+	res->total_ksize = seen_total_ksize;
+	res->done = 1;
+	return invalid ? 1 : 0;
+}
 
+int main(int argc, char **argv)
+{
+	unsigned long calls = 20000, mine;
+	unsigned int mem_ksize = 0, total_ksize = 0;
+	struct result *res;
+	int jobs = 1, opt, j, c, e, failed = 0;
+	uint64_t seed;
+	double start, secs;
+
+	rng = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+	while ((opt = getopt(argc, argv, "n:s:j:")) != -1) {
+		switch (opt) {
+		case 'n': calls = strtoul(optarg, NULL, 0); break;
+		case 's': rng = strtoull(optarg, NULL, 0); break;
+		case 'j': jobs = atoi(optarg); break;
+		default:
+			fprintf(stderr, "usage: %s [-n CALLS] [-s SEED] [-j WORKERS]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (jobs < 1 || jobs > 64)
+		jobs = 1;
+	if (!rng)
+		rng = 1;
+	seed = rng;
+	printf("fuzz_syscalls: seed %#llx, %lu calls, %d worker process%s\n",
+	       (unsigned long long)seed, calls, jobs, jobs > 1 ? "es" : "");
+	fflush(stdout);
+
+	/* Present at all?  NULL/0/0 is EINVAL on the patched kernel, else ENOSYS. */
+	if (sys_get_total_mem_stats(NULL, 0, 0) != -1 || errno != EINVAL) {
+		printf("fuzz_syscalls: the tamalloc system calls are missing (%s)\n",
+		       strerror(errno));
+		return 2;
+	}
+	res = mmap(NULL, jobs * sizeof(*res), PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (res == MAP_FAILED) {
+		perror("mmap");
+		return 2;
+	}
+
+	/* Worker j runs seed + j: rerun one with -s SEED+j -n ITS_CALLS. */
+	start = now();
+	for (j = 0; j < jobs; j++) {
+		pid_t pid;
+
+		mine = calls / jobs + ((unsigned long)j < calls % jobs);
+		pid = fork();
+		if (pid < 0) {
+			perror("fork");
+			return 2;
+		}
+		if (!pid) {
+			rng = seed + (uint64_t)j;
+			if (!rng)
+				rng = 1;
+			_exit(worker(mine, &res[j]));
+		}
+	}
+	for (j = 0; j < jobs; j++) {
+		int status;
+
+		if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) > 1)
+			failed = 1;	/* a crashed worker or a setup error */
+	}
+	secs = now() - start;
+
+	for (j = 0; j < jobs; j++) {
+		if (!res[j].done) {
+			printf("fuzz_syscalls: worker %d did not finish\n", j);
+			failed = 1;
+			continue;
+		}
+		for (c = 0; c < NR_CALLS; c++)
+			for (e = 0; e < 256; e++)
+				hist[c][e] += res[j].hist[c][e];
+		ncalls += res[j].ncalls;
+		invalid += res[j].invalid;
+		children += res[j].children;
+		if (res[j].mem_ksize > mem_ksize)
+			mem_ksize = res[j].mem_ksize;
+		if (res[j].total_ksize > total_ksize)
+			total_ksize = res[j].total_ksize;
+	}
 	printf("fuzz_syscalls: %lu calls in %.1f s, %.0f calls/s, %lu children forked, "
 	       "record size %u/%u (0: VER0 kernel), %lu invalid\n",
 	       ncalls, secs, ncalls / (secs > 0 ? secs : 1), children,
-	       seen_mem_ksize, seen_total_ksize, invalid);
+	       mem_ksize, total_ksize, invalid);
 	print_histogram();
-	print_kinds();
-	printf("fuzz_syscalls: %s\n", invalid ? "FAILED" : "OK");
-	return invalid ? 1 : 0;
+	failed |= invalid > 0 || ncalls != calls;
+	printf("fuzz_syscalls: %s\n", failed ? "FAILED" : "OK");
+	return failed ? 1 : 0;
 }
