@@ -265,3 +265,8 @@ def test_numpy_view_of_a_closed_buffer_does_not_crash() -> None:
 def test_buffers_cannot_be_resized(backend: str) -> None:
     with alloc(4096, backend=backend) as buf, pytest.raises(TypeError, match="resized"):
         buf.resize(8192)
+
+
+def test_buffer_is_made_by_alloc_only() -> None:
+    with pytest.raises(TypeError, match="alloc"):
+        Buffer(-1, 4096)

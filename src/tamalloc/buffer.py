@@ -53,6 +53,11 @@ class Buffer(mmap.mmap):
     huge: bool
     backend: str
 
+    def __new__(cls, *args: object, **kwargs: object) -> Buffer:
+        # alloc() builds buffers with mmap.mmap.__new__ and fills the slots; one made
+        # here would have none of them.
+        raise TypeError("tamalloc.Buffer cannot be created directly: use tamalloc.alloc()")
+
     @property
     def address(self) -> int:
         """Start address of the mapping (2 MiB aligned when ``huge``)."""
