@@ -207,3 +207,31 @@ def test_procfs_status_name_escapes_are_undone() -> None:
     from tamalloc.backends.procfs import _name
 
     assert _name(b"Name:\ta\\nb\\\\c\nUmask:\t0022\n") == "a\nb\\c"
+
+
+@pytest.mark.kernel
+def test_thread_id_gives_the_process_name_on_the_kernel_backend() -> None:
+    # issue 8: for a thread id the syscall reports the group leader's comm, not the
+    # thread's own (here renamed so that the two differ).
+    tids: list[int] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        tids.append(threading.get_native_id())
+        stop.wait(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        while not tids:
+            stop.wait(0.01)
+        with open(f"/proc/self/task/{tids[0]}/comm", "w") as f:
+            f.write("tm-worker")
+        with open(f"/proc/self/task/{tids[0]}/comm") as f:
+            assert f.read().strip() == "tm-worker"
+        stats = tamalloc.mem_stats(tids[0], backend="kernel")
+        assert stats.pid == os.getpid()
+        assert stats.name == proc_status(os.getpid())["Name"] != "tm-worker"
+    finally:
+        stop.set()
+        thread.join()
