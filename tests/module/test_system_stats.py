@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -446,8 +447,15 @@ def test_package_parser_reads_the_text() -> None:
     assert [stats["cpu"]["total"][f] for f in CPU_FIELDS] == ours["cpu"]["cpu"]
     for c in stats["cpu"]["per_cpu"]:
         assert [c[f] for f in CPU_FIELDS] == ours["cpu"][f"cpu{c['cpu']}"]
-    for key in ("total_kb", "free_kb", "available_kb", "used_pct"):
+    for key in ("total_kb", "free_kb", "available_kb"):
         assert stats["disk"][key] == ours["disk /"][key]
+    # Both as df computes it from the same sizes: the module to a tenth, the package
+    # to a hundredth of a percent.
+    disk = ours["disk /"]
+    used = disk["total_kb"] - disk["free_kb"]
+    df_pct = used * 100 / (used + disk["available_kb"])
+    assert abs(disk["used_pct"] - df_pct) <= 0.05 + 1e-9, (disk, df_pct)
+    assert stats["disk"]["used_pct"] == round(df_pct, 2)
 
 
 # --- /proc/mem_stats_all -------------------------------------------------------------
@@ -724,51 +732,60 @@ def test_bind_mount_over_root_directory_is_harmless() -> None:
     assert json.loads(run.stdout)["disk"]["path"] == "/"
 
 
-def _nobody_view(options: str) -> tuple[set[int], list[dict], str]:
-    """What user nobody sees through a fresh /proc mounted with ``options``: the pid
-    directories it can list, /proc/mem_stats_all, and mem_watch's answer for pid 1."""
-    marker = "--- mem_stats_all ---"
-    run = run_shell(
-        f"unshare -m sh -c 'mount --make-rprivate / && "
-        f"mount -t proc -o {options} proc /proc && "
-        f"{AS_NOBODY} sh -c \"ls /proc; echo {marker}; cat /proc/mem_stats_all; "
-        "echo 1 > /proc/mem_watch 2>&1 || echo watch-failed\"'"
+class NobodyView(NamedTuple):
+    listed: set[int]  # the pid directories nobody can list
+    shown: set[int]  # the pids of /proc/mem_stats_all
+    own: set[int]  # nobody's shell and a sleep of its own, alive throughout
+
+
+NOBODY_SCRIPT = """
+sleep 60 & echo $$ $!
+ls /proc
+echo --- mem_stats_all ---
+cat /proc/mem_stats_all
+kill $!
+"""
+
+
+def _nobody_view(options: str) -> NobodyView:
+    """What user nobody sees through a fresh /proc mounted with ``options``."""
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c",
+         f"mount --make-rprivate / && mount -t proc -o {options} proc /proc && "
+         f'{AS_NOBODY} sh -c "$NOBODY_SCRIPT"'],
+        env={**os.environ, "NOBODY_SCRIPT": NOBODY_SCRIPT},
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert run.returncode == 0, run.stderr
-    listing, _, rest = run.stdout.partition(marker + "\n")
-    decoder = json.JSONDecoder()
-    data, end = decoder.raw_decode(rest)
-    return ({int(n) for n in listing.split() if n.isdigit()}, data["processes"],
-            rest[end:] + run.stderr)
+    head, _, rest = run.stdout.partition("--- mem_stats_all ---\n")
+    own_line, _, listing = head.partition("\n")
+    data, _ = json.JSONDecoder().raw_decode(rest)
+    return NobodyView({int(n) for n in listing.split() if n.isdigit()},
+                      {r["pid"] for r in data["processes"]},
+                      {int(n) for n in own_line.split()})
 
 
 @pytest.mark.usefixtures("loaded")
 def test_hidepid_invisible_hides_the_same_processes_as_proc() -> None:
-    listed, records, watch = _nobody_view("hidepid=2")
-    shown = {r["pid"] for r in records}
-    assert 1 not in listed and 1 not in shown
-    # nobody's own processes only: the shells and cat of this pipeline, as /proc shows.
-    assert shown, "nobody must see its own processes"
-    assert shown <= listed
-    assert "watch-failed" in watch and "No such process" in watch
+    view = _nobody_view("hidepid=2")
+    assert len(view.own) == 2
+    assert view.own <= view.listed and view.own <= view.shown
+    assert 1 not in view.listed and 1 not in view.shown
 
 
 @pytest.mark.usefixtures("loaded")
 def test_hidepid_noaccess_hides_the_contents() -> None:
     """hidepid=1 lists every /proc/PID but hides what is inside: so does the module."""
-    listed, records, watch = _nobody_view("hidepid=1")
-    shown = {r["pid"] for r in records}
-    assert 1 in listed
-    assert 1 not in shown and shown
-    assert "watch-failed" in watch
+    view = _nobody_view("hidepid=1")
+    assert len(view.own) == 2 and view.own <= view.shown
+    assert 1 in view.listed and 1 not in view.shown
 
 
 @pytest.mark.usefixtures("loaded")
 def test_hidepid_gid_lets_the_group_see_everything() -> None:
-    listed, records, watch = _nobody_view("hidepid=2,gid=65534")
-    shown = {r["pid"] for r in records}
-    assert 1 in listed and 1 in shown
-    assert "watch-failed" not in watch
+    view = _nobody_view("hidepid=2,gid=65534")
+    assert len(view.own) == 2 and view.own <= view.shown
+    assert 1 in view.listed and 1 in view.shown
 
 
 # --- /proc/mem_watch -----------------------------------------------------------------
@@ -1039,3 +1056,44 @@ def test_tamalloc_system_source_follows_the_module() -> None:
     assert abs(with_module["memory"]["available_kb"] - without["memory"]["available_kb"]) <= slack
     for field in CPU_FIELDS:
         assert with_module["cpu"]["total"][field] <= without["cpu"]["total"][field] + 5
+
+
+@pytest.mark.usefixtures("loaded")
+@pytest.mark.parametrize(("options", "init_visible"), [("hidepid=2", False),
+                                                        ("hidepid=2,gid=65534", True)])
+def test_mem_watch_selects_only_what_the_writer_may_see(options: str,
+                                                        init_visible: bool) -> None:
+    """Only root may open mem_watch for writing; a descriptor it hands to nobody selects
+    with nobody's rights through the mount's hidepid=: init is ESRCH, itself is not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            if libc.unshare(CLONE_NEWNS) == 0:
+                mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+                mount("proc", "/proc", "proc", 0, options)
+                fd = watch_open()
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                errs = []
+                for value in (b"1", str(os.getpid()).encode()):
+                    try:
+                        watch_select(fd, value)
+                        errs.append(0)
+                    except OSError as err:
+                        errs.append(err.errno)
+                os.write(w, json.dumps({"errs": errs, "record": watch_read(fd)}).encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, wstatus = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wstatus) == 0, "unshare(CLONE_NEWNS) or mount failed"
+    result = json.loads(out)
+    assert result["errs"] == [0 if init_visible else errno.ESRCH, 0]
+    assert result["record"]["pid"] == pid

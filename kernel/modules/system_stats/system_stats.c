@@ -212,7 +212,7 @@ struct sstat_disk {
 	u64 total_kb;
 	u64 free_kb;
 	u64 available_kb;
-	unsigned int used_permille;	/* 1000 * (total - free) / total */
+	unsigned int used_permille;	/* 1000 * used / (used + available) */
 };
 
 /* statfs() of the reader's root directory, without a path lookup. */
@@ -235,10 +235,15 @@ static int sstat_disk_fetch(struct sstat_disk *disk)
 	disk->free_kb = mul_u64_u64_div_u64(st.f_bfree, frsize, 1024);
 	disk->available_kb = mul_u64_u64_div_u64(st.f_bavail, frsize, 1024);
 	disk->used_permille = 0;
-	if (st.f_blocks && st.f_bfree <= st.f_blocks) {
-		/* Rounded to the nearest tenth of a percent. */
-		u64 x = mul_u64_u64_div_u64(st.f_blocks - st.f_bfree, 2000,
-					    st.f_blocks);
+	if (st.f_bfree <= st.f_blocks &&
+	    st.f_blocks - st.f_bfree + st.f_bavail) {
+		/*
+		 * As df(1): of what an ordinary user can fill (the blocks kept
+		 * for root count as neither), the share in use, rounded to the
+		 * nearest tenth of a percent.
+		 */
+		u64 used = st.f_blocks - st.f_bfree;
+		u64 x = mul_u64_u64_div_u64(used, 2000, used + st.f_bavail);
 
 		disk->used_permille = (x + 1) / 2;
 	}
@@ -755,15 +760,21 @@ static ssize_t sstat_watch_write(struct file *file, const char __user *ubuf,
 	if (err || nr <= 0)
 		return -EINVAL;
 
+	/*
+	 * A thread id selects its process.  The task attached to the
+	 * thread-group pid is safe to pin under RCU, unlike a group_leader
+	 * pointer that de_thread() may be replacing.
+	 */
 	rcu_read_lock();
 	task = pid_task(find_pid_ns(nr, ns), PIDTYPE_PID);
-	if (task) {
-		pid = get_task_pid(task, PIDTYPE_TGID);
-		leader = task->group_leader;
+	if (task)
+		leader = pid_task(task_tgid(task), PIDTYPE_TGID);
+	if (leader) {
 		get_task_struct(leader);
+		pid = get_task_pid(leader, PIDTYPE_TGID);
 	}
 	rcu_read_unlock();
-	if (!pid)
+	if (!leader)
 		return -ESRCH;
 
 	/* The permission check may sleep: outside RCU, with a reference. */
