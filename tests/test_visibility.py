@@ -158,3 +158,23 @@ def test_not_knowing_is_said_and_the_list_still_printed(monkeypatch: pytest.Monk
     out, err = _streams(env)
     assert out.startswith("pid,name,")
     assert err.startswith("tamalloc: cannot tell whether processes are hidden from you")
+
+
+def test_kernel_hint_for_a_pid_proc_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sysctl = tmp_path / "restrict"
+    monkeypatch.setattr(pv, "_RESTRICT_PATH", str(sysctl))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    sysctl.write_text("1\n")
+    hint = pv.kernel_hidden_pid_hint(1)  # init: in /proc, hidden from users by the rule
+    assert hint is not None and "vm.tamalloc_stats_restrict=1" in hint
+    assert pv.kernel_hidden_pid_hint(read_pid_max() + 1) is None  # absent from /proc too
+    sysctl.write_text("0\n")
+    assert pv.kernel_hidden_pid_hint(1) is None  # nothing restricted
+    sysctl.write_text("1\n")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert pv.kernel_hidden_pid_hint(1) is None  # root sees everything
+
+
+def read_pid_max() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())

@@ -36,9 +36,12 @@ vis = tamalloc.visibility(backend="kernel")
 tot = tamalloc.total_mem_stats(backend="kernel")
 env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)
 status = tamalloc.cli.main.main(["stats", "--backend", "kernel"], env)
+one = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)
+init_status = tamalloc.cli.main.main(["stats", "1", "--backend", "kernel"], one)
 print(json.dumps({{"pids": [r.pid for r in rows], "hidden": vis.hidden,
                   "total_processes": tot.processes, "total_hidden": tot.hidden_processes,
-                  "status": status, "stderr": env.stderr.getvalue()}}))
+                  "status": status, "stderr": env.stderr.getvalue(),
+                  "init_status": init_status, "init_stderr": one.stderr.getvalue()}}))
 """
 
 
@@ -89,6 +92,9 @@ def test_restricted_by_default_and_the_count_is_reported() -> None:
     line = str(seen["stderr"])
     assert " processes visible to you (vm.tamalloc_stats_restrict=1; run as root" in line
     assert seen["status"] == 0
+    # init asked for by pid: ESRCH as if absent, and the CLI says why it may be
+    assert seen["init_status"] == 1
+    assert str(seen["init_stderr"]).startswith("tamalloc: error: no such process: 1: /proc lists")
 
 
 @pytest.mark.usefixtures("restrict")

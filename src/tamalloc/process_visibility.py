@@ -67,6 +67,19 @@ def kernel_visibility(hidden: int | None) -> Visibility:
     )
 
 
+def kernel_hidden_pid_hint(pid: int) -> str | None:
+    """Why the kernel backend may have called ``pid`` absent (ESRCH) though /proc lists
+    it: the restriction hides it from this caller. None when that cannot be the cause."""
+    if os.geteuid() == 0 or _read_first_line(_RESTRICT_PATH) in (None, "0"):
+        return None
+    if not os.path.exists(f"/proc/{pid}"):
+        return None
+    return (
+        f"/proc lists it, so it may be hidden from you ({RESTRICT_SYSCTL}=1; run as root"
+        " or use --backend procfs)"
+    )
+
+
 def procfs_visibility() -> Visibility:
     """From the ``hidepid`` option of the /proc mount and the caller's privileges."""
     try:

@@ -95,9 +95,18 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
         try:
             found.append(api.mem_stats(pid, backend=backend))
         except NoSuchProcess as err:
-            env.error(str(err))
+            hint = _hidden_hint(pid, backend)
+            env.error(f"{err}: {hint}" if hint else str(err))
             ok = False
     return found, ok
+
+
+def _hidden_hint(pid: int, backend: str | None) -> str | None:
+    """On the kernel backend "no such process" may mean "not yours to see"."""
+    from ..backends import get_backend
+    from ..process_visibility import kernel_hidden_pid_hint
+
+    return kernel_hidden_pid_hint(pid) if get_backend(backend).name == "kernel" else None
 
 
 def _filter(rows: list[MemStats], args: argparse.Namespace) -> list[MemStats]:
