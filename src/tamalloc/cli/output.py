@@ -89,6 +89,8 @@ def render_table(
     if not env.interactive:
         # Piped: full width (a file or another program has no columns), unless forced.
         lines = [line for line, _ in _layout(columns, rows, footer, max_width=env.width)]
+        if title and env.width is not None:
+            title = title[: env.width]
         env.stdout.write("\n".join([title, *lines] if title else lines) + "\n")
         return
     # rich's Table lays out every cell and takes about a second for a thousand
@@ -98,7 +100,7 @@ def render_table(
     out = console(env)
     text = Text(no_wrap=True, overflow="crop")
     if title:
-        text.append(title + "\n", style="italic")
+        text.append(title[: out.width] + "\n", style="italic")
     row_styles = iter(styles or ())
     for line, kind in _layout(columns, rows, footer, max_width=out.width, rule="─"):
         style = next(row_styles, None) if kind == "row" else _KIND_STYLES[kind]
