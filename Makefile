@@ -15,7 +15,7 @@ export PYTHONPATH := $(CURDIR)/vm
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv lint host-test kernel module vm-run vm-test series-check \
-	test bench bench-vm clean fresh-test
+	test bench bench-vm clean stress fresh-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,6 +56,15 @@ vm-run: module ## run CMD='...' as root in the guest, in this work tree
 vm-test: module venv ## boot the guest, run selftests + pytest inside, check the kernel log
 	$(PYTHON) vm/run.py --check-log \
 		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) $(VPY) -m pytest -p no:cacheprovider -q -rs --durations=15 tests'
+
+# The long form of tests/stress in one boot of its own: 1,000,000 fuzzed syscalls, a storm
+# of 5,000 processes with the module loaded and unloaded, an OOM kill (whose report, and
+# nothing else, --allow-oom accepts), the unprivileged probes.  A small guest: the OOM
+# hog has less to fill.
+STRESS_MEMORY ?= 2G
+stress: module venv ## the robustness campaign on the debug kernel, full scale, in the guest
+	VM_MEMORY=$(STRESS_MEMORY) $(PYTHON) vm/run.py --check-log --allow-oom --timeout 5400 \
+		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) TAMALLOC_STRESS=long /usr/bin/time -f "stress: %e s in the guest" $(VPY) -m pytest -p no:cacheprovider -q -rs -s --durations=15 tests/stress'
 
 series-check: deps venv ## git am the series on a pristine tree and checkpatch --strict every patch
 	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them

@@ -999,7 +999,9 @@ int main(int argc, char **argv)
 		return 2;
 
 	for (i = 0; i < nproc; i++) {
-		if (i % 250 == 100) {
+		/* forced reuse only where it is cheap: -r or ns_last_pid */
+		if (i % 250 == 100 &&
+		    (new_pid_max || !access("/proc/sys/kernel/ns_last_pid", W_OK))) {
 			pid_reuse();
 			continue;
 		}

@@ -50,7 +50,7 @@ RUN = load_run_py()
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("stress")
-    return {name: build(f"{name}.c", out) for name in ("fuzz_syscalls", "storm")}
+    return build(["fuzz_syscalls", "storm"], out)
 
 
 @pytest.fixture

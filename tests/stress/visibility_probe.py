@@ -5,6 +5,7 @@ system's python3 (standard library only; the file is copied where that user can 
 
     visibility_probe.py [--proc DIR] [--ask PID ...] [--wait]
     visibility_probe.py --binds      bind mounts over /proc files, then read the module
+    visibility_probe.py --root-over SOURCE   SOURCE as the root directory, read the module
 
 --wait: print, then wait for a line on stdin before exiting (so that the caller can look
 at this process from outside its namespaces).
@@ -22,6 +23,7 @@ NR_GET_MEM_STATS = 549
 NR_GET_TOTAL_MEM_STATS = 550
 REC = 88
 MS_BIND = 0x1000
+MS_REC = 0x4000
 MNT_DETACH = 2
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -124,8 +126,8 @@ TARGETS = [
 MODULE_FILES = ["system_stats", "system_stats.json", "mem_stats_all", "mem_watch"]
 
 
-def mount(src: str, dst: str) -> int:
-    if libc.mount(src.encode(), dst.encode(), None, C_LONG(MS_BIND), None) != 0:
+def mount(src: str, dst: str, flags: int = MS_BIND) -> int:
+    if libc.mount(src.encode(), dst.encode(), None, C_LONG(flags), None) != 0:
         return ctypes.get_errno()
     return 0
 
@@ -181,7 +183,7 @@ def check_module_files(
                 continue
             if os.getpid() not in [p["pid"] for p in records["processes"]]:
                 problems.append(f"{name}: the reader itself is not listed")
-        elif name == "mem_watch" and data != '{"error": "no process selected"}\n':
+        elif name == "mem_watch" and data.strip() != '{"error": "no process selected"}':
             problems.append(f"{name}: {data[:80]!r}")
     return problems
 
@@ -221,14 +223,17 @@ def binds() -> dict[str, object]:
 
 
 def root_over(source: str) -> dict[str, object]:
-    """A bind mount over / as the root directory; the module files read through fds."""
+    """SOURCE (procfs, sysfs, ...) bind-mounted as the root directory; the module's
+    files are read through descriptors opened before."""
     mem_total = mem_total_kb()
     fds = {n: os.open(f"/proc/{n}", os.O_RDONLY) for n in ("system_stats", "system_stats.json")}
-    err = mount(source, "/")
+    new_root = f"/tmp/root-{os.getpid()}"
+    os.mkdir(new_root)
+    err = mount(source, new_root, MS_BIND | MS_REC)
     if err:
         return {"refused": os.strerror(err)}
+    os.chroot(new_root)
     os.chdir("/")
-    os.chroot(".")
     out: dict[str, object] = {"root": source}
     for name, fd in fds.items():
         try:
