@@ -120,13 +120,17 @@ def test_both_scans_agree_on_every_process() -> None:
     in_c = {s.pid: s for s in c_scan(pids)}
     in_threads = {s.pid: s for s in c_scan(pids, threads=2)}
     in_python = {s.pid: s for s in procfs._scan(pids)}
-    # Only a process that started or ended between the scans may differ.
+    # Only a process that started, ended or exec'd (a new name: sh became sed) between
+    # the scans may differ; a real disagreement would show in most of them.
     both = in_c.keys() & in_python.keys() & in_threads.keys()
     assert len(both) >= 0.9 * max(len(in_c), len(in_python), len(in_threads))
-    for pid in both:
-        assert in_c[pid].name == in_python[pid].name == in_threads[pid].name
-        assert (in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
+    differ = [
+        pid for pid in both
+        if not (in_c[pid].name == in_python[pid].name == in_threads[pid].name
+                and in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
                 == in_threads[pid].oom_score_adj)
+    ]
+    assert len(differ) <= 0.05 * len(both), [(in_c[p], in_python[p]) for p in differ]
 
 
 def test_all_mem_stats_uses_the_c_scanner(monkeypatch: pytest.MonkeyPatch) -> None:

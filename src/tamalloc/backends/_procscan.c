@@ -352,75 +352,165 @@ static int is_skipped(int err, const int *skip, int n_skip)
 }
 
 /*
- * The scan of the records, shared by up to MAX_THREADS threads (the caller's and
- * workers it starts and joins), each taking BLOCK records at a time. Every thread
- * has its own fd of /proc and buffer. A process whose read fails with an errno
- * outside skip stops the scan: the failure with the lowest index is reported, as a
- * sequential scan would, and no thread reads past it.
+ * The scan of the records, shared by up to MAX_THREADS threads: the caller's and
+ * detached workers, each taking BLOCK records at a time, claiming each record before
+ * reading it, with its own fd of /proc and buffer. The caller never waits for a
+ * worker: on a busy machine a worker may wait milliseconds for a CPU before it
+ * starts or in the middle of a read, so once no block is left the caller reads
+ * itself every record not yet published (claimed or not: reading /proc twice is
+ * harmless), then closes the job; a worker publishes a record into the caller's
+ * array only under the lock and while the job is open, and reads only what the job
+ * owns (its copy of the pids), which whichever thread leaves last frees. A process
+ * whose read fails with an errno outside skip stops the scan: the failure with the
+ * lowest index is reported, as a sequential scan would, and nothing past it is read.
  */
 #define BLOCK 16
 #define MAX_THREADS 4
 #define MIN_PER_THREAD 256
 
+enum { CLAIM_FREE, CLAIM_TAKEN, CLAIM_PUBLISHED };
+
 struct scan_job {
-	struct record *recs;
 	Py_ssize_t n;
-	const int *skip;
+	long *pids;			/* the job's copy */
+	unsigned char *claim;		/* CLAIM_*, per record; atomic */
+	int skip[MAX_SKIP_ERRNOS];
 	int n_skip;
-	Py_ssize_t next;		/* first record not yet taken (atomic) */
-	Py_ssize_t failed_index;	/* lowest failed record; n when none (atomic) */
-	int failed_errno;		/* its errno, or a thread's setup errno */
-	pthread_mutex_t lock;
+	Py_ssize_t failed_index;	/* lowest failed record (n: none; -1: no record);
+					   written under the lock, read atomically */
+	pthread_mutex_t lock;		/* guards what follows, and failed_* writes */
+	struct record *recs;		/* the caller's, written only while !closed */
+	int closed;
+	int failed_errno;
+	Py_ssize_t next;		/* first record of the next block */
+	int refs;			/* threads that have not left the job */
 };
+
+struct reader {
+	struct buffer buf;
+	struct proc_path pp;
+};
+
+static int reader_open(struct reader *r)
+{
+	r->buf.size = STATUS_INITIAL;
+	r->buf.data = PyMem_RawMalloc(r->buf.size);
+	if (!r->buf.data)
+		return ENOMEM;
+	r->pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->pp.dirfd < 0) {
+		PyMem_RawFree(r->buf.data);
+		return errno;
+	}
+	return 0;
+}
+
+static void reader_close(struct reader *r)
+{
+	close(r->pp.dirfd);
+	PyMem_RawFree(r->buf.data);
+}
 
 static void job_fail(struct scan_job *job, Py_ssize_t index, int err)
 {
 	pthread_mutex_lock(&job->lock);
-	if (index < job->failed_index || !job->failed_errno) {
+	if (!job->failed_errno || index < job->failed_index) {
 		__atomic_store_n(&job->failed_index, index, __ATOMIC_RELAXED);
 		job->failed_errno = err;
 	}
 	pthread_mutex_unlock(&job->lock);
 }
 
-static void *scan_part(void *arg)
+/* Nothing at or past i is needed: an earlier record failed, or the job closed. */
+static int job_stopped_before(struct scan_job *job, Py_ssize_t i)
+{
+	return i > __atomic_load_n(&job->failed_index, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&job->closed, __ATOMIC_RELAXED);
+}
+
+/* Claims record i if no thread has: 1 when this thread is to read it. */
+static int claim(struct scan_job *job, Py_ssize_t i)
+{
+	unsigned char free_ = CLAIM_FREE;
+
+	return __atomic_compare_exchange_n(&job->claim[i], &free_, CLAIM_TAKEN, 0,
+					   __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+/* Reads record i into a copy and publishes it unless someone did or the job closed. */
+static void read_one(struct scan_job *job, struct reader *r, Py_ssize_t i)
+{
+	struct record rec;
+	int err;
+
+	rec.pid = job->pids[i];
+	err = read_process(&rec, &r->buf, &r->pp);
+	if (err)
+		rec.state = READ_SKIPPED;
+	pthread_mutex_lock(&job->lock);
+	if (!job->closed &&
+	    __atomic_load_n(&job->claim[i], __ATOMIC_RELAXED) != CLAIM_PUBLISHED) {
+		memcpy(&job->recs[i], &rec, sizeof(rec));
+		__atomic_store_n(&job->claim[i], CLAIM_PUBLISHED, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&job->lock);
+	if (err && !is_skipped(err, job->skip, job->n_skip))
+		job_fail(job, i, err);
+}
+
+/* The next block [*start, *end), or 0 when none is left. */
+static int take_block(struct scan_job *job, Py_ssize_t *start, Py_ssize_t *end)
+{
+	int taken = 0;
+
+	pthread_mutex_lock(&job->lock);
+	if (job->next < job->n && !job->closed && !job->failed_errno) {
+		*start = job->next;
+		job->next = job->n - job->next > BLOCK ? job->next + BLOCK : job->n;
+		*end = job->next;
+		taken = 1;
+	}
+	pthread_mutex_unlock(&job->lock);
+	return taken;
+}
+
+static void scan_blocks(struct scan_job *job, struct reader *r)
+{
+	Py_ssize_t i, end;
+
+	while (take_block(job, &i, &end)) {
+		for (; i < end && !job_stopped_before(job, i); i++)
+			if (claim(job, i))
+				read_one(job, r, i);
+	}
+}
+
+static void leave_job(struct scan_job *job)
+{
+	int last;
+
+	pthread_mutex_lock(&job->lock);
+	last = --job->refs == 0;
+	pthread_mutex_unlock(&job->lock);
+	if (last) {
+		pthread_mutex_destroy(&job->lock);
+		PyMem_RawFree(job->claim);
+		PyMem_RawFree(job->pids);
+		PyMem_RawFree(job);
+	}
+}
+
+static void *worker(void *arg)
 {
 	struct scan_job *job = arg;
-	struct buffer buf = { NULL, STATUS_INITIAL };
-	struct proc_path pp;
+	struct reader r;
 
-	buf.data = PyMem_RawMalloc(buf.size);
-	if (!buf.data) {
-		job_fail(job, -1, ENOMEM);
-		return NULL;
+	/* A worker that cannot set up reads nothing: the caller reads what is left. */
+	if (reader_open(&r) == 0) {
+		scan_blocks(job, &r);
+		reader_close(&r);
 	}
-	pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (pp.dirfd < 0) {
-		job_fail(job, -1, errno);
-		PyMem_RawFree(buf.data);
-		return NULL;
-	}
-	for (;;) {
-		Py_ssize_t i = __atomic_fetch_add(&job->next, BLOCK, __ATOMIC_RELAXED);
-		Py_ssize_t end = i + BLOCK < job->n ? i + BLOCK : job->n;
-
-		if (i >= end)
-			break;
-		for (; i < end; i++) {
-			int err;
-
-			if (i > __atomic_load_n(&job->failed_index, __ATOMIC_RELAXED))
-				break;
-			err = read_process(&job->recs[i], &buf, &pp);
-			if (!err)
-				continue;
-			job->recs[i].state = READ_SKIPPED;
-			if (!is_skipped(err, job->skip, job->n_skip))
-				job_fail(job, i, err);
-		}
-	}
-	close(pp.dirfd);
-	PyMem_RawFree(buf.data);
+	leave_job(job);
 	return NULL;
 }
 
@@ -440,23 +530,86 @@ static int scan_threads(Py_ssize_t n, int wanted)
 	return limit > 1 ? limit : 1;
 }
 
-/* Runs the job on n_threads threads (fewer if a worker cannot be started). */
-static void run_job(struct scan_job *job, int n_threads)
+/*
+ * Reads recs[0..n) on n_threads threads (fewer if a worker cannot be started).
+ * Returns 0, or the errno that stopped the scan with *failed_index its record (-1
+ * for a failure not tied to a record).
+ */
+static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_skip,
+		    int n_threads, Py_ssize_t *failed_index)
 {
-	pthread_t workers[MAX_THREADS];
-	sigset_t all, old;
-	int started = 0, i;
+	struct scan_job *job = PyMem_RawCalloc(1, sizeof(*job));
+	struct reader r;
+	Py_ssize_t i;
+	int err;
 
-	/* Workers start with every signal blocked: signals stay the caller's. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (i = 1; i < n_threads; i++)
-		if (pthread_create(&workers[started], NULL, scan_part, job) == 0)
-			started++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	scan_part(job);
-	for (i = 0; i < started; i++)
-		pthread_join(workers[i], NULL);
+	*failed_index = -1;
+	if (job) {
+		job->pids = PyMem_RawMalloc((n ? n : 1) * sizeof(*job->pids));
+		job->claim = PyMem_RawCalloc(n ? n : 1, 1);
+	}
+	if (!job || !job->pids || !job->claim) {
+		if (job) {
+			PyMem_RawFree(job->pids);
+			PyMem_RawFree(job->claim);
+		}
+		PyMem_RawFree(job);
+		return ENOMEM;
+	}
+	err = reader_open(&r);
+	if (err) {
+		PyMem_RawFree(job->pids);
+		PyMem_RawFree(job->claim);
+		PyMem_RawFree(job);
+		return err;
+	}
+	for (i = 0; i < n; i++)
+		job->pids[i] = recs[i].pid;
+	job->n = n;
+	memcpy(job->skip, skip, n_skip * sizeof(*skip));
+	job->n_skip = n_skip;
+	job->failed_index = n;
+	pthread_mutex_init(&job->lock, NULL);
+	job->recs = recs;
+	job->refs = n_threads;		/* a worker that cannot start leaves at once */
+	if (n_threads > 1) {
+		pthread_attr_t attr;
+		sigset_t all, old;
+		int t;
+
+		/* Workers start with every signal blocked: signals stay the caller's. */
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		for (t = 1; t < n_threads; t++) {
+			pthread_t thread;
+
+			if (pthread_create(&thread, &attr, worker, job))
+				leave_job(job);
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+	}
+	scan_blocks(job, &r);
+	/*
+	 * No block is left: what workers have not published yet (in blocks they hold,
+	 * claimed or not), the caller reads itself, claiming what it can so that they
+	 * skip it.
+	 */
+	for (i = 0; i < n && !job_stopped_before(job, i); i++)
+		if (__atomic_load_n(&job->claim[i], __ATOMIC_RELAXED) != CLAIM_PUBLISHED) {
+			claim(job, i);
+			read_one(job, &r, i);
+		}
+	reader_close(&r);
+	pthread_mutex_lock(&job->lock);
+	__atomic_store_n(&job->closed, 1, __ATOMIC_RELAXED);
+	err = job->failed_errno;
+	*failed_index = job->failed_index;
+	pthread_mutex_unlock(&job->lock);
+	leave_job(job);
+	return err;
 }
 
 static int compare_pids(const void *a, const void *b)
@@ -575,19 +728,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	if (!recs)
 		failed_errno = list_proc(&recs, &n);
 	if (!failed_errno) {
-		struct scan_job job = {
-			.recs = recs, .n = n, .skip = skip, .n_skip = n_skip,
-			.next = 0, .failed_index = n, .failed_errno = 0,
-			.lock = PTHREAD_MUTEX_INITIALIZER,
-		};
+		Py_ssize_t failed_index;
 
-		run_job(&job, scan_threads(n, wanted_threads));
-		failed_errno = job.failed_errno;
-		if (failed_errno && job.failed_index >= 0) {
-			failed_pid = recs[job.failed_index].pid;
+		failed_errno = run_scan(recs, n, skip, n_skip, scan_threads(n, wanted_threads),
+					&failed_index);
+		if (failed_errno && failed_index >= 0) {
+			failed_pid = recs[failed_index].pid;
 			failed_what = NULL;
 		}
-		pthread_mutex_destroy(&job.lock);
 	}
 	Py_END_ALLOW_THREADS
 
