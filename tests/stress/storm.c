@@ -531,7 +531,7 @@ static void *module_thread(void *arg)
 		if (load_module())
 			break;
 		/* loaded long enough for readers to get in, then pulled away */
-		msleep(50 + rnd_r(&s) % 200);
+		msleep(200 + rnd_r(&s) % 300);
 		if (unload_module())
 			break;
 		module_cycles++;

@@ -39,7 +39,7 @@ if not IN_VM:
 pytestmark = pytest.mark.usefixtures("require_kernel")
 
 FUZZ_CALLS = 1_000_000 if LONG else 20_000
-STORM_PROCESSES = 5_000 if LONG else 400
+STORM_PROCESSES = 5_000 if LONG else 200
 # pid numbers wrap every few hundred processes: pid reuse all the time
 STORM_PID_MAX = 1024 if LONG else 600
 SEED = os.environ.get("TAMALLOC_STRESS_SEED", str(int(time.time())))
@@ -115,7 +115,15 @@ def test_storm_with_module_loaded(binaries: dict[str, Path]) -> None:
     """The same with the module staying loaded: then every read of its files must work."""
     with module_state(loaded=True):
         result = run(
-            [str(binaries["storm"]), "-p", str(STORM_PROCESSES // 4), "-j", "2", "-s", SEED]
+            [
+                str(binaries["storm"]),
+                "-p",
+                str(max(STORM_PROCESSES // 4, 100)),
+                "-j",
+                "2",
+                "-s",
+                SEED,
+            ]
         )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "storm: 0 invalid: OK" in result.stdout

@@ -37,6 +37,9 @@ pytestmark = pytest.mark.usefixtures("require_kernel", "loaded")
 
 PYTHON = "/usr/bin/python3"
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+# The guest's init chroots, and the kernel creates no user namespace from a chroot:
+# unchroot.py gives the command the position of a process on a normal system.
+UNCHROOT = [PYTHON, str(Path(__file__).with_name("unchroot.py"))]
 RESTRICT = Path("/proc/sys/vm/tamalloc_stats_restrict")
 TIMEOUT = 600
 RUN = load_run_py()
@@ -107,7 +110,7 @@ def restrict() -> Iterator[Path]:
 
 def test_bind_mounts_over_proc_files_as_nobody(probe: str) -> None:
     """Every /proc file the module could read, covered by its own files and by junk."""
-    out = run_json([*AS_NOBODY, "unshare", "-Urm", PYTHON, probe, "--binds"])
+    out = run_json([*UNCHROOT, *AS_NOBODY, "unshare", "-Urm", PYTHON, probe, "--binds"])
     assert not out["problems"], "\n".join(out["problems"][:40])
     refused = [k for k in out["refused"] if "/proc/meminfo" in k or "/proc/mem_stats_all" in k]
     assert not refused, f"bind mounts refused: {refused}"
@@ -117,7 +120,8 @@ def test_bind_mounts_over_proc_files_as_nobody(probe: str) -> None:
 @pytest.mark.parametrize("source", ["/proc", "/sys", "/dev", "/tmp"])
 def test_bind_mount_over_root_as_nobody(probe: str, source: str) -> None:
     """The disk figures are statfs of the reader's root: here procfs, sysfs, devtmpfs."""
-    out = run_json([*AS_NOBODY, "unshare", "-Urm", PYTHON, probe, "--root-over", source])
+    cmd = [*UNCHROOT, *AS_NOBODY, "unshare", "-Urm", PYTHON, probe, "--root-over", source]
+    out = run_json(cmd)
     assert "refused" not in out, out
     for name in ("system_stats", "system_stats.json"):
         # A clean error is acceptable for a root that has no disk; wrong memory is not.
@@ -179,7 +183,7 @@ def test_pid_namespace_records_use_its_pids(probe: str) -> None:
 
 def test_pid_namespace_as_nobody_with_hidepid(probe: str) -> None:
     script = f"mount -o remount,hidepid=2 /proc && exec {PYTHON} {probe} --ask 1"
-    out = run_json([*AS_NOBODY, "unshare", "-Urmpf", "--mount-proc", "sh", "-c", script])
+    out = run_json([*UNCHROOT, *AS_NOBODY, "unshare", "-Urmpf", "--mount-proc", "sh", "-c", script])
     assert out["pid"] == 1 and out["uid"] == 0, out
     assert out["proc_pids"] == out["module_pids"] == out["syscall_pids"] == [1], out
     assert out["one"] == {"1": 1}, out
