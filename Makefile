@@ -58,7 +58,7 @@ vm-test: module venv ## boot the guest, run selftests + pytest inside, check the
 		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) $(VPY) -m pytest -p no:cacheprovider -q -rs --durations=15 tests'
 
 # The long form of tests/stress in one boot of its own: 1,000,000 fuzzed syscalls, a storm
-# of 5,000 processes with the module loaded and unloaded, an OOM kill (whose report, and
+# of 3,000 processes with the module loaded and unloaded, an OOM kill (whose report, and
 # nothing else, --allow-oom accepts), the unprivileged probes.  A small guest: the OOM
 # hog has less to fill.
 STRESS_MEMORY ?= 2G

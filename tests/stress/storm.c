@@ -1000,7 +1000,7 @@ int main(int argc, char **argv)
 
 	for (i = 0; i < nproc; i++) {
 		/* forced reuse only where it is cheap: -r or ns_last_pid */
-		if (i % 250 == 100 &&
+		if (i % 1000 == 100 &&
 		    (new_pid_max || !access("/proc/sys/kernel/ns_last_pid", W_OK))) {
 			pid_reuse();
 			continue;

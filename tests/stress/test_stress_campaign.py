@@ -1,8 +1,8 @@
 """The robustness campaign on the debug kernel (issue 8, item 6): fuzzer, storm, OOM kill.
 
 Runs as root inside the VM: `make vm-test` runs the short form (20,000 fuzzed calls, a
-storm of 600 processes with the module loaded and unloaded meanwhile); `make stress`
-runs the long form (TAMALLOC_STRESS=long: 1,000,000 calls, 5,000 processes) and the OOM
+storm of 200 processes with the module loaded and unloaded meanwhile); `make stress`
+runs the long form (TAMALLOC_STRESS=long: 1,000,000 calls, 3,000 processes) and the OOM
 kill, in a boot of its own whose kernel-log check accepts exactly the OOM-killer report
 (vm/run.py --allow-oom). Elsewhere the file is skipped; in the guest a missing syscall,
 header, compiler or module is a failure. Every test also fails if the kernel logged a
@@ -39,7 +39,7 @@ if not IN_VM:
 pytestmark = pytest.mark.usefixtures("require_kernel")
 
 FUZZ_CALLS = 1_000_000 if LONG else 20_000
-STORM_PROCESSES = 5_000 if LONG else 200
+STORM_PROCESSES = 3_000 if LONG else 200
 # pid numbers wrap every few hundred processes: pid reuse all the time
 STORM_PID_MAX = 1024 if LONG else 600
 SEED = os.environ.get("TAMALLOC_STRESS_SEED", str(int(time.time())))
