@@ -1,0 +1,217 @@
+"""``tamalloc exporter``: the Prometheus metrics over HTTP, or into a textfile for
+node_exporter. The metrics themselves are in :mod:`tamalloc.exporter`."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TamallocError
+from .env import Environment, ExitStatus, UsageError, positive_float
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+# Not among the ports of the Prometheus project's list of exporter defaults that we
+# know of; --listen changes it.
+DEFAULT_PORT = 9847
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+_MISSING = (
+    "tamalloc exporter needs prometheus_client: pip install 'tamalloc[exporter]'"
+    " (or Debian's python3-prometheus-client)"
+)
+
+
+class ExporterError(TamallocError):
+    """A runtime failure of the exporter (port in use, unwritable textfile): exit 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+    family: socket.AddressFamily
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.family == socket.AF_INET6 else self.host
+        return f"{host}:{self.port}"
+
+
+def listen_address(text: str) -> ListenAddress:
+    """``ADDR:PORT``: an IPv4 address, ``[IPv6]``, or a host name that resolves; an
+    empty ADDR (``:9847``) is every IPv4 interface. PORT 0 picks a free port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected ADDR:PORT with a port 0-65535 (e.g. {DEFAULT_LISTEN}), not {text!r}")
+    port = int(port_text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IPv6 address: {host!r}") from None
+        return ListenAddress(host, port, socket.AF_INET6)
+    if not host:
+        return ListenAddress("0.0.0.0", port, socket.AF_INET)
+    if ":" in host:
+        raise argparse.ArgumentTypeError(
+            f"write an IPv6 address in brackets, as [{host}]:{port}, not {text!r}")
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as err:
+        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {err}") from None
+    family, *_, sockaddr = info[0]
+    return ListenAddress(str(sockaddr[0]), port, family)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
+    return value
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "exporter",
+        parents=[common],
+        help="Prometheus metrics over HTTP, or into a textfile",
+        description="Serve Prometheus metrics at /metrics: commit accounting (Committed_AS,"
+        " CommitLimit, MemTotal, overcommit mode), reserved (VSZ), resident (RSS) and swap"
+        " summed over every user process, the same per process for the top N by OOM score"
+        " and the top N by resident memory, and the scrape's own duration and errors;"
+        " read at each scrape. With --textfile, write them for node_exporter's textfile"
+        " collector instead (atomically: a reader never sees half a file). Needs the"
+        " 'exporter' extra (prometheus_client).",
+    )
+    p.add_argument("--listen", type=listen_address, default=None, metavar="ADDR:PORT",
+                   help=f"where to serve /metrics (default {DEFAULT_LISTEN}, loopback"
+                   " only; ':PORT' for every interface, port 0 for a free one)")
+    p.add_argument("--textfile", metavar="PATH",
+                   help="write the metrics to PATH (a *.prom file in node_exporter's"
+                   " --collector.textfile.directory) instead of serving them")
+    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
+                   help="with --textfile: write again every SECONDS until stopped"
+                   " (default: write once and exit)")
+    p.add_argument("--top", type=non_negative_int, default=None, metavar="N",
+                   help="export per-process figures for the N processes with the highest"
+                   " OOM score and the N with the most resident memory (default 10; 0:"
+                   " none)")
+    p.set_defaults(run=run, needs_backend=True)
+
+
+class _Stop(Exception):
+    """SIGTERM: the normal way out of a server (systemd stop)."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        yield
+    except (_Stop, KeyboardInterrupt):
+        pass  # Ctrl-C or SIGTERM ends a server normally: exit 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    if args.interval is not None and args.textfile is None:
+        raise UsageError("--interval needs --textfile (a server is scraped when Prometheus"
+                         " asks)")
+    if args.textfile is not None and args.listen is not None:
+        raise UsageError("--listen and --textfile exclude each other: serve, or write a file")
+    try:
+        from ..exporter import DEFAULT_TOP, MemoryCollector, make_registry
+    except ImportError as err:
+        raise ExporterError(f"{_MISSING} ({err})") from None
+    collector = MemoryCollector(
+        backend=getattr(args, "backend", None),
+        top=DEFAULT_TOP if args.top is None else args.top,
+        on_error=env.warn,
+    )
+    registry = make_registry(collector)
+    if args.textfile is not None:
+        return _write_textfiles(args.textfile, args.interval, registry, env)
+    return _serve(args.listen or listen_address(DEFAULT_LISTEN), registry,
+                  collector.backend.name, env)
+
+
+def _write_textfiles(
+    path: str, interval: float | None, registry: CollectorRegistry, env: Environment
+) -> int:
+    from ..exporter import write_textfile
+
+    if not path.endswith(".prom"):
+        env.warn(f"note: node_exporter's textfile collector reads only *.prom files, not {path}")
+
+    def write() -> None:
+        try:
+            write_textfile(path, registry)
+        except OSError as err:
+            raise ExporterError(f"cannot write textfile {path}: {err.strerror or err}") from None
+
+    write()  # the first write must work: a wrong path is an error, not a warning
+    if interval is None:
+        return ExitStatus.SUCCESS
+    with _stop_on_sigterm():
+        deadline = time.monotonic()
+        while True:
+            deadline += interval
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            try:
+                write()
+            except ExporterError as err:  # a full disk may pass: say so and go on
+                env.warn(f"error: {err}")
+    return ExitStatus.SUCCESS
+
+
+def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
+           env: Environment) -> int:
+    # Imported here: http.server and its imports would slow every other command's start.
+    from wsgiref.simple_server import WSGIRequestHandler
+
+    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+    class Server(ThreadingWSGIServer):
+        address_family = address.family
+
+    class _QuietHandler(WSGIRequestHandler):
+        """No access log line per scrape on stderr (a journal fills with them)."""
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    try:
+        server = Server((address.host, address.port), _QuietHandler)
+    except OSError as err:
+        hint = ""
+        if err.errno == errno.EADDRINUSE:
+            hint = " (another program listens there; choose another with --listen)"
+        raise ExporterError(
+            f"cannot listen on {address}: {err.strerror or err}{hint}") from None
+    with server:
+        server.set_app(make_wsgi_app(registry))
+        bound = ListenAddress(address.host, server.server_address[1], address.family)
+        env.info(f"tamalloc exporter: serving http://{bound}/metrics (backend {backend})")
+        with _stop_on_sigterm():
+            server.serve_forever()
+    return ExitStatus.SUCCESS

@@ -1,0 +1,324 @@
+"""Prometheus metrics of tamalloc: a ``prometheus_client`` collector and an atomic
+textfile writer (for node_exporter's textfile collector).
+
+Everything is read when Prometheus scrapes, not on a timer: one ``all_mem_stats()``
+call gives the per-process figures and their sums (so the totals and the top processes
+of a scrape are one consistent picture), and the system's commit accounting comes from
+one ``get_total_mem_stats`` call on the kernel backend, or ``/proc/meminfo`` on procfs
+(``total_mem_stats()`` there would scan every process a second time). Scrapes are
+serialized: two Prometheus servers scraping at once cost one scan each, never more.
+
+Needs the ``exporter`` extra: ``pip install 'tamalloc[exporter]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ._version import __version__
+from .backends import Backend, get_backend
+from .errors import TamallocError
+from .models import MemStats
+from .process_visibility import kernel_visibility, procfs_visibility
+from .system import read_meminfo
+
+__all__ = [
+    "DEFAULT_TOP",
+    "MemoryCollector",
+    "make_registry",
+    "render",
+    "top_processes",
+    "write_textfile",
+]
+
+DEFAULT_TOP = 10
+_KIB = 1024
+_OVERCOMMIT_PATH = "/proc/sys/vm/overcommit_memory"
+# Per-process series carry these labels: the name alone is ambiguous, the pid alone unreadable.
+_PROCESS_LABELS = ("pid", "name")
+_TOP_NOTE = (
+    " Exported only for the processes among the top N by OOM score or by resident memory"
+    " (tamalloc exporter --top N), so at most 2N processes."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _System:
+    """Commit accounting of the whole system, in kB as the kernel reports it."""
+
+    committed_as_kb: int
+    commit_limit_kb: int
+    mem_total_kb: int
+    overcommit_memory: int
+    hidden_processes: int | None  # None: some may be hidden, how many is unknown
+    complete: bool  # the exporter sees every user process
+
+
+def top_processes(stats: Iterable[MemStats], top: int) -> list[MemStats]:
+    """The union of the ``top`` processes with the highest OOM score (equal scores by
+    resident memory, as ``tamalloc stats --top``) and the ``top`` with the most resident
+    memory, by increasing pid: at most ``2 * top`` processes however many exist."""
+    stats = list(stats)
+    if top <= 0:
+        return []
+    by_oom = heapq.nlargest(top, stats, key=lambda s: (s.oom_score, s.committed_kb))
+    by_rss = heapq.nlargest(top, stats, key=lambda s: s.committed_kb)
+    chosen = {s.pid: s for s in (*by_oom, *by_rss)}
+    return [chosen[pid] for pid in sorted(chosen)]
+
+
+def _read_overcommit() -> int:
+    with open(_OVERCOMMIT_PATH, "rb") as f:
+        return int(f.read())
+
+
+def _system(backend: Backend) -> _System:
+    if backend.name == "kernel":
+        total = backend.total_mem_stats()  # one syscall; its process sums go unused
+        hidden = total.hidden_processes
+        return _System(
+            total.committed_as_kb,
+            total.commit_limit_kb,
+            total.mem_total_kb,
+            total.overcommit_memory,
+            hidden,
+            kernel_visibility(hidden).complete,
+        )
+    meminfo = read_meminfo()
+    visibility = procfs_visibility()
+    return _System(
+        meminfo.get("Committed_AS", 0),
+        meminfo.get("CommitLimit", 0),
+        meminfo.get("MemTotal", 0),
+        _read_overcommit(),
+        visibility.hidden,
+        visibility.complete,
+    )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class MemoryCollector(Collector):
+    """The tamalloc metrics, read at each ``collect()`` (each scrape).
+
+    ``backend``: "kernel", "procfs" or None for the default (resolved now, so a kernel
+    backend on a stock kernel fails here, not at the first scrape). ``top``: how many
+    processes each ranking exports. ``on_error`` receives one line per failed part of
+    a scrape (the scrape itself still answers, with ``tamalloc_scrape_success`` 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str | None = None,
+        top: int = DEFAULT_TOP,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        if top < 0:
+            raise ValueError(f"top must be >= 0, not {top}")
+        self.backend: Backend = get_backend(backend)
+        self.top = top
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._failed_scrapes = 0
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing is read when the collector is registered
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            metrics = self._collect()
+        yield from metrics
+
+    def _fail(self, what: str, err: Exception) -> None:
+        if self._on_error is not None:
+            self._on_error(f"scrape: cannot read {what}: {err or type(err).__name__}")
+
+    def _collect(self) -> list[Metric]:
+        start = time.perf_counter()
+        ok = True
+        metrics: list[Metric] = []
+        info = InfoMetricFamily(
+            "tamalloc_exporter",
+            "Where the figures come from: backend kernel (the tamalloc system calls of a"
+            " patched kernel) or procfs (/proc), and the tamalloc version.",
+            value={"backend": self.backend.name, "version": __version__},
+        )
+        metrics.append(info)
+        try:
+            processes: list[MemStats] | None = self.backend.all_mem_stats()
+        except (TamallocError, OSError, ValueError) as err:
+            processes = None
+            ok = False
+            self._fail("the processes", err)
+        try:
+            system: _System | None = _system(self.backend)
+        except (TamallocError, OSError, ValueError) as err:
+            system = None
+            ok = False
+            self._fail("the system's commit accounting", err)
+        if system is not None:
+            metrics += self._system_metrics(system)
+        if processes is not None:
+            metrics += self._process_metrics(processes)
+        if not ok:
+            self._failed_scrapes += 1
+        metrics += [
+            _gauge("tamalloc_scrape_success",
+                   "1 if this scrape read every figure, 0 if a part failed (the exporter's"
+                   " stderr says which).", 1 if ok else 0),
+            CounterMetricFamily(
+                "tamalloc_scrape_errors",
+                "Scrapes since the exporter started in which a part failed to read.",
+                value=self._failed_scrapes,
+            ),
+            _gauge("tamalloc_scrape_duration_seconds",
+                   "Seconds this scrape took to read and compute every tamalloc figure.",
+                   time.perf_counter() - start),
+        ]
+        return metrics
+
+    @staticmethod
+    def _system_metrics(system: _System) -> list[Metric]:
+        metrics: list[Metric] = [
+            _gauge("tamalloc_system_committed_as_bytes",
+                   "Memory the kernel has promised to all processes (Committed_AS of"
+                   " /proc/meminfo): what they may still touch, not what is resident.",
+                   system.committed_as_kb * _KIB),
+            _gauge("tamalloc_system_commit_limit_bytes",
+                   "Ceiling for Committed_AS (CommitLimit of /proc/meminfo): allocations"
+                   " beyond it fail only when vm.overcommit_memory is 2.",
+                   system.commit_limit_kb * _KIB),
+            _gauge("tamalloc_system_memory_bytes",
+                   "Usable RAM (MemTotal of /proc/meminfo).", system.mem_total_kb * _KIB),
+            _gauge("tamalloc_system_overcommit_mode",
+                   "vm.overcommit_memory: 0 heuristic overcommit, 1 always overcommit,"
+                   " 2 never (Committed_AS may not pass CommitLimit).",
+                   system.overcommit_memory),
+            _gauge("tamalloc_processes_all_visible",
+                   "1 if the exporter sees every user process, 0 if some are or may be"
+                   " hidden from it and left out of every figure (run it as root).",
+                   1 if system.complete else 0),
+        ]
+        if system.hidden_processes is not None:
+            metrics.append(_gauge(
+                "tamalloc_processes_hidden",
+                "User processes hidden from the exporter (vm.tamalloc_stats_restrict)"
+                " and left out of every figure; absent when their number is unknown"
+                " (/proc mounted hidepid).",
+                system.hidden_processes,
+            ))
+        return metrics
+
+    def _process_metrics(self, stats: list[MemStats]) -> list[Metric]:
+        reserved = resident = swap = 0
+        for s in stats:
+            reserved += s.reserved_kb
+            resident += s.committed_kb
+            swap += s.swap_kb
+        metrics: list[Metric] = [
+            _gauge("tamalloc_processes",
+                   "User processes this scrape saw (kernel threads are not counted).",
+                   len(stats)),
+            _gauge("tamalloc_processes_reserved_bytes",
+                   "Virtual memory reserved by all user processes: VmSize (VSZ) summed.",
+                   reserved * _KIB),
+            _gauge("tamalloc_processes_resident_bytes",
+                   "Memory of all user processes resident in RAM: VmRSS (RSS) summed, so"
+                   " a page shared by two processes counts twice.", resident * _KIB),
+            _gauge("tamalloc_processes_swap_bytes",
+                   "Memory of all user processes swapped out: VmSwap summed.", swap * _KIB),
+        ]
+        families = {
+            "reserved": GaugeMetricFamily(
+                "tamalloc_process_reserved_bytes",
+                "Virtual memory the process has reserved (VmSize, VSZ)." + _TOP_NOTE,
+                labels=_PROCESS_LABELS),
+            "resident": GaugeMetricFamily(
+                "tamalloc_process_resident_bytes",
+                "Memory of the process resident in RAM (VmRSS, RSS)." + _TOP_NOTE,
+                labels=_PROCESS_LABELS),
+            "swap": GaugeMetricFamily(
+                "tamalloc_process_swap_bytes",
+                "Memory of the process swapped out (VmSwap)." + _TOP_NOTE,
+                labels=_PROCESS_LABELS),
+            "oom": GaugeMetricFamily(
+                "tamalloc_process_oom_score",
+                "The process's OOM score as /proc/PID/oom_score prints it (0 to 2000,"
+                " about 1000 x its share of RAM + swap, plus oom_score_adj): the OOM"
+                " killer kills the highest." + _TOP_NOTE,
+                labels=_PROCESS_LABELS),
+            "adj": GaugeMetricFamily(
+                "tamalloc_process_oom_score_adj",
+                "The process's oom_score_adj (-1000 to 1000; -1000 exempts it from the"
+                " OOM killer)." + _TOP_NOTE,
+                labels=_PROCESS_LABELS),
+        }
+        for s in top_processes(stats, self.top):
+            labels = [str(s.pid), s.name]
+            families["reserved"].add_metric(labels, s.reserved_kb * _KIB)
+            families["resident"].add_metric(labels, s.committed_kb * _KIB)
+            families["swap"].add_metric(labels, s.swap_kb * _KIB)
+            families["oom"].add_metric(labels, s.oom_score)
+            families["adj"].add_metric(labels, s.oom_score_adj)
+        return metrics + list(families.values())
+
+
+def make_registry(collector: MemoryCollector) -> CollectorRegistry:
+    """A registry holding ``collector`` alone: no Python process or GC metrics of the
+    exporter itself, which would clash with node_exporter's in a textfile."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """One scrape in the Prometheus text format (0.0.4)."""
+    return generate_latest(registry)
+
+
+def write_textfile(path: str | os.PathLike[str], registry: CollectorRegistry) -> None:
+    """Write one scrape to ``path`` atomically: a temporary file in the same directory
+    (named ``.NAME.*.tmp``, which node_exporter's ``*.prom`` glob skips), written in
+    full, fsynced, made world-readable and renamed over ``path``; the directory is
+    fsynced so the rename survives a crash. A reader sees the old file or the new
+    one, never a part. Raises OSError (the temporary file is then removed)."""
+    data = render(registry)
+    target = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
