@@ -263,9 +263,10 @@ class MemoryCollector(Collector):
                 labels=_PROCESS_LABELS),
             "oom": GaugeMetricFamily(
                 "tamalloc_process_oom_score",
-                "The process's OOM score as /proc/PID/oom_score prints it (0 to 2000,"
-                " about 1000 x its share of RAM + swap, plus oom_score_adj): the OOM"
-                " killer kills the highest." + _TOP_NOTE,
+                "The process's OOM score as /proc/PID/oom_score prints it: (1000 + its"
+                " share of RAM + swap in thousandths + oom_score_adj) x 2/3, so 666 for a"
+                " small process with no adjustment, 1333 for one holding everything; the"
+                " OOM killer kills the highest." + _TOP_NOTE,
                 labels=_PROCESS_LABELS),
             "adj": GaugeMetricFamily(
                 "tamalloc_process_oom_score_adj",
