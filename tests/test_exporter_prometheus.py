@@ -31,14 +31,14 @@ from typing import Any
 
 import pytest
 
+import tamalloc
 from _support import CHILD_SCRIPT, MiB, subprocess_env
 from conftest import IN_VM
 
-import tamalloc
-
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "prometheus" / "rules.yml"
-MISSING = "is not installed: `make deps` installs it (Debian package prometheus, vm/install-deps.sh)"
+MISSING = ("is not installed: `make deps` installs it (Debian package prometheus,"
+           " vm/install-deps.sh)")
 # Generous: the guest emulates every instruction of a debug kernel, and the host is
 # shared with kernel builds. Waits end as soon as their condition holds.
 WAIT = 600.0 if IN_VM else 120.0
@@ -204,10 +204,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if server_proc.poll() is not None:
                 pytest.fail(f"prometheus exited with {server_proc.returncode}:\n"
                             f"{server.log_tail()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=10) as r:
-                    if r.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                f"{server.url}/-/ready", timeout=10
+            ) as ready:
+                if ready.status == 200:
+                    break
             if time.monotonic() > deadline:
                 pytest.fail(f"prometheus not ready within {WAIT:.0f} s:\n{server.log_tail()}")
             time.sleep(0.5)

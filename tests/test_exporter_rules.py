@@ -41,7 +41,8 @@ def test_promtool_unit_tests_of_the_rules_pass() -> None:
 def test_the_unit_tests_can_fail(tmp_path: Path) -> None:
     """A rule that never fires fails its unit test: promtool really judges them."""
     rules = (EXAMPLES / "rules.yml").read_text()
-    broken = rules.replace("tamalloc_process_oom_score >= 1200", "tamalloc_process_oom_score > 5000")
+    broken = rules.replace("tamalloc_process_oom_score >= 1200",
+                           "tamalloc_process_oom_score > 5000")
     assert broken != rules
     (tmp_path / "rules.yml").write_text(broken)
     shutil.copy(EXAMPLES / "rules_test.yml", tmp_path)

@@ -70,7 +70,8 @@ def listen_address(text: str) -> ListenAddress:
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as err:
-        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {err}") from None
+        reason = getattr(err, "strerror", None) or err
+        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {reason}") from None
     family, *_, sockaddr = info[0]
     return ListenAddress(str(sockaddr[0]), port, family)
 
@@ -160,9 +161,6 @@ def _write_textfiles(
 ) -> int:
     from ..exporter import write_textfile
 
-    if not path.endswith(".prom"):
-        env.warn(f"note: node_exporter's textfile collector reads only *.prom files, not {path}")
-
     def write() -> None:
         try:
             write_textfile(path, registry)
@@ -170,6 +168,8 @@ def _write_textfiles(
             raise ExporterError(f"cannot write textfile {path}: {err.strerror or err}") from None
 
     write()  # the first write must work: a wrong path is an error, not a warning
+    if not path.endswith(".prom"):
+        env.warn(f"note: node_exporter's textfile collector reads only *.prom files, not {path}")
     if interval is None:
         return ExitStatus.SUCCESS
     with _stop_on_sigterm():
