@@ -277,6 +277,16 @@ def test_prometheus_values_equal_the_python_api(prometheus: Server, backend: str
         low = min(before[key], after[key]) * 0.75
         high = max(before[key], after[key]) * 1.25 + 2
         assert low <= scraped[key] <= high, (key, scraped[key], before[key], after[key])
+    # What the README's "Fleet monitoring" shows (seen with pytest -s).
+    print(f"\n$ curl -s http://127.0.0.1:{prometheus.exporters[backend]}/metrics")
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{prometheus.exporters[backend]}/metrics", timeout=60
+    ) as response:
+        print(response.read().decode())
+    promql = f"tamalloc_process_resident_bytes{{{anchor}}}"
+    print(f"$ curl -s {prometheus.url}/api/v1/query --data-urlencode 'query={promql}'")
+    print(json.dumps({"status": "success", "data": prometheus.get("/api/v1/query",
+                                                                   query=promql)}))
     # At most 2 * TOP processes per scrape, however many exist.
     assert len(prometheus.query(f"tamalloc_process_resident_bytes{{{job}}}")) <= 2 * TOP
 
