@@ -27,8 +27,15 @@ import tamalloc
 from _support import Child, assert_clean_error, run_cli, subprocess_env
 from tamalloc.exporter import MemoryCollector, make_registry, render, top_processes, write_textfile
 from tamalloc.models import MemStats
+from test_exporter_prometheus import ensure_loopback
 
 WAIT = 120.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback() -> None:
+    """The HTTP tests need TCP over 127.0.0.1 (down in the guest until brought up)."""
+    ensure_loopback()
 
 FAMILIES = {
     "tamalloc_exporter_info": "gauge",  # an info metric is a gauge in the text format
