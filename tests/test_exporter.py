@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import tamalloc
 from _support import Child, assert_clean_error, run_cli, subprocess_env
 from tamalloc.exporter import MemoryCollector, make_registry, render, top_processes, write_textfile
-from tamalloc.models import MemStats
+from tamalloc.models import MemStats, TotalMemStats
 from test_exporter_prometheus import ensure_loopback
 
 WAIT = 120.0
@@ -53,7 +53,6 @@ FAMILIES = {
     "tamalloc_process_resident_bytes": "gauge",
     "tamalloc_process_swap_bytes": "gauge",
     "tamalloc_process_oom_score": "gauge",
-    "tamalloc_process_oom_score_adj": "gauge",
     "tamalloc_scrape_success": "gauge",
     "tamalloc_scrape_errors": "counter",
     "tamalloc_scrape_duration_seconds": "gauge",
@@ -86,14 +85,21 @@ def fake_stats(count: int) -> list[MemStats]:
 
 
 class FakeBackend:
-    def __init__(self, stats: list[MemStats] | Exception) -> None:
-        self.name = "procfs"
+    def __init__(self, stats: list[MemStats] | Exception, name: str = "procfs",
+                 hidden: int | None = 0) -> None:
+        self.name = name
         self.stats = stats
+        self.hidden = hidden
+        self.total_calls = 0
 
     def all_mem_stats(self) -> list[MemStats]:
         if isinstance(self.stats, Exception):
             raise self.stats
         return self.stats
+
+    def total_mem_stats(self) -> TotalMemStats:
+        self.total_calls += 1
+        return TotalMemStats(0, 0, 0, 0, 0, 0, 0, 0, hidden_processes=self.hidden)
 
 
 def with_backend(fake: FakeBackend, **kwargs: Any) -> MemoryCollector:
@@ -127,7 +133,7 @@ def test_sizes_are_bytes_of_the_python_api(backend: str, child: Child) -> None:
     assert mine["tamalloc_process_reserved_bytes"] == [me.reserved_kb * 1024]
     assert abs(mine["tamalloc_process_resident_bytes"][0] - me.committed_kb * 1024) <= 256 * 1024
     assert mine["tamalloc_process_resident_bytes"][0] >= child.touch
-    assert mine["tamalloc_process_oom_score_adj"] == [me.oom_score_adj]
+    assert abs(mine["tamalloc_process_oom_score"][0] - me.oom_score) <= 5
 
 
 def test_totals_and_top_processes_come_from_one_scan() -> None:
@@ -143,7 +149,7 @@ def test_totals_and_top_processes_come_from_one_scan() -> None:
     by_rss = sorted(stats, key=lambda s: s.committed_kb)[-7:]
     assert pids == {str(s.pid) for s in by_oom + by_rss}
     assert len(pids) == 14
-    for name in ("reserved", "resident", "swap", "oom_score", "oom_score_adj"):
+    for name in ("reserved", "resident", "swap", "oom_score"):
         labels = [lab for lab, _ in metrics[f"tamalloc_process_{name}" + ("_bytes" if name in (
             "reserved", "resident", "swap") else "")]]
         assert {lab["pid"] for lab in labels} == pids
@@ -172,6 +178,40 @@ def test_a_failed_part_still_answers_and_is_counted() -> None:
         assert "tamalloc_processes" not in metrics  # absent, never a wrong 0
         assert one(metrics, "tamalloc_system_memory_bytes") > 0  # the other part still read
     assert errors == ["scrape: cannot read the processes: [Errno 5] Input/output error"] * 2
+
+
+@pytest.mark.parametrize(("restrict", "cap_eff", "calls", "hidden"), [
+    ("0\n", "0000000000000000", 0, 0),  # nothing is restricted
+    ("1\n", "000001ffffffffff", 0, 0),  # root's capabilities: CAP_SYS_PTRACE sees all
+    ("1\n", "0000000000080000", 0, 0),  # CAP_SYS_PTRACE alone (the systemd unit)
+    ("1\n", "0000000000000000", 1, 3),  # unprivileged: the kernel counts what it hides
+])
+def test_kernel_backend_asks_for_the_hidden_count_only_when_some_may_be_hidden(
+    restrict: str, cap_eff: str, calls: int, hidden: int, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tamalloc.exporter as exporter
+
+    (tmp_path / "restrict").write_text(restrict)
+    (tmp_path / "status").write_text(f"Name:\tx\nCapInh:\t0\nCapEff:\t{cap_eff}\n")
+    monkeypatch.setattr(exporter, "_RESTRICT_PATH", str(tmp_path / "restrict"))
+    monkeypatch.setattr(exporter, "_STATUS_PATH", str(tmp_path / "status"))
+    fake = FakeBackend(fake_stats(10), name="kernel", hidden=3)
+    metrics = scrape(with_backend(fake))
+    assert fake.total_calls == calls
+    assert one(metrics, "tamalloc_processes_hidden") == hidden
+    assert one(metrics, "tamalloc_processes_all_visible") == (0 if hidden else 1)
+    assert one(metrics, "tamalloc_system_memory_bytes") > 0  # /proc/meminfo either way
+
+
+def test_hidden_count_is_the_python_apis(backend: str) -> None:
+    metrics = scrape(MemoryCollector(backend=backend))
+    seen = tamalloc.visibility(backend=backend)
+    if seen.hidden is None:
+        assert "tamalloc_processes_hidden" not in metrics
+    else:
+        assert one(metrics, "tamalloc_processes_hidden") == seen.hidden
+    assert one(metrics, "tamalloc_processes_all_visible") == (1 if seen.complete else 0)
 
 
 # Keeps about 40 short-lived children (1-30 ms each) going until its stdin closes, so

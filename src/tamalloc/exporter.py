@@ -4,9 +4,10 @@ textfile writer (for node_exporter's textfile collector).
 Everything is read when Prometheus scrapes, not on a timer: one ``all_mem_stats()``
 call gives the per-process figures and their sums (so the totals and the top processes
 of a scrape are one consistent picture), and the system's commit accounting comes from
-one ``get_total_mem_stats`` call on the kernel backend, or ``/proc/meminfo`` on procfs
-(``total_mem_stats()`` there would scan every process a second time). Scrapes are
-serialized: two Prometheus servers scraping at once cost one scan each, never more.
+``/proc/meminfo`` (``total_mem_stats()`` would walk every process a second time; on
+the kernel backend it is called only for the count of hidden processes, when some may
+be). Scrapes are serialized: two Prometheus servers scraping at once cost one scan
+each, never more.
 
 Needs the ``exporter`` extra: ``pip install 'tamalloc[exporter]'``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import operator
 import os
 import stat
 import tempfile
@@ -51,12 +53,24 @@ __all__ = [
 DEFAULT_TOP = 10
 _KIB = 1024
 _OVERCOMMIT_PATH = "/proc/sys/vm/overcommit_memory"
+_RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
+_CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
+_STATUS_PATH = "/proc/self/status"
 # Per-process series carry these labels: the name alone is ambiguous, the pid alone unreadable.
 _PROCESS_LABELS = ("pid", "name")
 _TOP_NOTE = (
     " Exported only for the processes among the top N by OOM score or by resident memory"
     " (tamalloc exporter --top N), so at most 2N processes."
 )
+
+
+# Keys and fields as C callables: a scrape of 1,000 processes on the kernel backend
+# must cost at most twice the scan itself, which takes about a millisecond.
+_BY_OOM = operator.itemgetter(MemStats._fields.index("oom_score"),
+                              MemStats._fields.index("committed_kb"))
+_BY_RESIDENT = operator.itemgetter(MemStats._fields.index("committed_kb"))
+_RESERVED = operator.itemgetter(MemStats._fields.index("reserved_kb"))
+_SWAP = operator.itemgetter(MemStats._fields.index("swap_kb"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +89,11 @@ def top_processes(stats: Iterable[MemStats], top: int) -> list[MemStats]:
     """The union of the ``top`` processes with the highest OOM score (equal scores by
     resident memory, as ``tamalloc stats --top``) and the ``top`` with the most resident
     memory, by increasing pid: at most ``2 * top`` processes however many exist."""
-    stats = list(stats)
     if top <= 0:
         return []
-    by_oom = heapq.nlargest(top, stats, key=lambda s: (s.oom_score, s.committed_kb))
-    by_rss = heapq.nlargest(top, stats, key=lambda s: s.committed_kb)
+    stats = stats if isinstance(stats, list) else list(stats)
+    by_oom = heapq.nlargest(top, stats, key=_BY_OOM)
+    by_rss = heapq.nlargest(top, stats, key=_BY_RESIDENT)
     chosen = {s.pid: s for s in (*by_oom, *by_rss)}
     return [chosen[pid] for pid in sorted(chosen)]
 
@@ -89,20 +103,35 @@ def _read_overcommit() -> int:
         return int(f.read())
 
 
+def _kernel_hides_nothing() -> bool:
+    """Whether the kernel backend can hide no process from this caller, known without a
+    system call: ``vm.tamalloc_stats_restrict`` is 0, or the caller has CAP_SYS_PTRACE,
+    which passes the kernel's ptrace_may_access() check for every process (root has it)."""
+    try:
+        with open(_RESTRICT_PATH, "rb") as f:
+            if f.read().strip() == b"0":
+                return True
+        with open(_STATUS_PATH, "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _system(backend: Backend) -> _System:
-    if backend.name == "kernel":
-        total = backend.total_mem_stats()  # one syscall; its process sums go unused
-        hidden = total.hidden_processes
-        return _System(
-            total.committed_as_kb,
-            total.commit_limit_kb,
-            total.mem_total_kb,
-            total.overcommit_memory,
-            hidden,
-            kernel_visibility(hidden).complete,
-        )
+    """Commit accounting from /proc/meminfo on both backends (the syscall reports the
+    same kernel counters), and who is hidden. On the kernel backend the hidden count
+    costs a get_total_mem_stats call, which walks every process again: it is made only
+    when the caller may miss some, so that a privileged exporter's scrape stays within
+    twice the scan."""
     meminfo = read_meminfo()
-    visibility = procfs_visibility()
+    if backend.name == "kernel":
+        hidden = 0 if _kernel_hides_nothing() else backend.total_mem_stats().hidden_processes
+        visibility = kernel_visibility(hidden)
+    else:
+        visibility = procfs_visibility()
     return _System(
         meminfo.get("Committed_AS", 0),
         meminfo.get("CommitLimit", 0),
@@ -230,11 +259,9 @@ class MemoryCollector(Collector):
         return metrics
 
     def _process_metrics(self, stats: list[MemStats]) -> list[Metric]:
-        reserved = resident = swap = 0
-        for s in stats:
-            reserved += s.reserved_kb
-            resident += s.committed_kb
-            swap += s.swap_kb
+        reserved = sum(map(_RESERVED, stats))
+        resident = sum(map(_BY_RESIDENT, stats))
+        swap = sum(map(_SWAP, stats))
         metrics: list[Metric] = [
             _gauge("tamalloc_processes",
                    "User processes this scrape saw (kernel threads are not counted).",
@@ -248,6 +275,8 @@ class MemoryCollector(Collector):
             _gauge("tamalloc_processes_swap_bytes",
                    "Memory of all user processes swapped out: VmSwap summed.", swap * _KIB),
         ]
+        # Four figures a process (oom_score_adj is in the score, and each sample costs
+        # formatting time at every scrape).
         families = {
             "reserved": GaugeMetricFamily(
                 "tamalloc_process_reserved_bytes",
@@ -268,11 +297,6 @@ class MemoryCollector(Collector):
                 " small process with no adjustment, 1333 for one holding everything; the"
                 " OOM killer kills the highest." + _TOP_NOTE,
                 labels=_PROCESS_LABELS),
-            "adj": GaugeMetricFamily(
-                "tamalloc_process_oom_score_adj",
-                "The process's oom_score_adj (-1000 to 1000; -1000 exempts it from the"
-                " OOM killer)." + _TOP_NOTE,
-                labels=_PROCESS_LABELS),
         }
         for s in top_processes(stats, self.top):
             labels = [str(s.pid), s.name]
@@ -280,7 +304,6 @@ class MemoryCollector(Collector):
             families["resident"].add_metric(labels, s.committed_kb * _KIB)
             families["swap"].add_metric(labels, s.swap_kb * _KIB)
             families["oom"].add_metric(labels, s.oom_score)
-            families["adj"].add_metric(labels, s.oom_score_adj)
         return metrics + list(families.values())
 
 
