@@ -298,8 +298,9 @@ def test_prometheus_values_equal_the_python_api(prometheus: Server, backend: str
         print(response.read().decode())
     promql = f"tamalloc_process_resident_bytes{{{anchor}}}"
     print(f"$ curl -s {prometheus.url}/api/v1/query --data-urlencode 'query={promql}'")
-    print(json.dumps({"status": "success", "data": prometheus.get("/api/v1/query",
-                                                                   query=promql)}))
+    query = urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{query}", timeout=60) as r:
+        print(r.read().decode())
     # At most 2 * TOP processes per scrape, however many exist.
     assert len(prometheus.query(f"tamalloc_process_resident_bytes{{{job}}}")) <= 2 * TOP
 
