@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -168,16 +169,20 @@ def test_per_process_series_stay_bounded(count: int) -> None:
     assert top_processes(stats, 0) == []
 
 
-def test_a_failed_part_still_answers_and_is_counted() -> None:
+@pytest.mark.parametrize(("error", "line"), [
+    (OSError(5, "Input/output error"), "[Errno 5] Input/output error"),
+    (RuntimeError("unexpected"), "RuntimeError: unexpected"),
+])
+def test_a_failed_part_still_answers_and_is_counted(error: Exception, line: str) -> None:
     errors: list[str] = []
-    collector = with_backend(FakeBackend(OSError(5, "Input/output error")), on_error=errors.append)
+    collector = with_backend(FakeBackend(error), on_error=errors.append)
     for n in (1, 2):
         metrics = scrape(collector)
         assert one(metrics, "tamalloc_scrape_success") == 0
         assert one(metrics, "tamalloc_scrape_errors_total") == n
         assert "tamalloc_processes" not in metrics  # absent, never a wrong 0
         assert one(metrics, "tamalloc_system_memory_bytes") > 0  # the other part still read
-    assert errors == ["scrape: cannot read the processes: [Errno 5] Input/output error"] * 2
+    assert errors == [f"scrape: cannot read the processes: {line}"] * 2
 
 
 @pytest.mark.parametrize(("restrict", "cap_eff", "calls", "hidden"), [
@@ -305,6 +310,23 @@ def test_http_scrapes_while_processes_exit_then_sigterm_exits_0(
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=WAIT)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_a_scraper_hanging_up_gives_no_traceback(
+    exporter: Callable[..., tuple[subprocess.Popen[str], str]]
+) -> None:
+    proc, url = exporter()
+    host, port = url.split("/")[2].split(":")
+    for _ in range(20):  # ask, then reset the connection before the answer is read
+        with socket.create_connection((host, int(port)), timeout=WAIT) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert "\ntamalloc_scrape_success 1.0\n" in get(url)  # still answering
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert all(line.startswith("tamalloc: error: answering ") for line in err.splitlines())
 
 
 def test_port_in_use_is_one_line_exit_1() -> None:

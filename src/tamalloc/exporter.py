@@ -180,7 +180,9 @@ class MemoryCollector(Collector):
 
     def _fail(self, what: str, err: Exception) -> None:
         if self._on_error is not None:
-            self._on_error(f"scrape: cannot read {what}: {err or type(err).__name__}")
+            detail = str(err) if isinstance(err, (TamallocError, OSError)) else (
+                f"{type(err).__name__}: {err}")
+            self._on_error(f"scrape: cannot read {what}: {detail}")
 
     def _collect(self) -> list[Metric]:
         start = time.perf_counter()
@@ -193,15 +195,17 @@ class MemoryCollector(Collector):
             value={"backend": self.backend.name, "version": __version__},
         )
         metrics.append(info)
+        # Any failure (not only the expected TamallocError and OSError) becomes a line on
+        # stderr and tamalloc_scrape_success 0: the server keeps answering.
         try:
             processes: list[MemStats] | None = self.backend.all_mem_stats()
-        except (TamallocError, OSError, ValueError) as err:
+        except Exception as err:
             processes = None
             ok = False
             self._fail("the processes", err)
         try:
             system: _System | None = _system(self.backend)
-        except (TamallocError, OSError, ValueError) as err:
+        except Exception as err:
             system = None
             ok = False
             self._fail("the system's commit accounting", err)

@@ -7,6 +7,7 @@ import argparse
 import errno
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -193,6 +194,11 @@ def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
 
     class Server(ThreadingWSGIServer):
         address_family = address.family
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # socketserver would print a traceback (a scraper that hung up mid-answer).
+            err = sys.exc_info()[1]
+            env.warn(f"error: answering {client_address[0]}: {type(err).__name__}: {err}")
 
     class _QuietHandler(WSGIRequestHandler):
         """No access log line per scrape on stderr (a journal fills with them)."""
