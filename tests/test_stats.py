@@ -209,9 +209,8 @@ def test_procfs_status_name_escapes_are_undone() -> None:
     assert _name(b"Name:\ta\\nb\\\\c\nUmask:\t0022\n") == "a\nb\\c"
 
 
-@pytest.mark.kernel
-def test_thread_id_gives_the_process_name_on_the_kernel_backend() -> None:
-    # issue 8: for a thread id the syscall reports the group leader's comm, not the
+def test_thread_id_gives_the_process_name(backend: str) -> None:
+    # issue 8: for a thread id both backends report the group leader's name, not the
     # thread's own (here renamed so that the two differ).
     tids: list[int] = []
     stop = threading.Event()
@@ -229,7 +228,7 @@ def test_thread_id_gives_the_process_name_on_the_kernel_backend() -> None:
             f.write("tm-worker")
         with open(f"/proc/self/task/{tids[0]}/comm") as f:
             assert f.read().strip() == "tm-worker"
-        stats = tamalloc.mem_stats(tids[0], backend="kernel")
+        stats = tamalloc.mem_stats(tids[0], backend=backend)
         assert stats.pid == os.getpid()
         assert stats.name == proc_status(os.getpid())["Name"] != "tm-worker"
     finally:

@@ -234,15 +234,16 @@ class ProcfsBackend:
             memory = _memory_fields(status) or _leaderless_memory(base, pid, status)
             oom_score = int(_read(base + "oom_score"))
             oom_score_adj = int(_read(base + "oom_score_adj"))
+            # A thread id stands for its process, as in the syscall: the process's id
+            # and its (the leader's) name; memory and OOM figures are per process.
+            found = _TGID_RE.search(status)
+            tgid = int(found[1]) if found else pid
+            name = _name(status if tgid == pid else _read(f"{_PROC}/{tgid}/status"))
         # No memory fields: a kernel thread or zombie, which has no memory but is a
         # process (a zombie leader's memory comes from a live thread, its name stays the
-        # leader's). A thread id: like the syscall, report its process's id with the
-        # thread's own name (the memory and OOM figures are per process anyway).
+        # leader's).
         memory = memory or (0, 0, 0, 0, 0, 0)
-        tgid = _TGID_RE.search(status)
-        return MemStats.build(
-            int(tgid[1]) if tgid else pid, _name(status), *memory, oom_score, oom_score_adj
-        )
+        return MemStats.build(tgid, name, *memory, oom_score, oom_score_adj)
 
     def all_mem_stats(self) -> list[MemStats]:
         if _c_scan is None:
