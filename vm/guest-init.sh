@@ -9,6 +9,8 @@ export PATH=/bin
 busybox mount -t proc proc /proc
 busybox mount -t sysfs sysfs /sys
 busybox mount -t devtmpfs devtmpfs /dev
+# Tests run servers on loopback (the Prometheus exporter test).
+busybox ip link set lo up
 
 work=
 for arg in $(busybox cat /proc/cmdline); do
