@@ -15,6 +15,8 @@ packages=(
 	# programs the tests run in the guest: insmod/rmmod (kmod), unshare and
 	# setpriv (util-linux), mount, ps/pgrep (procps), gcc (above)
 	util-linux mount procps
+	# make stress: /usr/bin/time
+	time
 	# tests/test_exporter_*.py: a real Prometheus server and promtool
 	prometheus
 )
