@@ -24,7 +24,7 @@ help: ## list the targets
 deps: ## install the Debian packages the build, the VM and the tests need (root)
 	@bash vm/install-deps.sh
 
-fresh-test: ## the README's commands in a new minimal Debian 12 root (root, ~40 min)
+fresh-test: ## the README's commands in a new minimal Debian 12 root (root, about 1 h)
 	$(PYTHON) vm/fresh_test.py
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
