@@ -14,7 +14,7 @@ Every command's output goes to one log file (fresh-test-TIME.log beside the
 root); each command's duration and exit status are printed at the end.  The
 host's proxy and CA settings (from its environment) are passed in, as
 resolv.conf is: they belong to the network.
-Mounts (/proc, /sys, /dev, /dev/pts, /dev/shm) are undone on every exit path.
+Mounts (/, /proc, /sys, /dev, /dev/pts, /dev/shm) are undone on every exit path.
 The root lives outside the work tree (default /var/tmp/tamalloc-fresh) and is
 kept for inspection; the next run replaces it, or reuses it with --reuse
 (the kernel build in its /root/.cache/tamalloc then stays, only the clone is
@@ -126,6 +126,9 @@ def umount_all(root: Path, log: TextIO) -> None:
 
 
 def mount_all(root: Path) -> None:
+    # The root bound onto itself: "/" in the chroot is then a mount point, as on
+    # a machine, and `mount --make-rprivate /` in a test's namespace works.
+    subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
     binds = [
         (["-t", "proc", "proc"], "proc"),
         (["-t", "sysfs", "sysfs"], "sys"),
