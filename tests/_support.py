@@ -133,3 +133,28 @@ def run_on_pty(*args: str, **env: str) -> str:
     os.close(master)
     assert proc.wait(timeout=60) == 0
     return b"".join(chunks).decode(errors="replace")
+
+
+class KernelLog:
+    """The kernel log records written since construction (via /dev/kmsg)."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def new_lines(self) -> list[str]:
+        lines = []
+        while True:
+            try:
+                record = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # records overwritten while we were away
+                continue
+            if not record:
+                break
+            lines.append(record.decode(errors="replace").split(";", 1)[-1].rstrip("\n"))
+        return lines
+
+    def close(self) -> None:
+        os.close(self.fd)

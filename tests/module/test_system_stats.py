@@ -20,13 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from _support import meminfo_kb
+from _support import KernelLog, meminfo_kb
 
 IN_VM = os.environ.get("TAMALLOC_IN_VM") == "1"
 if not IN_VM:
@@ -122,31 +122,6 @@ def read_proc(name: str) -> str:
 
 def read_json(name: str) -> dict:
     return json.loads(read_proc(name))
-
-
-class KernelLog:
-    """The kernel log records written since construction (via /dev/kmsg)."""
-
-    def __init__(self) -> None:
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)
-
-    def new_lines(self) -> list[str]:
-        lines = []
-        while True:
-            try:
-                record = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records overwritten while we were away
-                continue
-            if not record:
-                break
-            lines.append(record.decode(errors="replace").split(";", 1)[-1].rstrip("\n"))
-        return lines
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def splats(lines: list[str]) -> list[str]:
@@ -629,22 +604,21 @@ int main(int argc, char **argv)
 
 
 @pytest.mark.usefixtures("loaded")
-def _in_new_pid_namespace(body: str) -> dict:
-    """Run ``body`` (Python source that sets ``result``) as pid 1 of a new pid
-    namespace, in a new mount namespace; return ``result`` as the child sent it."""
+def in_child(work: Callable[[], object], namespaces: int) -> tuple[object, int]:
+    """Run ``work`` in a child that has unshared ``namespaces`` (with CLONE_NEWPID, in
+    a grandchild, pid 1 of the new namespace); return what it returned, through JSON,
+    and the pid of the child that ran it as the parent sees it."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
             os.close(r)
-            if libc.unshare(CLONE_NEWPID | CLONE_NEWNS) == 0:
-                inner = os.fork()
+            if libc.unshare(namespaces) == 0:
+                inner = os.fork() if namespaces & CLONE_NEWPID else 0
                 if inner == 0:
                     try:
-                        scope: dict = {}
-                        exec(body, globals(), scope)
-                        os.write(w, json.dumps(scope["result"]).encode())
+                        os.write(w, json.dumps(work()).encode())
                     finally:
                         os._exit(0)
                 os.waitpid(inner, 0)
@@ -652,13 +626,12 @@ def _in_new_pid_namespace(body: str) -> dict:
         finally:
             os._exit(code)
     os.close(w)
-    out = b""
-    while chunk := os.read(r, 65536):
-        out += chunk
-    os.close(r)
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
     _, wstatus = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(wstatus) == 0, "unshare(CLONE_NEWPID | CLONE_NEWNS) failed"
-    return json.loads(out)
+    assert os.waitstatus_to_exitcode(wstatus) == 0, f"unshare({namespaces:#x}) failed"
+    assert out, "the child sent no result"
+    return json.loads(out), pid
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -673,22 +646,25 @@ def test_pids_are_those_of_the_procfs_mount() -> None:
     """As /proc/PID itself: pids are numbered in the pid namespace of the procfs mount
     the file is read through, whoever reads it."""
     outer = os.getpid()
-    result = _in_new_pid_namespace("""
-mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-through_outer = json.loads(read_proc("mem_stats_all"))
-mount("proc", "/proc", "proc", 0, None)
-listing = json.loads(read_proc("mem_stats_all"))
-fd = watch_open()
-watch_select(fd, b"1")
-watch = watch_read(fd)
-try:
-    watch_select(fd, str(OUTER).encode())
-    outer_err = 0
-except OSError as err:
-    outer_err = err.errno
-result = {"through_outer": through_outer, "listing": listing, "watch": watch,
-          "outer_err": outer_err}
-""".replace("OUTER", str(outer)))
+
+    def work() -> dict:
+        mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+        through_outer = json.loads(read_proc("mem_stats_all"))
+        mount("proc", "/proc", "proc", 0, None)
+        listing = json.loads(read_proc("mem_stats_all"))
+        fd = watch_open()
+        watch_select(fd, b"1")
+        watch = watch_read(fd)
+        try:
+            watch_select(fd, str(outer).encode())
+            outer_err = 0
+        except OSError as err:
+            outer_err = err.errno or -1
+        return {"through_outer": through_outer, "listing": listing, "watch": watch,
+                "outer_err": outer_err}
+
+    result, _ = in_child(work, CLONE_NEWPID | CLONE_NEWNS)
+    assert isinstance(result, dict)
     outer_pids = [p["pid"] for p in result["through_outer"]["processes"]]
     assert outer in outer_pids and 1 in outer_pids
     assert [p["pid"] for p in result["listing"]["processes"]] == [1]
@@ -1066,35 +1042,24 @@ def test_mem_watch_selects_only_what_the_writer_may_see(options: str,
                                                         init_visible: bool) -> None:
     """Only root may open mem_watch for writing; a descriptor it hands to nobody selects
     with nobody's rights through the mount's hidepid=: init is ESRCH, itself is not."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(r)
-            if libc.unshare(CLONE_NEWNS) == 0:
-                mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-                mount("proc", "/proc", "proc", 0, options)
-                fd = watch_open()
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-                errs = []
-                for value in (b"1", str(os.getpid()).encode()):
-                    try:
-                        watch_select(fd, value)
-                        errs.append(0)
-                    except OSError as err:
-                        errs.append(err.errno)
-                os.write(w, json.dumps({"errs": errs, "record": watch_read(fd)}).encode())
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        out = f.read()
-    _, wstatus = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(wstatus) == 0, "unshare(CLONE_NEWNS) or mount failed"
-    result = json.loads(out)
+
+    def work() -> dict:
+        mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+        mount("proc", "/proc", "proc", 0, options)
+        fd = watch_open()
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        errs = []
+        for value in (b"1", str(os.getpid()).encode()):
+            try:
+                watch_select(fd, value)
+                errs.append(0)
+            except OSError as err:
+                errs.append(err.errno)
+        return {"errs": errs, "record": watch_read(fd)}
+
+    result, pid = in_child(work, CLONE_NEWNS)
+    assert isinstance(result, dict)
     assert result["errs"] == [0 if init_visible else errno.ESRCH, 0]
     assert result["record"]["pid"] == pid

@@ -120,31 +120,6 @@ def module_state(loaded: bool) -> Iterator[None]:
             load_module()
 
 
-class KernelLog:
-    """The kernel log records written since construction (via /dev/kmsg)."""
-
-    def __init__(self) -> None:
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)
-
-    def new_lines(self) -> list[str]:
-        lines = []
-        while True:
-            try:
-                record = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records overwritten while we were away
-                continue
-            if not record:
-                break
-            lines.append(record.decode(errors="replace").split(";", 1)[-1].rstrip("\n"))
-        return lines
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 def figures(text: str, *patterns: str) -> list[str]:
     """The summary lines of a program's output, for the campaign's report."""
     return [line for line in text.splitlines() if any(re.search(p, line) for p in patterns)]

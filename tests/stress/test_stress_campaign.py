@@ -25,13 +25,14 @@ from stress_support import (
     IN_VM,
     KO,
     LONG,
-    KernelLog,
     build,
     figures,
     load_run_py,
     module_state,
     run,
 )
+
+from _support import KernelLog
 
 if not IN_VM:
     pytest.skip("runs inside the VM: make vm-test", allow_module_level=True)

@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stress_support import IN_VM, NOBODY, KernelLog, load_run_py, module_state
+from stress_support import IN_VM, NOBODY, load_run_py, module_state
+
+from _support import KernelLog
 
 if not IN_VM:
     pytest.skip("runs inside the VM: make vm-test", allow_module_level=True)
