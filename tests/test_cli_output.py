@@ -12,11 +12,12 @@ import struct
 import subprocess
 import sys
 import termios
+from collections.abc import Callable
 
 import pytest
 
 import tamalloc.stats
-from _support import subprocess_env
+from _support import Child, MiB, subprocess_env
 from tamalloc.cli.main import Environment, main
 from tamalloc.cli.output import Column, _layout
 from tamalloc.models import MemStats
@@ -59,7 +60,10 @@ def _on_terminal(*args: str, columns: int) -> str:
 
 
 @pytest.mark.parametrize("command", [["stats", "--top", "5"], ["total"], ["system"]])
-def test_tables_fit_a_50_column_terminal(command: list[str]) -> None:
+def test_tables_fit_a_50_column_terminal(command: list[str],
+                                         spawn_child: Callable[..., Child]) -> None:
+    for _ in range(5):  # at least five rows for --top 5, even in the near-empty guest
+        spawn_child(reserve=MiB, touch=0)
     out = _on_terminal(*command, "--backend", "procfs", columns=50)
     lines = out.splitlines()
     assert lines
