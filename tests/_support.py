@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,15 +113,18 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], status: int) ->
     return lines[0]
 
 
-def run_on_pty(*args: str, **env: str) -> str:
-    """Run the command with a colour terminal as stdout; what it wrote there."""
+def run_on_pty(*args: str, columns: int = 160, **env: str) -> str:
+    """Run the command with a colour terminal of ``columns`` columns as stdout; what it
+    wrote there."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     # TERM is set because the caller's may be "dumb" (it is in the VM), which means
     # no colour whatever stdout is.
     env = {"TERM": "xterm-256color", **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", *args], stdout=slave, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, env=subprocess_env(COLUMNS="160", LINES="50", **env),
+        stdin=subprocess.DEVNULL,
+        env=subprocess_env(COLUMNS=str(columns), LINES="50", **env),
     )
     os.close(slave)
     chunks = []

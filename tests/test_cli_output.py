@@ -3,21 +3,15 @@ data where the ranking needs it, and on a real terminal of 50 columns."""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
-import pty
 import re
-import struct
-import subprocess
-import sys
-import termios
 from collections.abc import Callable
 
 import pytest
 
 import tamalloc.stats
-from _support import Child, MiB, subprocess_env
+from _support import Child, MiB, run_on_pty
 from tamalloc.cli.main import Environment, main
 from tamalloc.cli.output import Column, _layout
 from tamalloc.models import MemStats
@@ -33,26 +27,7 @@ def _run(*args: str, width: int | None = None) -> tuple[int, str, str]:
 
 def _on_terminal(*args: str, columns: int) -> str:
     """The command on a pty of ``columns`` columns; its output without escapes."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tamalloc", *args], stdout=slave, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=subprocess_env(TERM="xterm-256color", COLUMNS=str(columns), LINES="40"),
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = b"".join(chunks).decode(errors="replace").replace("\r", "")
+    text = run_on_pty(*args, columns=columns).replace("\r", "")
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
