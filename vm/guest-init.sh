@@ -25,6 +25,9 @@ busybox mkdir -p $root
 busybox mount -t 9p -o "$p9,ro,cache=loose" hostroot $root || busybox poweroff -f
 busybox mount -t proc proc $root/proc
 busybox mount -t sysfs sysfs $root/sys
+# tamalloc oom and its tests: cgroup v2 with the memory controller for children.
+busybox mount -t cgroup2 -o nsdelegate cgroup2 $root/sys/fs/cgroup &&
+	echo +memory >$root/sys/fs/cgroup/cgroup.subtree_control
 busybox mount -t devtmpfs devtmpfs $root/dev
 busybox mkdir -p $root/dev/pts $root/dev/shm
 busybox mount -t devpts devpts $root/dev/pts
