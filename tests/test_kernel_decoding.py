@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,65 @@ def test_decoding_uses_the_one_committed_pct(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(kernel, "committed_pct", lambda committed, reserved: -1.0)
     (stats,) = kernel._from_records(memoryview(_record(5, b"x", 100, 50)))
     assert stats.committed_pct == -1.0
+
+
+def _ver1_record(pid: int, cgroup_id: int, flags: int, size: int = 104) -> bytes:
+    return bytes(abi.TamallocMemStats(
+        pid=pid, oom_score=700, oom_score_adj=-1000 if flags else 250, size=size,
+        comm=b"worker", reserved_kb=9000, committed_kb=4000, anon_kb=3000, file_kb=1000,
+        swap_kb=64, pgtables_kb=40, cgroup_id=cgroup_id, oom_flags=flags,
+    ))
+
+
+def test_oom_tasks_decode_the_cgroup_and_the_oom_flags(
+    kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = [
+        _ver1_record(10, 1, 0),
+        _ver1_record(11, 77, abi.TAMALLOC_OOM_UNKILLABLE),
+        _ver1_record(12, 78, abi.TAMALLOC_OOM_VICTIM),
+        _ver1_record(13, 999, 0),  # a cgroup removed since the walk
+    ]
+    monkeypatch.setattr(kernel, "_get_mem_stats", FakeKernel(table, []))
+    monkeypatch.setattr(kernel, "_cgroup_paths_by_id", lambda: {1: "/", 77: "/a", 78: "/a/b"})
+    tasks = kbackend.oom_tasks()
+    assert [(t.pid, t.cgroup, t.unkillable, t.oom_victim) for t in tasks] == [
+        (10, "/", False, False), (11, "/a", True, False), (12, "/a/b", False, True),
+        (13, None, False, False),
+    ]
+    first = tasks[0]
+    assert (first.name, first.rss_kb, first.swap_kb, first.pgtables_kb) == ("worker", 4000, 64, 40)
+    assert (first.oom_score, first.oom_score_adj) == (700, 250)
+
+
+def test_oom_tasks_ask_proc_when_the_kernel_fills_only_ver0(
+    kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tamalloc.backends import procfs
+
+    monkeypatch.setattr(kernel, "_get_mem_stats", FakeKernel([_ver1_record(10, 0, 0, 88)], []))
+    sentinel = [object()]
+    monkeypatch.setattr(procfs.ProcfsBackend, "oom_tasks", lambda self: sentinel)
+    assert kbackend.oom_tasks() is sentinel
+
+
+def test_cgroup_ids_are_the_directory_inodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tamalloc import oom_inputs
+
+    root = tmp_path
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "c").mkdir()
+    (root / "memory.max").write_text("max\n")  # files are not cgroups
+    monkeypatch.setattr(oom_inputs, "cgroup2_mount", lambda: ("/", str(root)))
+    paths = kernel._cgroup_paths_by_id()
+    assert paths == {
+        root.stat().st_ino: "/",
+        (root / "a").stat().st_ino: "/a",
+        (root / "a" / "b").stat().st_ino: "/a/b",
+        (root / "c").stat().st_ino: "/c",
+    }
+    # Inside a cgroup namespace the mount's root is a path below the hierarchy's.
+    monkeypatch.setattr(oom_inputs, "cgroup2_mount", lambda: ("/ns", str(root)))
+    assert kernel._cgroup_paths_by_id()[(root / "a").stat().st_ino] == "/ns/a"

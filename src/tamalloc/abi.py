@@ -23,6 +23,7 @@ NR_GET_TOTAL_MEM_STATS = 550
 TAMALLOC_HUGE = 0x1
 
 TAMALLOC_MEM_STATS_SIZE_VER0 = 88
+TAMALLOC_MEM_STATS_SIZE_VER1 = 104  # + cgroup_id, oom_flags
 TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 = 64
 TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 = 72  # + hidden_processes
 # The kernel rejects record sizes above this.
@@ -30,9 +31,14 @@ TAMALLOC_MAX_RECORD_SIZE = 4096
 
 COMM_LEN = 16
 
+# oom_flags (VER1): what oom_badness() and the OOM killer make of the process.
+TAMALLOC_OOM_UNKILLABLE = 0x1  # oom_badness() is LONG_MIN: never chosen
+TAMALLOC_OOM_VICTIM = 0x2  # chosen by an OOM kill already, still exiting
+TAMALLOC_OOM_ORIGIN = 0x4  # marked as the pressure's origin (swapoff): chosen first
+
 
 class TamallocMemStats(ctypes.Structure):
-    """``struct tamalloc_mem_stats`` (VER0)."""
+    """``struct tamalloc_mem_stats`` (VER1; VER0 ends after pgtables_kb)."""
 
     _fields_ = (
         ("pid", ctypes.c_int32),
@@ -49,6 +55,11 @@ class TamallocMemStats(ctypes.Structure):
         ("shmem_kb", ctypes.c_uint64),
         ("swap_kb", ctypes.c_uint64),
         ("pgtables_kb", ctypes.c_uint64),
+        # VER1: the cgroup v2 id (the inode number of the cgroup's directory) and the
+        # TAMALLOC_OOM_* flags; zero from a VER0 kernel, whose size field says 88.
+        ("cgroup_id", ctypes.c_uint64),
+        ("oom_flags", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     )
 
 
@@ -100,11 +111,13 @@ def _check_layout() -> None:
     # fail at import time; explicit raises survive ``python -O``, asserts would not.
     checks = {
         "sizeof(tamalloc_mem_stats)": (
-            ctypes.sizeof(TamallocMemStats), TAMALLOC_MEM_STATS_SIZE_VER0),
+            ctypes.sizeof(TamallocMemStats), TAMALLOC_MEM_STATS_SIZE_VER1),
+        "offsetof(tamalloc_mem_stats, cgroup_id)": (
+            TamallocMemStats.cgroup_id.offset, TAMALLOC_MEM_STATS_SIZE_VER0),
         "sizeof(tamalloc_total_mem_stats)": (
             ctypes.sizeof(TamallocTotalMemStats), TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
         "struct format of tamalloc_mem_stats": (
-            MEM_STATS_STRUCT.size, TAMALLOC_MEM_STATS_SIZE_VER0),
+            MEM_STATS_STRUCT.size, TAMALLOC_MEM_STATS_SIZE_VER1),
         "struct format of tamalloc_total_mem_stats": (
             TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
         "offsetof(tamalloc_mem_stats, size)": (TamallocMemStats.size.offset, 12),

@@ -73,6 +73,32 @@ class MemStats(NamedTuple):
 FIELD_NAMES: tuple[str, ...] = MemStats._fields
 
 
+class OomTask(NamedTuple):
+    """What the OOM killer weighs of one process (``oom_badness()`` in mm/oom_kill.c).
+
+    Both backends fill it: the kernel backend from one get_mem_stats() walk with the
+    VER1 record (cgroup id and OOM flags), the procfs backend from ``status``,
+    ``oom_score``, ``oom_score_adj`` and ``cgroup`` of each process. Sizes in kB.
+    """
+
+    pid: int
+    name: str
+    # cgroup v2 path of the process ("/" for the root, "/a/b" below it), None when no
+    # cgroup v2 hierarchy is mounted or the process's cgroup could not be found.
+    cgroup: str | None
+    rss_kb: int  # VmRSS: get_mm_rss()
+    swap_kb: int  # VmSwap: MM_SWAPENTS
+    pgtables_kb: int  # VmPTE: mm_pgtables_bytes()
+    oom_score: int  # /proc/PID/oom_score (the system-wide OOM's score)
+    oom_score_adj: int
+    # oom_badness() returns LONG_MIN: never chosen (global init, oom_score_adj -1000,
+    # MMF_OOM_SKIP after the OOM reaper, a vfork parent).
+    unkillable: bool
+    # Already chosen by an OOM kill and still exiting: the kernel waits for it rather
+    # than choose another. Only the kernel backend can see this; procfs says False.
+    oom_victim: bool
+
+
 @dataclass(frozen=True, slots=True)
 class TotalMemStats:
     """Sums over every user process, plus the system's commit accounting (kB)."""

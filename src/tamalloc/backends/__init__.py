@@ -11,7 +11,7 @@ import mmap
 import os
 from typing import Literal, Protocol
 
-from ..models import MemStats, TotalMemStats
+from ..models import MemStats, OomTask, TotalMemStats
 
 BackendName = Literal["kernel", "procfs"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "procfs")
@@ -26,6 +26,10 @@ class Backend(Protocol):
     def all_mem_stats(self) -> list[MemStats]: ...
 
     def total_mem_stats(self) -> TotalMemStats: ...
+
+    def oom_tasks(self) -> list[OomTask]:
+        """Every user process the caller may see, as the OOM killer weighs it."""
+        ...
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
         """Map ``size`` bytes of lazily-zeroed memory. Returns its address and the

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 
 from .. import _libc, abi
 from ..errors import KernelUnavailable, raise_errno
-from ..models import MemStats, TotalMemStats, committed_pct
+from ..models import MemStats, OomTask, TotalMemStats, committed_pct
 from . import BackendName
 
 _c_long = ctypes.c_long
@@ -43,8 +44,58 @@ def _from_records(view: memoryview) -> list[MemStats]:
             pct(committed, reserved), anon, file_, shmem, swap, oom_score, oom_adj,
         ))
         for pid, oom_score, oom_adj, _size, comm, reserved, committed, anon, file_, shmem, swap,
-        _pte in abi.MEM_STATS_STRUCT.iter_unpack(view)
+        _pte, _cgroup_id, _oom_flags, _pad in abi.MEM_STATS_STRUCT.iter_unpack(view)
     ]
+
+
+def _cgroup_paths_by_id() -> dict[int, str]:
+    """Every cgroup of the v2 hierarchy by id, which is the inode number of its
+    directory; paths as /proc/PID/cgroup writes them (from the cgroup namespace's
+    root). Empty when no cgroup v2 hierarchy is mounted."""
+    from ..oom_inputs import cgroup2_mount
+
+    mount = cgroup2_mount()
+    if mount is None:
+        return {}
+    root, point = mount
+    paths: dict[int, str] = {}
+    try:
+        paths[os.stat(point).st_ino] = root
+    except OSError:
+        return {}
+    # A directory entry's inode comes from readdir, without a stat per cgroup.
+    pending = [(point, root.rstrip("/"))]
+    while pending:
+        directory, path = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue  # removed meanwhile: its processes have moved on
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                child = f"{path}/{entry.name}"
+                paths[entry.inode()] = child
+                pending.append((entry.path, child))
+    return paths
+
+
+def _oom_tasks_from_records(view: memoryview, paths: dict[int, str]) -> list[OomTask]:
+    tasks = []
+    for (pid, oom_score, oom_adj, _size, comm, _reserved, committed, _anon, _file, _shmem,
+         swap, pte, cgroup_id, oom_flags, _pad) in abi.MEM_STATS_STRUCT.iter_unpack(view):
+        tasks.append(OomTask(
+            pid=pid,
+            name=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+            cgroup=paths.get(cgroup_id),
+            rss_kb=committed,
+            swap_kb=swap,
+            pgtables_kb=pte,
+            oom_score=oom_score,
+            oom_score_adj=oom_adj,
+            unkillable=bool(oom_flags & abi.TAMALLOC_OOM_UNKILLABLE),
+            oom_victim=bool(oom_flags & abi.TAMALLOC_OOM_VICTIM),
+        ))
+    return tasks
 
 
 def _get_mem_stats(pid: int, buf: ctypes.Array[ctypes.c_char] | None, count: int) -> int:
@@ -103,6 +154,22 @@ class KernelBackend:
         return _from_records(memoryview(buf.raw))[0]
 
     def all_mem_stats(self) -> list[MemStats]:
+        return _from_records(self._walk())
+
+    def oom_tasks(self) -> list[OomTask]:
+        view = self._walk()
+        filled = abi.TamallocMemStats.size.offset
+        if view and int.from_bytes(view[filled:filled + 4], "little") < _MEM_STATS_SIZE:
+            # A VER0 kernel knows no cgroup id nor OOM flags: /proc has the one, and
+            # the procfs backend infers the other.
+            from .procfs import ProcfsBackend
+
+            return ProcfsBackend().oom_tasks()
+        return _oom_tasks_from_records(view, _cgroup_paths_by_id())
+
+    def _walk(self) -> memoryview:
+        """The records of every process, from as few get_mem_stats(0) calls as it
+        takes to fit them all."""
         # The sizing call walks every process too: skip it while the last count
         # (with headroom) still fits.
         capacity = self._capacity
@@ -119,7 +186,7 @@ class KernelBackend:
             written = _get_mem_stats(0, buf, capacity)
             if written >= 0:
                 self._capacity = written
-                return _from_records(memoryview(buf).cast("B")[: written * _MEM_STATS_SIZE])
+                return memoryview(buf).cast("B")[: written * _MEM_STATS_SIZE]
             if -written != errno.EOVERFLOW:
                 raise_errno(-written, what="get_mem_stats(0)")
             capacity *= 2
