@@ -121,6 +121,19 @@ static inline const char *check_mem_record(const unsigned char *rec,
 		return "record size field out of range";
 	if (ksize > seen_mem_ksize)
 		seen_mem_ksize = ksize;
+	if (ksize >= TAMALLOC_MEM_STATS_SIZE_VER1 &&
+	    usize >= TAMALLOC_MEM_STATS_SIZE_VER1) {
+		if (st.oom_flags & ~(uint32_t)(TAMALLOC_OOM_UNKILLABLE |
+					       TAMALLOC_OOM_VICTIM |
+					       TAMALLOC_OOM_ORIGIN))
+			return "unknown oom_flags bit";
+		if (st.__pad)
+			return "pad not zero";
+		/* Not the converse: vfork() parents are unkillable too. */
+		if (st.oom_score_adj == -1000 &&
+		    !(st.oom_flags & TAMALLOC_OOM_UNKILLABLE))
+			return "oom_score_adj -1000 but not TAMALLOC_OOM_UNKILLABLE";
+	}
 	tail_from = ksize ? ksize : MEM_VER0;
 	if (usize > tail_from && !all_zero(rec + tail_from, usize - tail_from))
 		return "bytes beyond the kernel's record not zeroed";
