@@ -28,6 +28,7 @@ from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
 
 if TYPE_CHECKING:
     from .buffer import Buffer, alloc
+    from .oom import OomCandidate, OomDomain, predict_oom
     from .system import cpu_sample, parse_system_stats, system_stats
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "MemStats",
     "MemoryInfo",
     "NoSuchProcess",
+    "OomCandidate",
+    "OomDomain",
     "SwapInfo",
     "SystemStats",
     "TamallocError",
@@ -56,6 +59,7 @@ __all__ = [
     "mem_stats",
     "parse_size",
     "parse_system_stats",
+    "predict_oom",
     "system_stats",
     "total_mem_stats",
     "visibility",
@@ -66,7 +70,10 @@ __all__ = [
 _LAZY = {
     "Buffer": "buffer",
     "alloc": "buffer",
+    "OomCandidate": "oom",
+    "OomDomain": "oom",
     "cpu_sample": "system",
+    "predict_oom": "oom",
     "parse_system_stats": "system",
     "system_stats": "system",
 }

@@ -6,7 +6,7 @@ import dataclasses
 import operator
 
 from .backends import get_backend
-from .models import MemStats, TotalMemStats
+from .models import MemStats, OomTask, TotalMemStats
 from .process_visibility import Visibility, kernel_visibility, procfs_visibility
 
 # PID_MAX_LIMIT on 64-bit kernels: no pid is ever larger (include/linux/threads.h).
@@ -64,6 +64,13 @@ def total_mem_stats(*, backend: str | None = None) -> TotalMemStats:
         # /proc has no count of what it hides: 0, or unknown under hidepid.
         total = dataclasses.replace(total, hidden_processes=procfs_visibility().hidden)
     return total
+
+
+def oom_tasks(*, backend: str | None = None) -> list[OomTask]:
+    """Every user process the caller may see, as the OOM killer weighs it (rss, swap,
+    page tables, oom_score_adj, cgroup v2 path, whether it can be chosen at all): the
+    input of :func:`tamalloc.predict_oom`."""
+    return get_backend(backend).oom_tasks()
 
 
 def visibility(*, backend: str | None = None) -> Visibility:

@@ -30,7 +30,7 @@ from ..errors import (
     raise_errno,
     translate_os_errors,
 )
-from ..models import MemStats, TotalMemStats
+from ..models import MemStats, OomTask, TotalMemStats
 from ..system import read_meminfo
 from . import BackendName
 
@@ -123,6 +123,13 @@ def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
     memory lines come here, so the common path pays nothing. Mirrors
     ``read_leaderless`` in _procscan.c: listing ``task/`` may raise OSError, a thread
     that exits meanwhile is passed over."""
+    found = _live_thread_status(base, pid, status)
+    return None if found is None else found[1]
+
+
+def _live_thread_status(base: str, pid: int, status: bytes) -> tuple[bytes, _Memory] | None:
+    """For a zombie leader (see _leaderless_memory): the status of a live thread, which
+    carries the process's memory lines, and those lines parsed."""
     threads = _THREADS_RE.search(status)
     if threads is None or int(threads[1]) < 2:
         return None
@@ -130,12 +137,55 @@ def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
         if not name.isdigit() or int(name) == pid:
             continue
         try:
-            memory = _memory_fields(_read(f"{base}task/{name}/status"))
+            thread_status = _read(f"{base}task/{name}/status")
         except OSError:
             continue
+        memory = _memory_fields(thread_status)
         if memory is not None:
-            return memory
+            return thread_status, memory
     return None
+
+
+# What oom_badness() weighs, from status: VmRSS, VmSwap, VmPTE (kB).
+_OOM_KEYS = (b"VmRSS", b"VmSwap", b"VmPTE")
+_CGROUP2_PREFIX = b"0::"
+PROC_PID_INIT_INO = 0xEFFFFFFC  # include/linux/proc_ns.h: the init pid namespace's inode
+_PF_KTHREAD = 0x00200000
+
+
+def _oom_fields(status: bytes) -> tuple[int, int, int]:
+    values = dict.fromkeys(_OOM_KEYS, 0)
+    for line in status.split(b"\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key in values:
+            values[key] = int(value.split()[0])
+    rss, swap, pte = (values[k] for k in _OOM_KEYS)
+    return rss, swap, pte
+
+
+def _cgroup2_path(text: bytes) -> str | None:
+    """The cgroup v2 path of a /proc/PID/cgroup ("0::/a/b"); None without that line."""
+    for line in text.split(b"\n"):
+        if line.startswith(_CGROUP2_PREFIX):
+            return line[len(_CGROUP2_PREFIX):].decode("utf-8", "replace") or "/"
+    return None
+
+
+def proc_is_init_pid_ns() -> bool:
+    """Whether this /proc shows the init pid namespace, where pid 1 is the global init
+    the OOM killer never picks (a container's pid 1 is killable). Its pid 1's namespace
+    inode says so when readable; else kthreadd, a kernel thread seen only there, as pid 2.
+    """
+    try:
+        return os.stat(f"{_PROC}/1/ns/pid").st_ino == PROC_PID_INIT_INO
+    except OSError:
+        pass
+    try:
+        stat = _read(f"{_PROC}/2/stat")
+    except OSError:
+        return False
+    after_comm = stat[stat.rfind(b")") + 2 :].split()
+    return len(after_comm) > 6 and bool(int(after_comm[6]) & _PF_KTHREAD)
 
 
 def _scan(
@@ -280,6 +330,50 @@ class ProcfsBackend:
             mem_total_kb=meminfo.get("MemTotal", 0),
             overcommit_memory=overcommit,
         )
+
+    def oom_tasks(self) -> list[OomTask]:
+        """Every user process as oom_badness() weighs it. Plain Python: only `tamalloc
+        oom` needs it. Unkillable also covers MMF_OOM_SKIP and vfork, which /proc shows
+        only as an oom_score of 0 where the badness of the fields read says more."""
+        from ..oom import OOM_SCORE_ADJ_MIN, badness, proc_score
+
+        meminfo = read_meminfo()
+        page_kb = max(mmap.PAGESIZE // 1024, 1)
+        total_pages = (meminfo.get("MemTotal", 0) + meminfo.get("SwapTotal", 0)) // page_kb
+        init_ns = proc_is_init_pid_ns()
+        tasks = []
+        for pid in list_pids():
+            base = f"{_PROC}/{pid}/"
+            try:
+                status = _read(base + "status")
+                memory_status: bytes | None = status
+                if _memory_fields(status) is None:
+                    found = _live_thread_status(base, pid, status)
+                    memory_status = found[0] if found is not None else None
+                if memory_status is None:
+                    continue  # a kernel thread or zombie: no mm, never an OOM candidate
+                oom_score = int(_read(base + "oom_score"))
+                adj = int(_read(base + "oom_score_adj"))
+                cgroup = _cgroup2_path(_read(base + "cgroup"))
+            except OSError as err:
+                _skip_vanished(err, pid)
+                continue
+            rss, swap, pte = _oom_fields(memory_status)
+            expected = proc_score(
+                badness(rss // page_kb, swap // page_kb, pte // page_kb, adj, total_pages),
+                total_pages,
+            )
+            unkillable = (
+                adj == OOM_SCORE_ADJ_MIN
+                or (pid == 1 and init_ns)
+                or (oom_score == 0 and expected > 0)
+            )
+            tasks.append(OomTask(
+                pid=pid, name=_name(status), cgroup=cgroup, rss_kb=rss, swap_kb=swap,
+                pgtables_kb=pte, oom_score=oom_score, oom_score_adj=adj,
+                unkillable=unkillable, oom_victim=False,
+            ))
+        return tasks
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
         """mmap private anonymous MAP_NORESERVE; huge: 2 MiB aligned + MADV_HUGEPAGE."""

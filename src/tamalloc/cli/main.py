@@ -61,7 +61,7 @@ class _VersionAction(argparse.Action):
 
 def _build_parser() -> argparse.ArgumentParser:
     from ..backends import BACKEND_NAMES
-    from . import demo, exporter, stats, system, total, watch
+    from . import demo, exporter, oom, stats, system, total, watch
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="print the version, the backend in use and whether the C"
                         " scan is, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (stats, total, system, watch, demo, exporter):
+    for module in (stats, total, system, oom, watch, demo, exporter):
         module.add_parser(commands, common)
     return parser
 

@@ -1,0 +1,154 @@
+"""``tamalloc oom``: who the OOM killer would kill, system-wide and in each cgroup."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+from ..sizes import format_kb
+from .env import Environment, ExitStatus, positive_int
+from .output import (
+    Column,
+    add_units_argument,
+    console,
+    format_size,
+    render_table,
+    size_header,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from ..oom import OomCandidate, OomDomain
+
+DEFAULT_TOP = 10
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "oom",
+        parents=[common],
+        help="predict the OOM killer's victim, system-wide and per cgroup",
+        description="Predicts which process Linux's OOM killer (6.1's oom_badness) would"
+        " kill if memory ran out now: in the whole system (against RAM + swap), and in"
+        " each cgroup v2 with a finite memory.max (against that limit, its tasks only),"
+        " with memory.oom.group kills of a whole cgroup. POINTS is the kernel's badness"
+        " in pages (rss + swap + page tables + the oom_score_adj share), SCORE the 0..2000"
+        " of /proc/PID/oom_score against that domain. Notes under each table say what"
+        " the prediction cannot see: the allocating task (vm.oom_kill_allocating_task),"
+        " cpuset and mempolicy OOMs, vm.panic_on_oom, a victim still exiting, swapoff's"
+        " oom_origin, cgroup v1 limits.",
+    )
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="only the OOM domains that are or contain cgroup PATH (as in"
+                   " /proc/PID/cgroup, e.g. /system.slice/foo.service)")
+    p.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N",
+                   help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
+                   " would die is shown as well")
+    add_units_argument(p)
+    p.add_argument("--json", action="store_true",
+                   help="JSON list of the domains (sizes in kB and pages, plain numbers)")
+    p.set_defaults(run=run, needs_backend=True)
+
+
+def run(args: argparse.Namespace, env: Environment) -> int:
+    from ..oom import predict_oom
+
+    domains = predict_oom(cgroup=args.cgroup, backend=getattr(args, "backend", None))
+    if args.json:
+        write_json(env, [d.to_dict() for d in domains])
+        return ExitStatus.SUCCESS
+    for i, domain in enumerate(domains):
+        if i:
+            env.stdout.write("\n")
+        _table(env, domain, args.top, args.units)
+    return ExitStatus.SUCCESS
+
+
+def _headline(domain: OomDomain, units: str) -> str:
+    where = "system" if domain.cgroup is None else f"cgroup {domain.cgroup}"
+    limit = "RAM + swap" if domain.cgroup is None else "memory.max (+ swap)"
+    if domain.kill_group is not None:
+        dies = (f"whole group {domain.kill_group} (memory.oom.group):"
+                f" {len(domain.killed_pids)} process{'es' if len(domain.killed_pids) != 1 else ''}")
+    elif domain.victim is not None:
+        dies = f"{domain.victim.pid} ({domain.victim.name})"
+    else:
+        dies = "nobody"
+    return (f"OOM in {where}: kills {dies}; limit {format_size(domain.limit_kb, units)}"
+            f" ({limit}), used {format_size(domain.usage_kb, units)},"
+            f" headroom {format_size(domain.headroom_kb, units)}")
+
+
+def _fate(c: OomCandidate, domain: OomDomain) -> str:
+    # Short words first: on a narrow terminal this column is cut to four characters.
+    if c.unkillable:
+        return f"safe: {c.unkillable}"
+    if domain.victim is not None and c.pid == domain.victim.pid:
+        return "KILL"
+    if c.pid in domain.killed_pids:
+        return "KILL (group)"
+    return ""
+
+
+def _table(env: Environment, domain: OomDomain, top: int, units: str) -> None:
+    page_kb = domain.limit_kb // domain.total_pages if domain.total_pages else 4
+    shown = list(domain.candidates[:top])
+    # Whoever dies is listed even below the cut: the table answers "who goes".
+    shown += [c for c in domain.candidates[top:] if c.pid in domain.killed_pids]
+    columns = (
+        Column("FATE", numeric=False),
+        Column("PID"),
+        Column("NAME", numeric=False),
+        Column("CGROUP", numeric=False),
+        Column("POINTS"),
+        Column("SCORE"),
+        Column(size_header("RSS", units)),
+        Column(size_header("SWAP", units)),
+        Column(size_header("PGTABLES", units), short=size_header("PGT", units)),
+        Column("ADJ (pages)", short="ADJ"),
+        Column("OOM ADJ", short="OADJ"),
+    )
+
+    def size(pages: int) -> str:
+        return format_kb(pages * page_kb, units)
+
+    rows = [
+        [
+            _fate(c, domain),
+            str(c.pid),
+            c.name,
+            c.cgroup or "-",
+            "-" if c.points is None else str(c.points),
+            str(c.score),
+            size(c.rss_pages),
+            size(c.swap_pages),
+            size(c.pgtables_pages),
+            str(c.adj_pages),
+            str(c.oom_score_adj),
+        ]
+        for c in shown
+    ]
+    styles: list[str | None] | None = None
+    if env.color:
+        styles = [
+            "bold red" if c.pid in domain.killed_pids else "dim" if c.unkillable else None
+            for c in shown
+        ]
+    width = console(env).width if env.interactive else env.width
+    # The headline and the notes are prose, not table cells: wrapped at the width
+    # rather than cut, since their ends (who dies, why) matter most.
+    _prose(env, _headline(domain, units), width, indent="  ")
+    env.stdout.flush()
+    render_table(env, columns, rows, styles=styles)
+    notes = list(domain.notes)
+    hidden = len(domain.candidates) - len(shown)
+    if hidden > 0:
+        notes.append(f"{hidden} more candidate{'s' if hidden != 1 else ''} (--top)")
+    for note in notes:
+        _prose(env, f"note: {note}", width, indent="      ")
+
+
+def _prose(env: Environment, text: str, width: int | None, *, indent: str) -> None:
+    lines = textwrap.wrap(text, width, subsequent_indent=indent) if width else [text]
+    env.stdout.write("\n".join(lines) + "\n")

@@ -1,0 +1,416 @@
+"""Which process the OOM killer would kill: Linux 6.1's choice, recomputed.
+
+The model is pure: :func:`predict` takes an :class:`OomInputs` (what the kernel
+weighs: every task's rss, swap, page tables and ``oom_score_adj``, the memory and swap
+of the machine, the cgroup v2 limits) and returns one :class:`OomDomain` per place an
+OOM can happen: the whole system, and each cgroup whose ``memory.max`` is finite.
+Reading the inputs from a live system is :mod:`tamalloc.oom_inputs`.
+
+It follows mm/oom_kill.c (``oom_badness``, ``oom_evaluate_task``,
+``select_bad_process``, ``oom_kill_process``), mm/memcontrol.c
+(``mem_cgroup_get_max``, ``mem_cgroup_get_oom_group``) and fs/proc/base.c
+(``proc_oom_score``), with C's integer arithmetic: division truncates toward zero,
+which matters because a negative ``oom_score_adj`` makes the badness negative.
+What the kernel decides from facts the inputs lack (the allocating task, cpusets, a
+victim still exiting) becomes a note on the domain rather than a guess.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import TamallocError
+from .models import OomTask
+
+OOM_SCORE_ADJ_MIN = -1000
+ROOT = "/"
+
+
+class NoSuchCgroup(TamallocError):
+    """The cgroup asked for is not in the cgroup v2 hierarchy (or none is mounted)."""
+
+
+def c_div(a: int, b: int) -> int:
+    """``a / b`` as C computes it for integers: truncated toward zero (Python's ``//``
+    floors, so -7 // 2 is -4 where C gives -3)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def badness(
+    rss_pages: int, swap_pages: int, pgtables_pages: int, adj: int, total_pages: int
+) -> int:
+    """``oom_badness()`` of a killable task, in pages."""
+    return rss_pages + swap_pages + pgtables_pages + adj * (total_pages // 1000)
+
+
+def proc_score(points: int | None, total_pages: int) -> int:
+    """``proc_oom_score()``'s scaling of a badness into 0..2000; 0 for unkillable."""
+    if points is None:
+        return 0
+    return c_div((1000 + c_div(points * 1000, max(total_pages, 1))) * 2, 3)
+
+
+def normalize_cgroup(path: str) -> str:
+    """A cgroup path as /proc/PID/cgroup writes it: "/", "/a/b" (no trailing slash)."""
+    path = posixpath.normpath("/" + path.strip())
+    return "/" + path.lstrip("/")
+
+
+def is_within(path: str, ancestor: str) -> bool:
+    """Whether cgroup ``path`` is ``ancestor`` or below it."""
+    return ancestor == ROOT or path == ancestor or path.startswith(ancestor + "/")
+
+
+def _parent(path: str) -> str | None:
+    return None if path == ROOT else posixpath.dirname(path)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OomCgroup:
+    """One cgroup v2 directory, as the OOM killer sees it. Sizes in kB."""
+
+    memory_max_kb: int | None  # memory.max; None for "max" (and for the root)
+    swap_max_kb: int | None  # memory.swap.max; None for "max" or absent
+    current_kb: int  # memory.current (0 where absent)
+    swap_current_kb: int  # memory.swap.current (0 where absent)
+    oom_group: bool  # memory.oom.group
+    # Whether it has a memcg of its own: "memory" in its parent's subtree_control (for
+    # the root: in its cgroup.controllers). Without one its tasks are charged to, and
+    # OOM-killed as members of, the nearest ancestor that has one.
+    has_memory_controller: bool
+    oom_kill: int | None = None  # memory.events oom_kill: OOM kills so far in it
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OomInputs:
+    """Everything :func:`predict` reads; ``to_dict``/``from_dict`` record it as JSON."""
+
+    tasks: tuple[OomTask, ...]
+    cgroups: Mapping[str, OomCgroup]  # by path ("/", "/a/b"); empty without cgroup v2
+    mem_total_kb: int
+    mem_available_kb: int
+    swap_total_kb: int
+    swap_free_kb: int
+    page_size: int
+    swappiness: int  # vm.swappiness: cgroup v2 has no per-cgroup one
+    oom_kill_allocating_task: int
+    panic_on_oom: int
+    cgroup_v1_memory: bool  # a v1 memory hierarchy limits tasks and v2 has no memory
+    backend: str
+    numa_nodes: int = 1  # a cpuset or mempolicy can confine an OOM to some of them
+
+    @property
+    def page_kb(self) -> int:
+        return max(self.page_size // 1024, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _as_dict(self)
+        data["tasks"] = [t._asdict() for t in self.tasks]
+        data["cgroups"] = {path: cg.to_dict() for path, cg in sorted(self.cgroups.items())}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OomInputs:
+        values = dict(data)
+        values["tasks"] = tuple(OomTask(**t) for t in data["tasks"])
+        values["cgroups"] = {
+            normalize_cgroup(p): OomCgroup(**cg) for p, cg in data.get("cgroups", {}).items()
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class OomCandidate:
+    pid: int
+    name: str
+    cgroup: str | None
+    points: int | None  # oom_badness() in pages against this domain; None = unkillable
+    rss_pages: int
+    swap_pages: int
+    pgtables_pages: int
+    oom_score_adj: int
+    adj_pages: int  # adj * (total_pages // 1000), C semantics
+    score: int  # 0..2000 like /proc/PID/oom_score but against this domain
+    unkillable: str | None  # reason, None if killable
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OomDomain:
+    kind: Literal["system", "cgroup"]
+    cgroup: str | None  # None for system
+    total_pages: int
+    limit_kb: int
+    usage_kb: int
+    headroom_kb: int
+    candidates: tuple[OomCandidate, ...]  # ranked, victim first, unkillable last
+    victim: OomCandidate | None
+    kill_group: str | None  # memory.oom.group cgroup whose tasks all die
+    killed_pids: tuple[int, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+def _unkillable_reason(task: OomTask) -> str | None:
+    if task.oom_score_adj == OOM_SCORE_ADJ_MIN:
+        return "oom_score_adj -1000"
+    if not task.unkillable:
+        return None
+    if task.pid == 1:
+        return "global init"
+    # The flag without either visible cause: the OOM reaper's MMF_OOM_SKIP, or a
+    # parent waiting in vfork().
+    return "OOM-reaped or in vfork (MMF_OOM_SKIP)"
+
+
+def _is_global_init(task: OomTask) -> bool:
+    # A container's pid 1 is killable; the backends set the flag only for the real one.
+    return task.pid == 1 and task.unkillable
+
+
+def _aborts_selection(task: OomTask) -> bool:
+    """A victim still exiting stops oom_evaluate_task() unless the OOM reaper is done
+    with it (MMF_OOM_SKIP). The flag says unkillable then; with adj -1000 as well the
+    flag cannot tell, and the victim is taken to be unreaped."""
+    if not task.oom_victim or _is_global_init(task):
+        return False
+    return not task.unkillable or task.oom_score_adj == OOM_SCORE_ADJ_MIN
+
+
+def candidate(task: OomTask, total_pages: int, page_kb: int) -> OomCandidate:
+    """One task weighed against a domain of ``total_pages``."""
+    rss, swap = task.rss_kb // page_kb, task.swap_kb // page_kb
+    pgtables = task.pgtables_kb // page_kb
+    adj_pages = task.oom_score_adj * (total_pages // 1000)
+    reason = _unkillable_reason(task)
+    points = None if reason else badness(rss, swap, pgtables, task.oom_score_adj, total_pages)
+    return OomCandidate(
+        pid=task.pid,
+        name=task.name,
+        cgroup=task.cgroup,
+        points=points,
+        rss_pages=rss,
+        swap_pages=swap,
+        pgtables_pages=pgtables,
+        oom_score_adj=task.oom_score_adj,
+        adj_pages=adj_pages,
+        score=proc_score(points, total_pages),
+        unkillable=reason,
+    )
+
+
+def _rank_key(c: OomCandidate) -> tuple[int, int, int]:
+    # The kernel keeps the last of equal badnesses in its walk; the higher pid stands
+    # for "last" (tasks are walked in creation order, which pids follow until they wrap).
+    if c.points is None:
+        return (1, 0, -c.rss_pages)
+    return (0, -c.points, -c.pid)
+
+
+def memcg_of(path: str, cgroups: Mapping[str, OomCgroup]) -> str:
+    """The cgroup whose memcg ``path``'s tasks are charged to: itself, or the nearest
+    ancestor with the memory controller (the root in the end)."""
+    here: str | None = path
+    while here is not None and here != ROOT:
+        info = cgroups.get(here)
+        if info is not None and info.has_memory_controller:
+            return here
+        here = _parent(here)
+    return ROOT
+
+
+def _oom_group(
+    victim_cgroup: str | None, domain: str, cgroups: Mapping[str, OomCgroup]
+) -> str | None:
+    """mem_cgroup_get_oom_group(): the highest memcg with memory.oom.group set between
+    the victim's memcg and the OOM domain (both included)."""
+    if victim_cgroup is None:
+        return None
+    memcg = memcg_of(victim_cgroup, cgroups)
+    if memcg == ROOT or not is_within(memcg, domain):
+        return None
+    found = None
+    here: str | None = memcg
+    while here is not None:
+        info = cgroups.get(here)
+        if info is not None and info.has_memory_controller and info.oom_group:
+            found = here
+        if here == domain:
+            break
+        here = _parent(here)
+    return found
+
+
+def _cgroup_total_pages(info: OomCgroup, inputs: OomInputs) -> int:
+    """mem_cgroup_get_max() on cgroup v2, or 1 as constrained_alloc() when it is 0."""
+    assert info.memory_max_kb is not None
+    page_kb = inputs.page_kb
+    total = info.memory_max_kb // page_kb
+    if inputs.swappiness:
+        swap_total = inputs.swap_total_kb // page_kb
+        swap_max = swap_total if info.swap_max_kb is None else info.swap_max_kb // page_kb
+        total += min(swap_max, swap_total)
+    return total or 1
+
+
+def _domain(
+    inputs: OomInputs,
+    kind: Literal["system", "cgroup"],
+    path: str | None,
+    tasks: Iterable[OomTask],
+    total_pages: int,
+    limit_kb: int,
+    usage_kb: int,
+    notes: list[str],
+) -> OomDomain:
+    tasks = list(tasks)
+    ranked = sorted((candidate(t, total_pages, inputs.page_kb) for t in tasks), key=_rank_key)
+    killable = [c for c in ranked if c.points is not None]
+    victim = killable[0] if killable else None
+    where = "the system" if path is None else path
+    # oom_evaluate_task() aborts the whole selection on meeting a victim that has not
+    # been reaped yet: the kernel waits for it to exit and kills nobody new.
+    exiting = [t for t in tasks if _aborts_selection(t)]
+    if exiting:
+        names = ", ".join(f"{t.pid} ({t.name})" for t in exiting)
+        notes.insert(0, f"OOM victim {names} is still exiting: an OOM in {where} now would"
+                     " wait for it and kill nobody new")
+        victim = None
+    if victim is not None:
+        tied = [c for c in killable if c.points == victim.points]
+        if len(tied) > 1:
+            pids = ", ".join(str(c.pid) for c in sorted(tied, key=lambda c: c.pid))
+            notes.append(
+                f"tie: pids {pids} have {victim.points} points each; the kernel kills the"
+                f" last of them in its task walk, taken here to be the highest pid"
+                f" ({victim.pid})"
+            )
+    for t in tasks:
+        if t.name == "swapoff":
+            notes.append(f"swapoff runs as pid {t.pid}: a task in swapoff (or in a KSM"
+                         " unmerge) is marked oom_origin and is killed first, whatever its"
+                         " points")
+    kill_group = None
+    killed: tuple[int, ...] = ()
+    if victim is not None:
+        kill_group = _oom_group(victim.cgroup, path or ROOT, inputs.cgroups)
+        if kill_group is None:
+            killed = (victim.pid,)
+        else:
+            # oom_kill_memcg_member() spares only -1000 and init, not MMF_OOM_SKIP.
+            killed = tuple(sorted(
+                t.pid for t in inputs.tasks
+                if t.cgroup is not None and is_within(t.cgroup, kill_group)
+                and t.oom_score_adj != OOM_SCORE_ADJ_MIN and not _is_global_init(t)
+            ))
+    elif not exiting:
+        notes.append(f"no killable task in {where}")
+    return OomDomain(
+        kind=kind,
+        cgroup=path,
+        total_pages=total_pages,
+        limit_kb=limit_kb,
+        usage_kb=usage_kb,
+        headroom_kb=max(limit_kb - usage_kb, 0),
+        candidates=tuple(ranked),
+        victim=victim,
+        kill_group=kill_group,
+        killed_pids=killed,
+        notes=tuple(notes),
+    )
+
+
+def _system_notes(inputs: OomInputs) -> list[str]:
+    notes = []
+    if inputs.panic_on_oom:
+        notes.append(f"vm.panic_on_oom={inputs.panic_on_oom}: a system-wide OOM panics the"
+                     " kernel instead of killing")
+    if inputs.oom_kill_allocating_task:
+        notes.append("vm.oom_kill_allocating_task=1: a system-wide OOM kills the task whose"
+                     " allocation failed (when killable), not the victim shown")
+    if inputs.numa_nodes > 1:
+        notes.append(f"{inputs.numa_nodes} NUMA nodes: an OOM confined by a cpuset or a"
+                     " mempolicy weighs only the tasks allowed on those nodes, against their"
+                     " memory; not modelled")
+    if inputs.cgroup_v1_memory:
+        notes.append("a cgroup v1 memory hierarchy is in use: its limits and their OOMs are"
+                     " not modelled (only cgroup v2)")
+    return notes
+
+
+def _cgroup_notes(inputs: OomInputs) -> list[str]:
+    if inputs.panic_on_oom == 2:
+        return ["vm.panic_on_oom=2: an OOM in this cgroup panics the kernel instead of killing"]
+    return []
+
+
+def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
+    """The OOM domains and who each would kill: the system first, then every cgroup
+    with a finite memory.max, by path. ``cgroup`` keeps only the domains that are or
+    contain it (NoSuchCgroup when the inputs do not know it)."""
+    wanted = None
+    if cgroup is not None:
+        wanted = normalize_cgroup(cgroup)
+        if not inputs.cgroups:
+            raise NoSuchCgroup(f"no such cgroup: {wanted} (no cgroup v2 hierarchy is mounted)")
+        if wanted not in inputs.cgroups:
+            raise NoSuchCgroup(f"no such cgroup: {wanted} (not in the cgroup v2 hierarchy)")
+    page_kb = inputs.page_kb
+    system_pages = (inputs.mem_total_kb + inputs.swap_total_kb) // page_kb
+    used = inputs.mem_total_kb - inputs.mem_available_kb
+    swap_used = inputs.swap_total_kb - inputs.swap_free_kb
+    domains = [_domain(
+        inputs, "system", None, inputs.tasks, system_pages,
+        limit_kb=system_pages * page_kb, usage_kb=used + swap_used, notes=_system_notes(inputs),
+    )]
+    for path in sorted(inputs.cgroups):
+        info = inputs.cgroups[path]
+        if info.memory_max_kb is None or not info.has_memory_controller or path == ROOT:
+            continue
+        if wanted is not None and not is_within(wanted, path):
+            continue
+        total = _cgroup_total_pages(info, inputs)
+        with_swap = bool(inputs.swappiness)
+        members = [t for t in inputs.tasks if t.cgroup is not None and is_within(t.cgroup, path)]
+        domains.append(_domain(
+            inputs, "cgroup", path, members, total,
+            limit_kb=total * page_kb,
+            usage_kb=info.current_kb + (info.swap_current_kb if with_swap else 0),
+            notes=_cgroup_notes(inputs),
+        ))
+    return domains
+
+
+def collect_inputs(backend: str | None = None) -> OomInputs:
+    """:func:`tamalloc.oom_inputs.collect_inputs`: the inputs of this system, now."""
+    from .oom_inputs import collect_inputs as collect
+
+    return collect(backend)
+
+
+def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> list[OomDomain]:
+    """Who the OOM killer would kill now, in the system and in each limited cgroup."""
+    return predict(collect_inputs(backend), cgroup=cgroup)
