@@ -18,6 +18,7 @@ import contextlib
 import heapq
 import operator
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -39,7 +40,6 @@ from .backends import Backend, get_backend
 from .errors import TamallocError
 from .models import MemStats
 from .process_visibility import kernel_visibility, procfs_visibility
-from .system import read_meminfo
 
 __all__ = [
     "DEFAULT_TOP",
@@ -53,6 +53,7 @@ __all__ = [
 DEFAULT_TOP = 10
 _KIB = 1024
 _OVERCOMMIT_PATH = "/proc/sys/vm/overcommit_memory"
+_MEMINFO_PATH = "/proc/meminfo"
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
 _CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
 _STATUS_PATH = "/proc/self/status"
@@ -103,14 +104,32 @@ def _read_overcommit() -> int:
         return int(f.read())
 
 
-def _kernel_hides_nothing() -> bool:
-    """Whether the kernel backend can hide no process from this caller, known without a
-    system call: ``vm.tamalloc_stats_restrict`` is 0, or the caller has CAP_SYS_PTRACE,
-    which passes the kernel's ptrace_may_access() check for every process (root has it)."""
+# The three /proc/meminfo fields a scrape exports, found by one C scan of the file
+# rather than a dict of all ~55 (tamalloc.system.read_meminfo), as the kernel backend's
+# scan is so cheap that a scrape's fixed work shows.
+_MEMINFO_FIELDS = re.compile(rb"^(Committed_AS|CommitLimit|MemTotal):\s*(\d+)", re.MULTILINE)
+
+
+def _read_commit_meminfo() -> dict[bytes, int]:
+    """{b"Committed_AS": kB, b"CommitLimit": kB, b"MemTotal": kB}, the fields present."""
+    with open(_MEMINFO_PATH, "rb") as f:
+        data = f.read()
+    return {key: int(value) for key, value in _MEMINFO_FIELDS.findall(data)}
+
+
+def _restrict_off() -> bool | None:
+    """Whether ``vm.tamalloc_stats_restrict`` is 0; None when it cannot be read."""
     try:
         with open(_RESTRICT_PATH, "rb") as f:
-            if f.read().strip() == b"0":
-                return True
+            return f.read().strip() == b"0"
+    except OSError:
+        return None
+
+
+def _has_cap_sys_ptrace() -> bool:
+    """Whether this process has CAP_SYS_PTRACE in its effective set, which passes the
+    kernel's ptrace_may_access() check for every process (root has it)."""
+    try:
         with open(_STATUS_PATH, "rb") as f:
             for line in f:
                 if line.startswith(b"CapEff:"):
@@ -120,22 +139,34 @@ def _kernel_hides_nothing() -> bool:
     return False
 
 
-def _system(backend: Backend) -> _System:
+def _kernel_hides_nothing(has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace) -> bool:
+    """Whether the kernel backend can hide no process from this caller, known without a
+    system call: ``vm.tamalloc_stats_restrict`` is 0, or the caller has CAP_SYS_PTRACE.
+    An unreadable sysctl counts as restricting (the hidden count is then asked for)."""
+    off = _restrict_off()
+    if off is None:
+        return False
+    return off or has_cap_sys_ptrace()
+
+
+def _system(backend: Backend,
+            has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace) -> _System:
     """Commit accounting from /proc/meminfo on both backends (the syscall reports the
     same kernel counters), and who is hidden. On the kernel backend the hidden count
     costs a get_total_mem_stats call, which walks every process again: it is made only
     when the caller may miss some, so that a privileged exporter's scrape stays within
     twice the scan."""
-    meminfo = read_meminfo()
+    meminfo = _read_commit_meminfo()
     if backend.name == "kernel":
-        hidden = 0 if _kernel_hides_nothing() else backend.total_mem_stats().hidden_processes
+        hidden = (0 if _kernel_hides_nothing(has_cap_sys_ptrace)
+                  else backend.total_mem_stats().hidden_processes)
         visibility = kernel_visibility(hidden)
     else:
         visibility = procfs_visibility()
     return _System(
-        meminfo.get("Committed_AS", 0),
-        meminfo.get("CommitLimit", 0),
-        meminfo.get("MemTotal", 0),
+        meminfo.get(b"Committed_AS", 0),
+        meminfo.get(b"CommitLimit", 0),
+        meminfo.get(b"MemTotal", 0),
         _read_overcommit(),
         visibility.hidden,
         visibility.complete,
@@ -169,6 +200,15 @@ class MemoryCollector(Collector):
         self._on_error = on_error
         self._lock = threading.Lock()
         self._failed_scrapes = 0
+        self._cap_sys_ptrace: bool | None = None
+
+    def _has_cap_sys_ptrace(self) -> bool:
+        # Read once: a process's effective capabilities change only by its own capset()
+        # or execve(), which the exporter never makes, and /proc/self/status is the
+        # dearest file of a scrape (the kernel formats some 55 lines for it).
+        if self._cap_sys_ptrace is None:
+            self._cap_sys_ptrace = _has_cap_sys_ptrace()
+        return self._cap_sys_ptrace
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is read when the collector is registered
@@ -204,7 +244,7 @@ class MemoryCollector(Collector):
             ok = False
             self._fail("the processes", err)
         try:
-            system: _System | None = _system(self.backend)
+            system: _System | None = _system(self.backend, self._has_cap_sys_ptrace)
         except Exception as err:
             system = None
             ok = False

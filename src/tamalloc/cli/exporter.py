@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -19,7 +19,12 @@ from ..errors import TamallocError
 from .env import Environment, ExitStatus, UsageError, positive_float
 
 if TYPE_CHECKING:
+    from http.server import BaseHTTPRequestHandler
+
     from prometheus_client.registry import CollectorRegistry
+
+# A WSGI application (PEP 3333), as prometheus_client's make_wsgi_app returns.
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # Not among the ports of the Prometheus project's list of exporter defaults that we
 # know of; --listen changes it.
@@ -185,14 +190,19 @@ def _write_textfiles(
     return ExitStatus.SUCCESS
 
 
+# An idle kept-alive connection is closed after this long (Prometheus reopens one when
+# it scrapes next): a scraper that vanished never holds a thread for ever.
+_IDLE_TIMEOUT = 300.0
+
+
 def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
            env: Environment) -> int:
     # Imported here: http.server and its imports would slow every other command's start.
-    from wsgiref.simple_server import WSGIRequestHandler
+    from http.server import ThreadingHTTPServer
 
-    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+    from prometheus_client.exposition import make_wsgi_app
 
-    class Server(ThreadingWSGIServer):
+    class Server(ThreadingHTTPServer):
         address_family = address.family
 
         def handle_error(self, request: Any, client_address: Any) -> None:
@@ -200,14 +210,9 @@ def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
             err = sys.exc_info()[1]
             env.warn(f"error: answering {client_address[0]}: {type(err).__name__}: {err}")
 
-    class _QuietHandler(WSGIRequestHandler):
-        """No access log line per scrape on stderr (a journal fills with them)."""
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    handler = metrics_handler(make_wsgi_app(registry))
     try:
-        server = Server((address.host, address.port), _QuietHandler)
+        server = Server((address.host, address.port), handler)
     except OSError as err:
         hint = ""
         if err.errno == errno.EADDRINUSE:
@@ -215,9 +220,112 @@ def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
         raise ExporterError(
             f"cannot listen on {address}: {err.strerror or err}{hint}") from None
     with server:
-        server.set_app(make_wsgi_app(registry))
         bound = ListenAddress(address.host, server.server_address[1], address.family)
         env.info(f"tamalloc exporter: serving http://{bound}/metrics (backend {backend})")
         with _stop_on_sigterm():
             server.serve_forever()
     return ExitStatus.SUCCESS
+
+
+def metrics_handler(app: WSGIApp) -> type[BaseHTTPRequestHandler]:
+    """An http.server request handler that answers every request with the WSGI ``app``
+    (prometheus_client's ``make_wsgi_app``: content negotiation, gzip, 405 and the rest
+    stay the library's), over HTTP/1.1 with keep-alive.
+
+    Why not wsgiref, which served before: on the kernel backend the scan of 1,000
+    processes costs about as much as the fixed work of an answer, and most of that was
+    HTTP plumbing. wsgiref's handler closes the connection after every answer (so each
+    scrape paid a TCP handshake and a new thread), copies os.environ into every request
+    and sends the status line, headers and body in several writes. Here a scraper that
+    keeps its connection (Prometheus does) pays for none of that, and the answer leaves
+    in one write."""
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import unquote
+
+    class MetricsHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive; Content-Length is always sent
+        wbufsize = -1  # buffered: head and body leave in one write (flushed per request)
+        disable_nagle_algorithm = True  # a body larger than the buffer is never held back
+        timeout = _IDLE_TIMEOUT
+        _answered = 0
+        _waiting = True  # no request line read yet on this round of the connection
+
+        def handle_one_request(self) -> None:
+            self._waiting = True
+            try:
+                super().handle_one_request()
+            except ConnectionError:
+                # A scraper closing (or resetting) a kept-alive connection between two
+                # scrapes is its normal end; during a request it is an error (one line).
+                if self._waiting and self._answered:
+                    self.close_connection = True
+                    return
+                raise
+
+        def parse_request(self) -> bool:
+            self._waiting = False
+            return super().parse_request()
+
+        def __getattr__(self, name: str) -> Any:
+            # Every method goes to the app, which answers 405 to all but GET and
+            # OPTIONS (http.server would answer 501 to a method it has no do_X for).
+            if name.startswith("do_"):
+                return self._answer
+            raise AttributeError(name)
+
+        def _answer(self) -> None:
+            path, _, query = self.path.partition("?")
+            server_address: Any = self.server.server_address
+            environ: dict[str, Any] = {
+                "REQUEST_METHOD": self.command,
+                "SCRIPT_NAME": "",
+                "PATH_INFO": unquote(path, "iso-8859-1"),  # as wsgiref decodes it
+                "QUERY_STRING": query,
+                "SERVER_NAME": server_address[0],
+                "SERVER_PORT": str(server_address[1]),
+                "SERVER_PROTOCOL": self.request_version,
+                "REMOTE_ADDR": self.client_address[0],
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "http",
+                "wsgi.input": self.rfile,
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+            }
+            for key, value in self.headers.items():  # as wsgiref: repeated ones joined
+                key = "HTTP_" + key.replace("-", "_").upper()
+                value = value.strip()
+                environ[key] = f"{environ[key]},{value}" if key in environ else value
+            answer: list[tuple[str, list[tuple[str, str]]]] = []
+            parts: list[bytes] = []  # PEP 3333's write(), which the library's app skips
+
+            def start_response(status: str, headers: list[tuple[str, str]],
+                               exc_info: Any = None) -> Callable[[bytes], object]:
+                answer[:] = [(status, headers)]
+                return parts.append
+
+            result = app(environ, start_response)
+            try:
+                parts.extend(result)  # the whole answer first: its length is a header
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            body = b"".join(parts)
+            (status, headers), = answer
+            code, _, reason = status.partition(" ")
+            self.send_response(int(code), reason)
+            for name, value in headers:
+                self.send_header(name, value)
+            if not any(name.lower() == "content-length" for name, _ in headers):
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":  # the length is HEAD's answer, the body is not
+                self.wfile.write(body)
+            self._answered += 1
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """No access log line per scrape on stderr (a journal fills with them)."""
+
+    return MetricsHandler

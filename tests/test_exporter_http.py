@@ -1,0 +1,343 @@
+"""The HTTP server of `tamalloc exporter` (tamalloc.cli.exporter.metrics_handler): it
+answers with prometheus_client's own WSGI app, byte for byte, over HTTP/1.1 with
+keep-alive. The scrape's content is tested in test_exporter.py; here a fixed registry
+makes every answer predictable. Also the kernel emulation of bench/bench_exporter.py."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector, CollectorRegistry
+
+import tamalloc
+from _support import subprocess_env
+from conftest import IN_VM
+from tamalloc.cli.exporter import metrics_handler
+from tamalloc.exporter import _read_commit_meminfo
+from tamalloc.system import read_meminfo
+from test_exporter_prometheus import ensure_loopback
+
+WAIT = 600.0 if IN_VM else 120.0
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback() -> None:
+    ensure_loopback()
+
+
+class Fixed(Collector):
+    """Two families with labels to escape and a non-ASCII name: always the same text."""
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("t_bytes", 'Help with a \\ and "quotes".', labels=("pid", "name"))
+        g.add_metric(["1", 'a"b\\c'], 4096)
+        g.add_metric(["22", "café"], 1.5e10)
+        yield g
+        yield GaugeMetricFamily("t_up", "Up.", value=1)
+
+
+@pytest.fixture(scope="module")
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    return registry
+
+
+@pytest.fixture(scope="module")
+def server(registry: CollectorRegistry) -> Iterator[tuple[str, int]]:
+    """The handler under a plain ThreadingHTTPServer on loopback, in this process."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), metrics_handler(make_wsgi_app(registry)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield "127.0.0.1", httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=WAIT)
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str = "/metrics",
+            **headers: str) -> tuple[int, dict[str, str], bytes]:
+    conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+    response = conn.getresponse()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def library_answer(registry: CollectorRegistry, method: str, path: str,
+                   **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """What prometheus_client's WSGI app answers, called directly."""
+    environ: dict[str, Any] = {"REQUEST_METHOD": method}
+    environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
+    environ.update({"HTTP_" + k.upper(): v for k, v in headers.items()})
+    setup_testing_defaults(environ)
+    answer: list[Any] = []
+    body = b"".join(make_wsgi_app(registry)(environ, lambda s, h: answer.append((s, h))))
+    (status, header_list), = answer
+    return int(status.split()[0]), {k.lower(): v for k, v in header_list}, body
+
+
+def test_get_is_generate_latest_byte_for_byte(
+    server: tuple[str, int], registry: CollectorRegistry
+) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    status, headers, body = request(conn, "GET")
+    assert status == 200
+    assert body == generate_latest(registry)
+    assert 'name="café"' in body.decode()
+    assert headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert headers["content-length"] == str(len(body))
+    assert "content-encoding" not in headers
+    conn.close()
+
+
+def test_connection_is_kept_alive_across_scrapes(
+    server: tuple[str, int], registry: CollectorRegistry
+) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    request(conn, "GET")
+    sock = conn.sock
+    for _ in range(3):
+        assert request(conn, "GET")[2] == generate_latest(registry)
+        assert conn.sock is sock  # the same TCP connection: no reconnection
+    conn.close()
+
+
+def test_http_1_0_is_answered_and_closed(
+    server: tuple[str, int], registry: CollectorRegistry
+) -> None:
+    with socket.create_connection(server, timeout=WAIT) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):  # ends: the server closes the connection
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == generate_latest(registry)
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("GET", "/metrics", {}),
+    ("GET", "/", {}),  # every path serves the metrics, as the library's app does: no 404
+    ("GET", "/anything/else?x=1", {}),
+    ("GET", "/metrics?name[]=t_up", {}),
+    ("GET", "/metrics", {"Accept_Encoding": "gzip"}),
+    ("GET", "/metrics", {"Accept_Encoding": "deflate, GZIP;q=0.5"}),
+    ("GET", "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}),
+    ("GET", "/metrics", {"Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"}),
+    ("GET", "/favicon.ico", {}),
+    ("OPTIONS", "/metrics", {}),
+    ("POST", "/metrics", {}),
+    ("DELETE", "/metrics", {}),
+    ("BREW", "/metrics", {}),  # http.server alone would say 501; the library says 405
+])
+def test_every_answer_is_the_library_apps(
+    server: tuple[str, int], registry: CollectorRegistry, method: str, path: str,
+    headers: dict[str, str],
+) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    status, got_headers, body = request(conn, method, path, **headers)
+    want_status, want_headers, want_body = library_answer(registry, method, path, **headers)
+    assert status == want_status
+    if got_headers.get("content-encoding") == "gzip":
+        body, want_body = gzip.decompress(body), gzip.decompress(want_body)
+    assert body == want_body
+    for name in ("content-type", "content-encoding", "allow"):
+        assert got_headers.get(name) == want_headers.get(name)
+    assert int(got_headers["content-length"]) == len(body) or got_headers.get(
+        "content-encoding") == "gzip"
+    # and the connection still serves the next scrape
+    assert request(conn, "GET")[2] == generate_latest(registry)
+    conn.close()
+
+
+def test_gzip_when_asked(server: tuple[str, int], registry: CollectorRegistry) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    status, headers, body = request(conn, "GET", Accept_Encoding="gzip")
+    assert (status, headers["content-encoding"]) == (200, "gzip")
+    assert headers["content-length"] == str(len(body))
+    assert gzip.decompress(body) == generate_latest(registry)
+    conn.close()
+
+
+def test_openmetrics_when_asked(server: tuple[str, int], registry: CollectorRegistry) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    status, headers, body = request(
+        conn, "GET", Accept="application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert body == openmetrics.generate_latest(registry, version="1.0.0")
+    conn.close()
+
+
+def test_head_is_the_libraries_405_without_a_body(server: tuple[str, int]) -> None:
+    conn = http.client.HTTPConnection(*server, timeout=WAIT)
+    status, headers, body = request(conn, "HEAD")
+    assert (status, headers["allow"], body) == (405, "OPTIONS,GET", b"")
+    # Content-Length is that of the body a GET-like answer would carry (RFC 9110 9.3.2),
+    # and no body follows, so the kept-alive connection stays in step:
+    assert headers["content-length"] == str(len(b"# HTTP 405 Method Not Allowed: HEAD;"
+                                                b" use OPTIONS or GET\n"))
+    assert request(conn, "GET")[0] == 200
+    conn.close()
+
+
+def test_a_malformed_request_is_400_and_closed(server: tuple[str, int]) -> None:
+    with socket.create_connection(server, timeout=WAIT) as s:
+        s.sendall(b"garbage\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    # http.server's error page (no status line: it takes such a request for HTTP/0.9)
+    assert b"Error code: 400" in data
+
+
+@pytest.fixture
+def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamalloc", "--backend", "procfs", "exporter", "--listen",
+         "127.0.0.1:0", "--top", "2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=subprocess_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], WAIT)[0], "the exporter did not start"
+        url = proc.stdout.readline().split()[3]
+        host, port = url.split("/")[2].split(":")
+        yield proc, (host, int(port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=WAIT)
+
+
+def reset(s: socket.socket) -> None:
+    """Close with a TCP RST instead of a FIN."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_scrapers_ending_kept_alive_connections_are_no_error(
+    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]]
+) -> None:
+    proc, address = exporter_process
+    for end in ("close", "reset"):
+        for _ in range(5):
+            conn = http.client.HTTPConnection(*address, timeout=WAIT)
+            assert request(conn, "GET")[0] == 200
+            assert request(conn, "GET")[0] == 200
+            assert conn.sock is not None
+            if end == "reset":
+                reset(conn.sock)
+                conn.sock = None
+            conn.close()
+    # a scraper that asks and hangs up before the answer: at most one line each
+    for _ in range(5):
+        s = socket.create_connection(address, timeout=WAIT)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        reset(s)
+    conn = http.client.HTTPConnection(*address, timeout=WAIT)
+    assert request(conn, "GET")[0] == 200  # still answering
+    conn.close()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) <= 5
+    assert all(line.startswith("tamalloc: error: answering 127.0.0.1: ") for line in lines)
+
+
+def test_commit_fields_are_read_meminfos() -> None:
+    fields = _read_commit_meminfo()
+    full = read_meminfo()
+    # Committed_AS moves between two reads; the two limits do not.
+    assert fields[b"MemTotal"] == full["MemTotal"]
+    assert fields[b"CommitLimit"] == full["CommitLimit"]
+    assert set(fields) == {b"Committed_AS", b"CommitLimit", b"MemTotal"}
+
+
+def test_cap_sys_ptrace_is_read_once_per_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tamalloc.exporter as exporter
+
+    status = tmp_path / "status"
+    status.write_text("CapEff:\t0000000000080000\n")
+    monkeypatch.setattr(exporter, "_STATUS_PATH", str(status))
+    collector = exporter.MemoryCollector(backend="procfs")
+    assert collector._has_cap_sys_ptrace()
+    status.write_text("CapEff:\t0000000000000000\n")  # no process's own caps change so
+    assert collector._has_cap_sys_ptrace()
+    assert not exporter.MemoryCollector(backend="procfs")._has_cap_sys_ptrace()
+
+
+@pytest.fixture
+def bench_exporter(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_exporter
+
+    return bench_exporter
+
+
+def test_bench_emulated_records_decode_to_the_processes(bench_exporter: Any) -> None:
+    from tamalloc.backends.kernel import _from_records
+
+    stats = tamalloc.all_mem_stats(backend="procfs")
+    decoded = _from_records(memoryview(bench_exporter.kernel_records(stats)))
+    assert decoded == [s._replace(name=s.name.encode()[:15].decode("utf-8", "replace"))
+                       for s in stats]
+
+
+def test_bench_kept_alive_client_reads_whole_answers(
+    bench_exporter: Any, server: tuple[str, int], registry: CollectorRegistry
+) -> None:
+    get = bench_exporter.KeptAliveGet(f"http://{server[0]}:{server[1]}/metrics")
+    try:
+        assert get() == get() == generate_latest(registry)
+        assert get.sock is not None
+    finally:
+        get.close()
+
+
+def test_a_writer_app_is_answered_in_order(tmp_path: Path) -> None:
+    """PEP 3333's start_response writer (prometheus_client's app does not use it): what
+    it writes comes before the returned parts, after the headers."""
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"a")
+        return [b"b", b"c"]
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), metrics_handler(app))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=WAIT)
+        status, headers, body = request(conn, "GET")
+        assert (status, headers["content-length"], body) == (200, "3", b"abc")
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=WAIT)
