@@ -305,7 +305,7 @@ def test_count_query_and_too_small_buffer(child: Child) -> None:
 
 
 def test_larger_record_is_zero_filled_at_its_stride(child: Child) -> None:
-    stride = abi.TAMALLOC_MEM_STATS_SIZE_VER0 + 40
+    stride = ctypes.sizeof(MemRecords) + 40
     count = sys_get_mem_stats(0, None, stride, 0) + 64
     buf = (ctypes.c_ubyte * (stride * count))(*([0xFF] * (stride * count)))
     written = sys_get_mem_stats(0, buf, stride, count)
