@@ -212,6 +212,36 @@ def test_a_malformed_request_is_400_and_closed(server: tuple[str, int]) -> None:
     assert b"Error code: 400" in data
 
 
+def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
+    registry: CollectorRegistry,
+) -> None:
+    handler = metrics_handler(make_wsgi_app(registry))
+    handler.timeout = 0.2  # the exporter's is minutes: a vanished scraper's thread ends
+    errors: list[BaseException | None] = []
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(sys.exc_info()[1])
+
+    httpd = Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", httpd.server_address[1]),
+                                      timeout=WAIT) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):  # the answer, then the server's close
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert data.endswith(generate_latest(registry))
+        assert errors == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=WAIT)
+
+
 @pytest.fixture
 def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
     proc = subprocess.Popen(
