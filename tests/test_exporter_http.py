@@ -202,6 +202,18 @@ def test_head_is_the_libraries_405_without_a_body(server: tuple[str, int]) -> No
     conn.close()
 
 
+def test_a_request_body_closes_the_connection(server: tuple[str, int]) -> None:
+    """The app reads no body: what follows one cannot be told from the next request."""
+    with socket.create_connection(server, timeout=WAIT) as s:
+        s.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nConnection: close\r\n" in data
+    assert data.count(b"HTTP/1.1 ") == 1
+
+
 def test_a_malformed_request_is_400_and_closed(server: tuple[str, int]) -> None:
     with socket.create_connection(server, timeout=WAIT) as s:
         s.sendall(b"garbage\r\n\r\n")

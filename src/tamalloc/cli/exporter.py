@@ -318,6 +318,10 @@ def metrics_handler(app: WSGIApp) -> type[BaseHTTPRequestHandler]:
             self.send_response(int(code), reason)
             for name, value in headers:
                 self.send_header(name, value)
+            if self.headers.get("Transfer-Encoding") or self.headers.get(
+                    "Content-Length", "0").strip() != "0":
+                # A request body the app left unread would be taken for the next request.
+                self.send_header("Connection", "close")  # sets close_connection
             if not any(name.lower() == "content-length" for name, _ in headers):
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
