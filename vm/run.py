@@ -38,10 +38,11 @@ SPLAT = re.compile(
 # Boot banners that name a debug facility without reporting anything.
 BANNER = re.compile(r"KernelAddressSanitizer initialized|kasan: ")
 # --allow-oom: an OOM killer's report runs from "<comm> invoked oom-killer: ..." to
-# "Out of memory: Killed process N (...)", and its stack dump prints one "Call Trace:".
+# "Out of memory: Killed process N (...)" (a memory cgroup's OOM: "Memory cgroup out of
+# memory: Killed process N (...)"), and its stack dump prints one "Call Trace:".
 # That one line per complete report is accepted; every other line is checked as usual.
 OOM_START = re.compile(r" invoked oom-killer: gfp_mask=")
-OOM_END = re.compile(r"\bOut of memory: Killed process \d+ \(")
+OOM_END = re.compile(r"\b(Out of memory|Memory cgroup out of memory): Killed process \d+ \(")
 CALL_TRACE_ONLY = re.compile(r"^(\[[ \d.]+\] )?Call Trace:\s*$")
 
 

@@ -79,3 +79,44 @@ def test_a_page_allocation_failure_is_not_an_oom_report() -> None:
         "[  103.2] Call Trace:\n"
     )
     assert RUN.splats(report, allow_oom=True) == ["[  103.2] Call Trace:"]
+
+
+# A memory cgroup's OOM (what tests/oom forces, in `make vm-oom-test`): the same stack
+# dump, the cgroup's figures instead of the system's, and another last line; with
+# memory.oom.group one report ends in several kills.
+MEMCG_OOM_REPORT = """\
+[  201.000001] python3 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=-1000
+[  201.000002] CPU: 0 PID: 930 Comm: python3 Not tainted 6.1.158 #1
+[  201.000003] Call Trace:
+[  201.000004]  <TASK>
+[  201.000005]  dump_stack_lvl+0x45/0x5e
+[  201.000006]  mem_cgroup_out_of_memory+0x1a4/0x1f0
+[  201.000007]  try_charge_memcg+0x8d1/0xa20
+[  201.000008]  </TASK>
+[  201.000009] memory: usage 131072kB, limit 131072kB, failcnt 57
+[  201.000010] swap: usage 0kB, limit 0kB, failcnt 0
+[  201.000011] Memory cgroup stats for /tamalloc-oom-6:
+[  201.000012] Tasks state (memory values in pages):
+[  201.000013] [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name
+[  201.000014] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/tamalloc-oom-6,task_memcg=/tamalloc-oom-6,task=python3,pid=925,uid=0
+[  201.000015] Memory cgroup out of memory: Killed process 925 (python3) total-vm:71000kB, anon-rss:45000kB, file-rss:9000kB, shmem-rss:0kB, UID:0 pgtables:180kB oom_score_adj:0
+[  201.000016] Tasks in /tamalloc-oom-6 are going to be killed due to memory.oom.group set
+[  201.000017] Memory cgroup out of memory: Killed process 921 (python3) total-vm:35000kB, anon-rss:12000kB, file-rss:9000kB, shmem-rss:0kB, UID:0 pgtables:100kB oom_score_adj:0
+"""  # noqa: E501
+
+
+def test_allow_oom_accepts_a_memory_cgroup_report() -> None:
+    assert RUN.splats(MEMCG_OOM_REPORT) == ["[  201.000003] Call Trace:"]
+    assert RUN.splats(MEMCG_OOM_REPORT, allow_oom=True) == []
+    assert RUN.splats(MEMCG_OOM_REPORT + OOM_REPORT + MEMCG_OOM_REPORT, allow_oom=True) == []
+
+
+def test_a_memory_cgroup_report_is_as_strict() -> None:
+    lines = MEMCG_OOM_REPORT.splitlines()
+    lines.insert(8, "[  201.000008] Call Trace:")
+    assert RUN.splats("\n".join(lines), allow_oom=True) == ["[  201.000008] Call Trace:"]
+    cut = "\n".join(line for line in MEMCG_OOM_REPORT.splitlines() if "Killed" not in line)
+    assert RUN.splats(cut, allow_oom=True) == ["[  201.000003] Call Trace:"]
+    # a Call Trace after the last kill belongs to no report
+    tail = MEMCG_OOM_REPORT + WARNING.splitlines()[1] + "\n"
+    assert RUN.splats(tail, allow_oom=True) == [WARNING.splitlines()[1]]
