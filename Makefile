@@ -73,8 +73,8 @@ stress: module venv ## the robustness campaign on the debug kernel, full scale, 
 # checked against `tamalloc oom`'s prediction, in a boot of its own whose log check
 # accepts complete OOM-killer reports (--allow-oom). A small guest, so that the
 # system-wide OOM has little to fill: 1G leaves 819 MiB to the kernel's allocator after
-# KASAN's shadow, and the memory cgroups need at most 160 MiB. About 14 minutes in the
-# guest, 9 of them the system-wide OOM's reclaim.
+# KASAN's shadow, and the memory cgroups need at most 160 MiB. About 4 minutes in the
+# guest.
 OOM_MEMORY ?= 1G
 vm-oom-test: module venv ## real OOM kills in the guest against tamalloc oom's prediction
 	VM_MEMORY=$(OOM_MEMORY) $(PYTHON) vm/run.py --check-log --allow-oom --timeout 1800 \

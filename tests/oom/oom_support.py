@@ -111,6 +111,12 @@ def kills():
                 return int(value)
     raise SystemExit(f"no oom_kill in {events}")
 
+if events == "/proc/vmstat":
+    # System-wide, reclaim evicts the interpreter's own text (9p page cache) and the
+    # pusher refaults it at every step: minutes of thrashing under emulation before the
+    # OOM. Locked, its code stays; the others sleep. It changes no one's points.
+    import ctypes
+    ctypes.CDLL(None).mlockall(1)  # MCL_CURRENT
 base = kills()
 chunk = b"\x01" * step
 print("ready", os.getpid(), flush=True)
