@@ -25,10 +25,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tamalloc
+import tamalloc.oom
 from _support import Child, assert_clean_error, run_cli, subprocess_env
 from conftest import IN_VM
 from tamalloc.exporter import MemoryCollector, make_registry, render, top_processes, write_textfile
-from tamalloc.models import MemStats, TotalMemStats
+from tamalloc.models import MemStats, OomTask, TotalMemStats
+from tamalloc.oom import OomCgroup, OomInputs
 from test_exporter_prometheus import ensure_loopback
 
 WAIT = 600.0 if IN_VM else 120.0  # the guest emulates every instruction
@@ -58,6 +60,15 @@ FAMILIES = {
     "tamalloc_scrape_success": "gauge",
     "tamalloc_scrape_errors": "counter",
     "tamalloc_scrape_duration_seconds": "gauge",
+}
+OOM_FAMILIES = {  # with --oom only
+    "tamalloc_oom_domains": "gauge",
+    "tamalloc_oom_domain_limit_bytes": "gauge",
+    "tamalloc_oom_domain_usage_bytes": "gauge",
+    "tamalloc_oom_domain_headroom_bytes": "gauge",
+    "tamalloc_oom_victim": "gauge",
+    "tamalloc_oom_group_kill": "gauge",
+    "tamalloc_oom_killed_processes": "gauge",
 }
 
 
@@ -483,3 +494,266 @@ def test_promtool_finds_no_naming_problem() -> None:
                             timeout=WAIT)
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
 
+
+
+# --- --oom: the OOM prediction. This host has no cgroup v2 memory controller, so the
+# collector is fed recorded inputs through tamalloc.oom.collect_inputs, which
+# predict_oom() calls; the model itself (tamalloc.oom.predict) runs for real.
+
+MIB_KB = 1024
+GIB_KB = 1024 * MIB_KB
+
+
+def oom_task(pid: int, name: str, cgroup: str, rss_mib: int, adj: int = 0) -> OomTask:
+    return OomTask(pid=pid, name=name, cgroup=cgroup, rss_kb=rss_mib * MIB_KB, swap_kb=0,
+                   pgtables_kb=0, oom_score=0, oom_score_adj=adj, unkillable=adj == -1000,
+                   oom_victim=False)
+
+
+def oom_cgroup(max_kb: int | None, current_kb: int, oom_group: bool = False) -> OomCgroup:
+    return OomCgroup(memory_max_kb=max_kb, swap_max_kb=None, current_kb=current_kb,
+                     swap_current_kb=0, oom_group=oom_group, has_memory_controller=True,
+                     oom_kill=0)
+
+
+def oom_inputs(tasks: list[OomTask], cgroups: dict[str, OomCgroup]) -> OomInputs:
+    """4 GiB of RAM, 3 GiB available, no swap, 4 KiB pages."""
+    return OomInputs(
+        tasks=tuple(tasks), cgroups={"/": oom_cgroup(None, 0), **cgroups},
+        mem_total_kb=4 * GIB_KB, mem_available_kb=3 * GIB_KB, swap_total_kb=0,
+        swap_free_kb=0, page_size=4096, swappiness=60, oom_kill_allocating_task=0,
+        panic_on_oom=0, cgroup_v1_memory=False, backend="procfs",
+    )
+
+
+# The system; /web (1 GiB, 900 MiB used, memory.oom.group: nginx 500 + 300 MiB and a
+# sidecar at oom_score_adj -1000); /db (2 GiB, 1 GiB used: postgres 1000 MiB and
+# pgbouncer 20 MiB); /user, without a memory.max, is no domain of its own.
+RECORDED = oom_inputs(
+    [oom_task(10, "nginx", "/web", 500), oom_task(11, "nginx", "/web", 300),
+     oom_task(12, "sidecar", "/web", 10, adj=-1000),
+     oom_task(20, "postgres", "/db", 1000), oom_task(21, "pgbouncer", "/db", 20),
+     oom_task(30, "bash", "/user", 5)],
+    {"/web": oom_cgroup(GIB_KB, 900 * MIB_KB, oom_group=True),
+     "/db": oom_cgroup(2 * GIB_KB, GIB_KB),
+     "/user": oom_cgroup(None, 100 * MIB_KB)},
+)
+
+
+@pytest.fixture
+def recorded_oom(monkeypatch: pytest.MonkeyPatch) -> Callable[[OomInputs], list[str | None]]:
+    """Factory: make predict_oom() read ``inputs``; the list of backends it was asked for
+    (one entry a prediction)."""
+    calls: list[str | None] = []
+
+    def use(inputs: OomInputs) -> list[str | None]:
+        def collect_inputs(backend: str | None = None) -> OomInputs:
+            calls.append(backend)
+            return inputs
+
+        monkeypatch.setattr(tamalloc.oom, "collect_inputs", collect_inputs)
+        return calls
+
+    return use
+
+
+def by_domain(metrics: dict[str, list[tuple[dict[str, str], float]]],
+              name: str) -> dict[str, float]:
+    return {labels["domain"]: value for labels, value in metrics.get(name, [])}
+
+
+def test_oom_families_and_values_of_a_recorded_system(
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    calls = recorded_oom(RECORDED)
+    collector = with_backend(FakeBackend(fake_stats(5), name="kernel"), oom=True)
+    text = render(make_registry(collector)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert calls == ["kernel"]  # one prediction a scrape, on the exporter's backend
+    assert {n: f.type for n, f in families.items() if n.startswith("tamalloc_oom_")} == (
+        OOM_FAMILIES)
+    help_text = {n: f.documentation for n, f in families.items()}
+    assert "can still take before its OOM killer runs" in help_text[
+        "tamalloc_oom_domain_headroom_bytes"]
+    assert "Who the kernel would kill if this domain ran out of memory now" in help_text[
+        "tamalloc_oom_victim"]
+    metrics = scrape(collector)
+    assert one(metrics, "tamalloc_scrape_success") == 1
+    assert one(metrics, "tamalloc_oom_domains") == 2  # /web and /db; /user has no limit
+    gib = 1 << 30
+    assert by_domain(metrics, "tamalloc_oom_domain_limit_bytes") == {
+        "system": 4 * gib, "/web": gib, "/db": 2 * gib}
+    assert by_domain(metrics, "tamalloc_oom_domain_usage_bytes") == {
+        "system": gib, "/web": 900 << 20, "/db": gib}
+    assert by_domain(metrics, "tamalloc_oom_domain_headroom_bytes") == {
+        "system": 3 * gib, "/web": 124 << 20, "/db": gib}
+    # Scores by hand: (1000 + 1000 * rss pages // limit pages) * 2 // 3. postgres
+    # (256000 pages) against the system's 1048576: 829; against /db's 524288: 992;
+    # nginx 10 (128000 pages) against /web's 262144: 992.
+    assert sorted((lab["domain"], lab["pid"], lab["name"], v)
+                  for lab, v in metrics["tamalloc_oom_victim"]) == [
+        ("/db", "20", "postgres", 992), ("/web", "10", "nginx", 992),
+        ("system", "20", "postgres", 829)]
+    # memory.oom.group on /web: both nginx die, the -1000 sidecar is spared.
+    assert metrics["tamalloc_oom_group_kill"] == [({"domain": "/web", "group": "/web"}, 1)]
+    assert by_domain(metrics, "tamalloc_oom_killed_processes") == {
+        "system": 1, "/web": 2, "/db": 1}
+    assert calls == ["kernel"] * 2  # the render above, and this scrape
+
+
+def bounded_inputs(count: int) -> OomInputs:
+    """``count`` cgroups of 1 GiB, /c00 ... ; /cNN has (NN * 7) % count MiB headroom
+    (all distinct when count is 30), so headroom does not follow the path order."""
+    return oom_inputs([], {
+        f"/c{i:02}": oom_cgroup(GIB_KB, GIB_KB - (i * 7 % count) * MIB_KB)
+        for i in range(count)
+    })
+
+
+@pytest.mark.parametrize(("limit", "kept"), [
+    (5, ["/c00", "/c13", "/c26", "/c09", "/c22"]),  # headroom 0, 1, 2, 3, 4 MiB
+    (1, ["/c00"]),
+    (0, []),
+    (40, [f"/c{i:02}" for i in range(30)]),
+])
+def test_oom_domains_keep_the_least_headroom_and_the_system(
+    limit: int, kept: list[str], recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    recorded_oom(bounded_inputs(30))
+    metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=limit))
+    assert one(metrics, "tamalloc_oom_domains") == 30  # all of them, exported or not
+    headroom = by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")
+    assert set(headroom) == {"system", *kept}
+    assert headroom["system"] == 3 << 30  # the most headroom, and there anyway
+    for name in ("tamalloc_oom_domain_limit_bytes", "tamalloc_oom_domain_usage_bytes",
+                 "tamalloc_oom_killed_processes"):
+        assert set(by_domain(metrics, name)) == {"system", *kept}
+    for path in kept:
+        assert headroom[path] == (int(path[2:]) * 7 % 30) << 20
+
+
+def test_oom_domains_of_equal_headroom_are_chosen_by_path(
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    recorded_oom(oom_inputs([], {
+        path: oom_cgroup(GIB_KB, GIB_KB - 8 * MIB_KB) for path in ("/z", "/b", "/a", "/m")
+    }))
+    for _ in range(3):  # the same two at every scrape
+        metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=2))
+        assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {
+            "system", "/a", "/b"}
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (OSError(13, "Permission denied"), "[Errno 13] Permission denied"),
+    (RuntimeError("unexpected"), "RuntimeError: unexpected"),
+])
+def test_a_failed_oom_prediction_leaves_its_metrics_out_and_is_counted(
+    error: Exception, line: str, monkeypatch: pytest.MonkeyPatch,
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    def fail(backend: str | None = None) -> OomInputs:
+        raise error
+
+    monkeypatch.setattr(tamalloc.oom, "collect_inputs", fail)
+    errors: list[str] = []
+    collector = with_backend(FakeBackend(fake_stats(5)), oom=True, on_error=errors.append)
+    metrics = scrape(collector)
+    assert one(metrics, "tamalloc_scrape_success") == 0
+    assert one(metrics, "tamalloc_scrape_errors_total") == 1
+    assert not [name for name in metrics if name.startswith("tamalloc_oom_")]
+    assert one(metrics, "tamalloc_processes") == 5  # the other parts still read
+    assert one(metrics, "tamalloc_system_memory_bytes") > 0
+    assert errors == [f"scrape: cannot read the OOM prediction: {line}"]
+    recorded_oom(RECORDED)  # it works again: success again, the count stays
+    metrics = scrape(collector)
+    assert one(metrics, "tamalloc_scrape_success") == 1
+    assert one(metrics, "tamalloc_scrape_errors_total") == 1
+    assert one(metrics, "tamalloc_oom_domains") == 2
+    assert len(errors) == 1
+
+
+def test_without_oom_there_is_no_oom_family_and_no_prediction(
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    calls = recorded_oom(RECORDED)
+    metrics = scrape(with_backend(FakeBackend(fake_stats(5))))
+    assert one(metrics, "tamalloc_scrape_success") == 1
+    assert not [name for name in metrics if name.startswith("tamalloc_oom_")]
+    assert calls == []  # the default scrape does not pay for the walk
+
+
+def test_oom_metrics_pass_promtool() -> None:
+    promtool = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
+    if promtool is None:
+        pytest.fail("promtool is not installed: `make deps` installs it (Debian package"
+                    " prometheus, vm/install-deps.sh)")
+    text = render(make_registry(MemoryCollector(backend="procfs", oom=True)))
+    assert b"\ntamalloc_oom_domain_headroom_bytes{domain=\"system\"} " in text
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                            timeout=WAIT)
+    assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def test_textfile_with_oom_on_this_host(tmp_path: Path) -> None:
+    """The real prediction, end to end: the system domain at least, as tamalloc.oom
+    computes it (RAM + swap do not change between the two readings)."""
+    path = tmp_path / "tamalloc.prom"
+    result = run_cli("exporter", "--textfile", str(path), "--oom", timeout=WAIT)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    assert set(families) - set(FAMILIES) == set(OOM_FAMILIES)
+    system, *cgroups = tamalloc.oom.predict_oom()
+    limits = {s.labels["domain"]: s.value
+              for s in families["tamalloc_oom_domain_limit_bytes"].samples}
+    assert limits["system"] == system.limit_kb * 1024
+    assert len(limits) <= 21
+    domains, = families["tamalloc_oom_domains"].samples
+    assert domains.value == len(cgroups)
+
+
+def cli_main(*args: str) -> int:
+    from tamalloc.cli.main import main
+
+    return main(list(args))
+
+
+@pytest.mark.parametrize(("args", "domains"), [
+    (["--oom", "--oom-domains", "3"], 3),
+    (["--oom"], 20),  # the default
+    (["--oom", "--oom-domains", "0"], 0),
+    ([], None),  # no --oom: no family at all
+])
+def test_cli_passes_oom_options(
+    args: list[str], domains: int | None, tmp_path: Path,
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    calls = recorded_oom(bounded_inputs(30))
+    path = tmp_path / "tamalloc.prom"
+    assert cli_main("--backend", "procfs", "exporter", "--textfile", str(path), *args) == 0
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    if domains is None:
+        assert not [name for name in families if name.startswith("tamalloc_oom_")]
+        assert calls == []
+        return
+    assert calls == ["procfs"]
+    headroom = families["tamalloc_oom_domain_headroom_bytes"].samples
+    assert len(headroom) == domains + 1
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--oom", "--oom-domains", "-1"], "--oom-domains"),
+    (["--oom", "--oom-domains", "x"], "--oom-domains"),
+    (["--oom", "--oom-domains", "2.5"], "--oom-domains"),
+    (["--oom", "--oom-domains"], "--oom-domains"),
+    (["--oom-domains", "5"], "--oom-domains needs --oom"),
+    (["--oom=1"], "--oom"),
+])
+def test_bad_oom_options_are_usage_errors(args: list[str], says: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tamalloc", "exporter", "--textfile", "x.prom", *args],
+        capture_output=True, text=True, timeout=WAIT, cwd=tmp_path, env=subprocess_env(),
+        stdin=subprocess.DEVNULL)
+    line = assert_clean_error(result, 2)
+    assert says in line
+    assert not (tmp_path / "x.prom").exists()

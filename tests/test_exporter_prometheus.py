@@ -325,7 +325,8 @@ def test_prometheus_loads_the_example_rules(prometheus: Server) -> None:
     groups = prometheus.get("/api/v1/rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     assert {rule["name"] for rule in rules} >= {"TamallocCommitHeadroomLow",
-                                                "TamallocProcessNearOomLine"}
+                                                "TamallocProcessNearOomLine",
+                                                "TamallocCgroupHeadroomLow"}
     prometheus.wait_for('ALERTS{alertname="TamallocProcessNearOomLine"}',
                         "evaluation of the example rules")
     assert all(rule["health"] in ("ok", "unknown") for rule in rules), rules

@@ -31,18 +31,23 @@ def run_promtool(*args: str) -> str:
 
 
 def test_promtool_checks_the_rules() -> None:
-    assert "SUCCESS: 3 rules found" in run_promtool("check", "rules", "rules.yml")
+    assert "SUCCESS: 4 rules found" in run_promtool("check", "rules", "rules.yml")
 
 
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
     assert "SUCCESS" in run_promtool("test", "rules", "rules_test.yml")
 
 
-def test_the_unit_tests_can_fail(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("expr", "never", "alert"), [
+    ("tamalloc_process_oom_score >= 1200", "tamalloc_process_oom_score > 5000",
+     "TamallocProcessNearOomLine"),
+    ('tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.10',
+     'tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.01', "TamallocCgroupHeadroomLow"),
+])
+def test_the_unit_tests_can_fail(expr: str, never: str, alert: str, tmp_path: Path) -> None:
     """A rule that never fires fails its unit test: promtool really judges them."""
     rules = (EXAMPLES / "rules.yml").read_text()
-    broken = rules.replace("tamalloc_process_oom_score >= 1200",
-                           "tamalloc_process_oom_score > 5000")
+    broken = rules.replace(expr, never)
     assert broken != rules
     (tmp_path / "rules.yml").write_text(broken)
     shutil.copy(EXAMPLES / "rules_test.yml", tmp_path)
@@ -51,4 +56,4 @@ def test_the_unit_tests_can_fail(tmp_path: Path) -> None:
         text=True, timeout=300, stdin=subprocess.DEVNULL,
     )
     assert result.returncode != 0
-    assert "TamallocProcessNearOomLine" in result.stdout + result.stderr
+    assert alert in result.stdout + result.stderr

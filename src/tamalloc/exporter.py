@@ -9,6 +9,11 @@ the kernel backend it is called only for the count of hidden processes, when som
 be). Scrapes are serialized: two Prometheus servers scraping at once cost one scan
 each, never more.
 
+With ``oom=True`` a scrape also makes one ``predict_oom()``: the OOM domains (the
+system and every cgroup with a finite memory.max), their headroom and the victim each
+would kill. It is opt-in because it walks every process a second time and reads the
+cgroup tree, which the default scrape (benchmarked at most twice the scan) must not pay.
+
 Needs the ``exporter`` extra: ``pip install 'tamalloc[exporter]'``.
 """
 
@@ -35,15 +40,19 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from . import oom as oom_model
 from ._version import __version__
 from .backends import Backend, get_backend
 from .errors import TamallocError
 from .models import MemStats
+from .oom import OomDomain
 from .process_visibility import kernel_visibility, procfs_visibility
 
 __all__ = [
+    "DEFAULT_OOM_DOMAINS",
     "DEFAULT_TOP",
     "MemoryCollector",
+    "least_headroom_domains",
     "make_registry",
     "render",
     "top_processes",
@@ -51,6 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_TOP = 10
+DEFAULT_OOM_DOMAINS = 20
 _KIB = 1024
 _OVERCOMMIT_PATH = "/proc/sys/vm/overcommit_memory"
 _MEMINFO_PATH = "/proc/meminfo"
@@ -62,6 +72,13 @@ _PROCESS_LABELS = ("pid", "name")
 _TOP_NOTE = (
     " Exported only for the processes among the top N by OOM score or by resident memory"
     " (tamalloc exporter --top N), so at most 2N processes."
+)
+# Cgroup paths always start with "/", so this label value cannot be taken by a cgroup.
+_SYSTEM_DOMAIN = "system"
+_OOM_NOTE = (
+    ' Label domain is "system" for the whole machine, else the cgroup\'s path; exported'
+    " for the system and the N cgroups with the least headroom (tamalloc exporter"
+    " --oom-domains N), so at most N + 1 domains."
 )
 
 
@@ -97,6 +114,17 @@ def top_processes(stats: Iterable[MemStats], top: int) -> list[MemStats]:
     by_rss = heapq.nlargest(top, stats, key=_BY_RESIDENT)
     chosen = {s.pid: s for s in (*by_oom, *by_rss)}
     return [chosen[pid] for pid in sorted(chosen)]
+
+
+def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[OomDomain]:
+    """The system domain and the ``limit`` cgroup domains with the least headroom (equal
+    headroom by path, so the choice does not flicker between scrapes), the system first
+    and then by path: at most ``limit + 1`` domains however many cgroups are limited."""
+    domains = list(domains)
+    system = [d for d in domains if d.kind == "system"]
+    cgroups = heapq.nsmallest(max(limit, 0), (d for d in domains if d.kind == "cgroup"),
+                              key=lambda d: (d.headroom_kb, d.cgroup or ""))
+    return system + sorted(cgroups, key=lambda d: d.cgroup or "")
 
 
 def _read_overcommit() -> int:
@@ -182,8 +210,11 @@ class MemoryCollector(Collector):
 
     ``backend``: "kernel", "procfs" or None for the default (resolved now, so a kernel
     backend on a stock kernel fails here, not at the first scrape). ``top``: how many
-    processes each ranking exports. ``on_error`` receives one line per failed part of
-    a scrape (the scrape itself still answers, with ``tamalloc_scrape_success`` 0).
+    processes each ranking exports. ``oom``: also export the OOM prediction, from one
+    ``predict_oom()`` a scrape on the same backend, for the system and the
+    ``oom_domains`` cgroups with the least headroom. ``on_error`` receives one line per
+    failed part of a scrape (the scrape itself still answers, with
+    ``tamalloc_scrape_success`` 0).
     """
 
     def __init__(
@@ -191,12 +222,18 @@ class MemoryCollector(Collector):
         *,
         backend: str | None = None,
         top: int = DEFAULT_TOP,
+        oom: bool = False,
+        oom_domains: int = DEFAULT_OOM_DOMAINS,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         if top < 0:
             raise ValueError(f"top must be >= 0, not {top}")
+        if oom_domains < 0:
+            raise ValueError(f"oom_domains must be >= 0, not {oom_domains}")
         self.backend: Backend = get_backend(backend)
         self.top = top
+        self.oom = oom
+        self.oom_domains = oom_domains
         self._on_error = on_error
         self._lock = threading.Lock()
         self._failed_scrapes = 0
@@ -249,10 +286,22 @@ class MemoryCollector(Collector):
             system = None
             ok = False
             self._fail("the system's commit accounting", err)
+        domains: list[OomDomain] | None = None
+        if self.oom:
+            try:
+                # Looked up in the module at each scrape (tests feed recorded inputs
+                # through tamalloc.oom.collect_inputs). The backend is named, so the
+                # prediction reads the same data source as the rest of the scrape.
+                domains = oom_model.predict_oom(backend=self.backend.name)
+            except Exception as err:
+                ok = False
+                self._fail("the OOM prediction", err)
         if system is not None:
             metrics += self._system_metrics(system)
         if processes is not None:
             metrics += self._process_metrics(processes)
+        if domains is not None:
+            metrics += self._oom_metrics(domains)
         if not ok:
             self._failed_scrapes += 1
         metrics += [
@@ -349,6 +398,67 @@ class MemoryCollector(Collector):
             families["swap"].add_metric(labels, s.swap_kb * _KIB)
             families["oom"].add_metric(labels, s.oom_score)
         return metrics + list(families.values())
+
+    def _oom_metrics(self, domains: list[OomDomain]) -> list[Metric]:
+        limited = sum(1 for d in domains if d.kind == "cgroup")
+        label = ["domain"]
+        limit = GaugeMetricFamily(
+            "tamalloc_oom_domain_limit_bytes",
+            "Memory an OOM domain may use before its OOM killer runs: RAM + swap for the"
+            " system; for a cgroup, memory.max plus the swap it may use (memory.swap.max,"
+            " at most the swap there is; none when vm.swappiness is 0)." + _OOM_NOTE,
+            labels=label)
+        usage = GaugeMetricFamily(
+            "tamalloc_oom_domain_usage_bytes",
+            "Memory an OOM domain uses now, as its limit counts it: for the system RAM in"
+            " use (MemTotal - MemAvailable) + swap in use; for a cgroup memory.current"
+            " (+ memory.swap.current when its limit includes swap), page cache the kernel"
+            " would reclaim before an OOM included." + _OOM_NOTE,
+            labels=label)
+        headroom = GaugeMetricFamily(
+            "tamalloc_oom_domain_headroom_bytes",
+            "Bytes an OOM domain can still take before its OOM killer runs: limit minus"
+            " usage, 0 at the limit. For a cgroup it is a floor: reclaimable page cache"
+            " counts as used." + _OOM_NOTE,
+            labels=label)
+        victim = GaugeMetricFamily(
+            "tamalloc_oom_victim",
+            "Who the kernel would kill if this domain ran out of memory now (tamalloc's"
+            " model of the Linux OOM killer): the victim's OOM score against the domain,"
+            " 0..2000 like /proc/PID/oom_score but weighed against the domain's limit."
+            " One series per domain with a victim; none when nothing in it can be killed"
+            " or an earlier victim is still exiting." + _OOM_NOTE,
+            labels=["domain", *_PROCESS_LABELS])
+        group = GaugeMetricFamily(
+            "tamalloc_oom_group_kill",
+            "1 when an OOM in this domain now would kill the whole cgroup named by label"
+            " group, because memory.oom.group is set there: every process in it dies"
+            " with the victim, not the victim alone." + _OOM_NOTE,
+            labels=["domain", "group"])
+        killed = GaugeMetricFamily(
+            "tamalloc_oom_killed_processes",
+            "Processes an OOM in this domain now would kill: 1 (the victim); under"
+            " memory.oom.group every process of that cgroup but those with oom_score_adj"
+            " -1000; 0 when it would kill none." + _OOM_NOTE,
+            labels=label)
+        for d in least_headroom_domains(domains, self.oom_domains):
+            name = _SYSTEM_DOMAIN if d.cgroup is None else d.cgroup
+            limit.add_metric([name], d.limit_kb * _KIB)
+            usage.add_metric([name], d.usage_kb * _KIB)
+            headroom.add_metric([name], d.headroom_kb * _KIB)
+            if d.victim is not None:
+                victim.add_metric([name, str(d.victim.pid), d.victim.name], d.victim.score)
+            if d.kill_group is not None:
+                group.add_metric([name, d.kill_group], 1)
+            killed.add_metric([name], len(d.killed_pids))
+        return [
+            _gauge("tamalloc_oom_domains",
+                   "Cgroups with a finite memory.max, each an OOM domain of its own, all of"
+                   " them: the tamalloc_oom_domain_* series cover only the N with the least"
+                   " headroom (tamalloc exporter --oom-domains N), and the system.",
+                   limited),
+            limit, usage, headroom, victim, group, killed,
+        ]
 
 
 def make_registry(collector: MemoryCollector) -> CollectorRegistry:

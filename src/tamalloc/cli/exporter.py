@@ -101,9 +101,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         " CommitLimit, MemTotal, overcommit mode), reserved (VSZ), resident (RSS) and swap"
         " summed over every user process, the same per process for the top N by OOM score"
         " and the top N by resident memory, and the scrape's own duration and errors;"
-        " read at each scrape. With --textfile, write them for node_exporter's textfile"
-        " collector instead (atomically: a reader never sees half a file). Needs the"
-        " 'exporter' extra (prometheus_client).",
+        " read at each scrape. With --oom, also each OOM domain's limit, usage and"
+        " headroom and the victim its OOM killer would choose. With --textfile, write"
+        " them for node_exporter's textfile collector instead (atomically: a reader"
+        " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
     )
     p.add_argument("--listen", type=listen_address, default=None, metavar="ADDR:PORT",
                    help=f"where to serve /metrics (default {DEFAULT_LISTEN}, loopback"
@@ -118,6 +119,16 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="export per-process figures for the N processes with the highest"
                    " OOM score and the N with the most resident memory (default 10; 0:"
                    " none)")
+    p.add_argument("--oom", action="store_true",
+                   help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
+                   " headroom of the system and of each cgroup with a memory.max, and the"
+                   " process its OOM killer would kill now. Off by default: each scrape"
+                   " then walks every process a second time and reads the whole cgroup"
+                   " tree")
+    p.add_argument("--oom-domains", type=non_negative_int, default=None, metavar="N",
+                   help="with --oom: export the N cgroups with the least headroom, besides"
+                   " the system (default 20; 0: the system alone); tamalloc_oom_domains"
+                   " counts them all")
     p.set_defaults(run=run, needs_backend=True)
 
 
@@ -146,13 +157,18 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                          " asks)")
     if args.textfile is not None and args.listen is not None:
         raise UsageError("--listen and --textfile exclude each other: serve, or write a file")
+    if args.oom_domains is not None and not args.oom:
+        raise UsageError("--oom-domains needs --oom (the OOM prediction is exported only"
+                         " when asked)")
     try:
-        from ..exporter import DEFAULT_TOP, MemoryCollector, make_registry
+        from ..exporter import DEFAULT_OOM_DOMAINS, DEFAULT_TOP, MemoryCollector, make_registry
     except ImportError as err:
         raise ExporterError(f"{_MISSING} ({err})") from None
     collector = MemoryCollector(
         backend=getattr(args, "backend", None),
         top=DEFAULT_TOP if args.top is None else args.top,
+        oom=args.oom,
+        oom_domains=DEFAULT_OOM_DOMAINS if args.oom_domains is None else args.oom_domains,
         on_error=env.warn,
     )
     registry = make_registry(collector)
