@@ -632,6 +632,19 @@ def test_oom_domains_keep_the_least_headroom_and_the_system(
         assert headroom[path] == (int(path[2:]) * 7 % 30) << 20
 
 
+def test_oom_domains_are_ranked_by_headroom_share_as_the_alert_is(
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    # /big has 3 GiB left of 60 (5%: TamallocCgroupHeadroomLow fires), /small 100 MiB of
+    # 200 (50%): less room in bytes, yet the one to leave out.
+    recorded_oom(oom_inputs([], {
+        "/big": oom_cgroup(60 * GIB_KB, 57 * GIB_KB),
+        "/small": oom_cgroup(200 * MIB_KB, 100 * MIB_KB),
+    }))
+    metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=1))
+    assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {"system", "/big"}
+
+
 def test_oom_domains_of_equal_headroom_are_chosen_by_path(
     recorded_oom: Callable[[OomInputs], list[str | None]],
 ) -> None:

@@ -117,13 +117,15 @@ def top_processes(stats: Iterable[MemStats], top: int) -> list[MemStats]:
 
 
 def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[OomDomain]:
-    """The system domain and the ``limit`` cgroup domains with the least headroom (equal
-    headroom by path, so the choice does not flicker between scrapes), the system first
+    """The system domain and the ``limit`` cgroup domains with the least headroom as a
+    share of their limit (what TamallocCgroupHeadroomLow alerts on: a large cgroup 5%
+    from its OOM must not be left out behind small ones with less room in bytes; equal
+    shares by path, so the choice does not flicker between scrapes), the system first
     and then by path: at most ``limit + 1`` domains however many cgroups are limited."""
     domains = list(domains)
     system = [d for d in domains if d.kind == "system"]
     cgroups = heapq.nsmallest(max(limit, 0), (d for d in domains if d.kind == "cgroup"),
-                              key=lambda d: (d.headroom_kb, d.cgroup or ""))
+                              key=lambda d: (d.headroom_kb / max(d.limit_kb, 1), d.cgroup or ""))
     return system + sorted(cgroups, key=lambda d: d.cgroup or "")
 
 

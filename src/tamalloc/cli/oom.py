@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 def _headline(domain: OomDomain, units: str) -> str:
     where = "system" if domain.cgroup is None else f"cgroup {domain.cgroup}"
-    limit = "RAM + swap" if domain.cgroup is None else "memory.max (+ swap)"
+    limit = "RAM + swap" if domain.cgroup is None else "memory.max, plus swap if any"
     if domain.kill_group is not None:
         dies = (f"whole group {domain.kill_group} (memory.oom.group):"
                 f" {len(domain.killed_pids)} process{'es' if len(domain.killed_pids) != 1 else ''}")
