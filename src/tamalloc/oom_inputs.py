@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import posixpath
+from collections.abc import Iterator
 
 from .backends import get_backend
 from .oom import ROOT, OomCgroup, OomInputs
@@ -105,17 +107,19 @@ def _controllers(directory: str, name: str) -> set[str]:
     return set((_read_text(os.path.join(directory, name)) or "").split())
 
 
-def read_cgroups(mount: tuple[str, str]) -> dict[str, OomCgroup]:
-    """Every cgroup of the v2 hierarchy below the mount, by the path /proc/PID/cgroup
-    gives it (the mount's root joined with the directory below the mount point)."""
+def walk_cgroups(mount: tuple[str, str]) -> Iterator[tuple[str, str, int]]:
+    """(directory, path, id) of every cgroup of the v2 hierarchy below the mount, each
+    parent before its children. The path is the one /proc/PID/cgroup gives (the mount's
+    root joined with the directory below the mount point); the id, the one the kernel
+    reports, is the directory's inode number, which readdir gives without a stat."""
     root, point = mount
-    cgroups: dict[str, OomCgroup] = {}
-    top_memory = "memory" in _controllers(point, "cgroup.controllers")
-    stack = [(point, root, top_memory)]
+    try:
+        stack = [(point, root, os.stat(point).st_ino)]
+    except OSError:
+        return
     while stack:
-        directory, path, has_memory = stack.pop()
-        cgroups[path] = _read_cgroup(directory, has_memory)
-        children_memory = "memory" in _controllers(directory, "cgroup.subtree_control")
+        directory, path, ino = stack.pop()
+        yield directory, path, ino
         try:
             entries = list(os.scandir(directory))
         except OSError:  # removed meanwhile, or not ours to list
@@ -123,10 +127,24 @@ def read_cgroups(mount: tuple[str, str]) -> dict[str, OomCgroup]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    child = f"{path.rstrip('/')}/{entry.name}"
-                    stack.append((entry.path, child, children_memory))
+                    stack.append((entry.path, f"{path.rstrip('/')}/{entry.name}", entry.inode()))
             except OSError:
                 continue
+
+
+def read_cgroups(mount: tuple[str, str]) -> dict[str, OomCgroup]:
+    """Every cgroup of the v2 hierarchy below the mount, by path (see walk_cgroups)."""
+    cgroups: dict[str, OomCgroup] = {}
+    # Whether a cgroup's children have the memory controller, by the cgroup's path.
+    children_memory: dict[str, bool] = {}
+    for directory, path, _ in walk_cgroups(mount):
+        parent = posixpath.dirname(path) if path != mount[0] else None
+        if parent is None:
+            has_memory = "memory" in _controllers(directory, "cgroup.controllers")
+        else:
+            has_memory = children_memory.get(parent, False)
+        cgroups[path] = _read_cgroup(directory, has_memory)
+        children_memory[path] = "memory" in _controllers(directory, "cgroup.subtree_control")
     return cgroups
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 
 from .. import _libc, abi
 from ..errors import KernelUnavailable, raise_errno
@@ -49,34 +48,12 @@ def _from_records(view: memoryview) -> list[MemStats]:
 
 
 def _cgroup_paths_by_id() -> dict[int, str]:
-    """Every cgroup of the v2 hierarchy by id, which is the inode number of its
-    directory; paths as /proc/PID/cgroup writes them (from the cgroup namespace's
-    root). Empty when no cgroup v2 hierarchy is mounted."""
-    from ..oom_inputs import cgroup2_mount
+    """Every cgroup of the v2 hierarchy by the id get_mem_stats() reports; empty when
+    no cgroup v2 hierarchy is mounted."""
+    from ..oom_inputs import cgroup2_mount, walk_cgroups
 
     mount = cgroup2_mount()
-    if mount is None:
-        return {}
-    root, point = mount
-    paths: dict[int, str] = {}
-    try:
-        paths[os.stat(point).st_ino] = root
-    except OSError:
-        return {}
-    # A directory entry's inode comes from readdir, without a stat per cgroup.
-    pending = [(point, root.rstrip("/"))]
-    while pending:
-        directory, path = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue  # removed meanwhile: its processes have moved on
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                child = f"{path}/{entry.name}"
-                paths[entry.inode()] = child
-                pending.append((entry.path, child))
-    return paths
+    return {} if mount is None else {ino: path for _, path, ino in walk_cgroups(mount)}
 
 
 def _oom_tasks_from_records(view: memoryview, paths: dict[int, str]) -> list[OomTask]:
