@@ -341,7 +341,7 @@ def test_a_scraper_hanging_up_gives_no_traceback(
     _out, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0
     assert "Traceback" not in err
-    assert all(line.startswith("tamalloc: error: answering ") for line in err.splitlines())
+    assert all(line.startswith("tamalloc: error: answering ") for line in err.splitlines()), err
 
 
 def test_port_in_use_is_one_line_exit_1() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import http.server
 import select
 import signal
 import socket
@@ -383,3 +384,22 @@ def test_a_writer_app_is_answered_in_order(tmp_path: Path) -> None:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=WAIT)
+
+
+def test_a_sigterm_while_a_request_starts_still_stops_the_server() -> None:
+    # The SIGTERM handler raises _Stop in the main thread wherever it is; when that is
+    # socketserver starting a request's thread, socketserver treats an Exception as the
+    # request's failure and serves on (the exporter then ignored systemctl stop).
+    from tamalloc.cli.exporter import _Stop
+
+    class Server(ThreadingHTTPServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            raise _Stop
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass
+
+    with Server(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as server, \
+            socket.create_connection(server.server_address[:2], timeout=10), \
+            pytest.raises(_Stop):
+        server.handle_request()

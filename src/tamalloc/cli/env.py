@@ -47,11 +47,13 @@ class Environment:
     def color(self) -> bool:
         return self.interactive and not self.no_color
 
+    # One write a line: print() writes the text and its newline apart, so lines from the
+    # exporter's request threads ran together.
     def error(self, message: str) -> None:
-        print(f"{PROG}: error: {message}", file=self.stderr)
+        self.stderr.write(f"{PROG}: error: {message}\n")
 
     def warn(self, message: str) -> None:
-        print(f"{PROG}: {message}", file=self.stderr)
+        self.stderr.write(f"{PROG}: {message}\n")
 
     def info(self, message: str) -> None:
         print(message, file=self.stdout, flush=True)

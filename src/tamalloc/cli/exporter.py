@@ -132,8 +132,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run, needs_backend=True)
 
 
-class _Stop(Exception):
-    """SIGTERM: the normal way out of a server (systemd stop)."""
+class _Stop(BaseException):
+    """SIGTERM: the normal way out of a server (systemd stop). A BaseException, as
+    KeyboardInterrupt is: socketserver answers an Exception raised while it starts a
+    request's thread with handle_error() and serves on, so a SIGTERM arriving then was
+    swallowed and the exporter never stopped."""
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
