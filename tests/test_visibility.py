@@ -140,9 +140,24 @@ def test_total_says_how_many_are_visible() -> None:
     assert err.count("\n") == 1
 
 
+@pytest.mark.usefixtures("hidden")
+@pytest.mark.parametrize("fmt", [[], ["--json"]])
+def test_oom_says_how_many_are_visible(fmt: list[str]) -> None:
+    # The real victim may be hidden: a prediction from a partial list must say so.
+    env = _env()
+    assert main(["oom", "--backend", "procfs", *fmt], env) == 0
+    out, err = _streams(env)
+    [line] = err.splitlines()
+    assert "processes visible to you (vm.tamalloc_stats_restrict=1" in line
+    visible, total = (int(w) for w in line.split()[1:4:2])
+    assert total - visible == 45
+    if fmt:
+        json.loads(out)
+
+
 def test_nothing_said_when_everything_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tamalloc.stats, "visibility", lambda backend=None: Visibility(0, None))
-    for args in (["stats"], ["total"]):
+    for args in (["stats"], ["total"], ["oom"]):
         env = _env()
         assert main([*args, "--backend", "procfs"], env) == 0
         assert _streams(env)[1] == ""

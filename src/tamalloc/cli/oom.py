@@ -7,7 +7,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
-from .env import Environment, ExitStatus, positive_int
+from .env import Environment, ExitStatus, positive_int, report_hidden
 from .output import (
     Column,
     add_units_argument,
@@ -54,7 +54,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, env: Environment) -> int:
     from ..oom import predict_oom
 
-    domains = predict_oom(cgroup=args.cgroup, backend=getattr(args, "backend", None))
+    backend = getattr(args, "backend", None)
+    domains = predict_oom(cgroup=args.cgroup, backend=backend)
+    # The victim may be among the processes hidden from the caller: never let a
+    # prediction from a partial list pass for complete.
+    system = [d for d in domains if d.kind == "system"]
+    if system:
+        report_hidden(env, backend, len(system[0].candidates))
     if args.json:
         write_json(env, [d.to_dict() for d in domains])
         return ExitStatus.SUCCESS
