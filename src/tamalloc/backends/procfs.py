@@ -153,14 +153,17 @@ PROC_PID_INIT_INO = 0xEFFFFFFC  # include/linux/proc_ns.h: the init pid namespac
 _PF_KTHREAD = 0x00200000
 
 
-def _oom_fields(status: bytes) -> tuple[int, int, int]:
-    values = dict.fromkeys(_OOM_KEYS, 0)
+def _oom_fields(status: bytes) -> tuple[int, int, int] | None:
+    """VmRSS, VmSwap, VmPTE; None without VmRSS: no mm (a kernel thread, or a zombie
+    leader whose memory lines are in a live thread's status)."""
+    values: dict[bytes, int] = {}
     for line in status.split(b"\n"):
         key, sep, value = line.partition(b":")
-        if sep and key in values:
+        if sep and key in _OOM_KEYS:
             values[key] = int(value.split()[0])
-    rss, swap, pte = (values[k] for k in _OOM_KEYS)
-    return rss, swap, pte
+    if b"VmRSS" not in values:
+        return None
+    return values[b"VmRSS"], values.get(b"VmSwap", 0), values.get(b"VmPTE", 0)
 
 
 def _cgroup2_path(text: bytes) -> str | None:
@@ -346,11 +349,11 @@ class ProcfsBackend:
             base = f"{_PROC}/{pid}/"
             try:
                 status = _read(base + "status")
-                memory_status: bytes | None = status
-                if _memory_fields(status) is None:
+                fields = _oom_fields(status)
+                if fields is None:
                     found = _live_thread_status(base, pid, status)
-                    memory_status = found[0] if found is not None else None
-                if memory_status is None:
+                    fields = _oom_fields(found[0]) if found is not None else None
+                if fields is None:
                     continue  # a kernel thread or zombie: no mm, never an OOM candidate
                 oom_score = int(_read(base + "oom_score"))
                 adj = int(_read(base + "oom_score_adj"))
@@ -358,7 +361,7 @@ class ProcfsBackend:
             except OSError as err:
                 _skip_vanished(err, pid)
                 continue
-            rss, swap, pte = _oom_fields(memory_status)
+            rss, swap, pte = fields
             expected = proc_score(
                 badness(rss // page_kb, swap // page_kb, pte // page_kb, adj, total_pages),
                 total_pages,
