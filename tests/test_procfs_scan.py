@@ -139,10 +139,10 @@ def test_all_mem_stats_uses_the_c_scanner(monkeypatch: pytest.MonkeyPatch) -> No
     assert real is not None, NEEDS_C
 
     def counting(
-        pids: list[int] | None, cls: type[MemStats], skip: frozenset[int]
+        pids: list[int] | None, cls: type[MemStats], skip: frozenset[int], *rest: object
     ) -> list[MemStats]:
         calls.append(pids)
-        return real(pids, cls, skip)
+        return real(pids, cls, skip, *rest)
 
     monkeypatch.setattr(procfs, "_c_scan", counting)
     pids = [s.pid for s in tamalloc.all_mem_stats(backend="procfs")]
@@ -191,7 +191,7 @@ def test_with_threads_the_first_failure_in_pids_order_is_raised(threads: int) ->
 
 
 def test_all_mem_stats_translates_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(pids: list[int], cls: type[MemStats], skip: frozenset[int]) -> list[MemStats]:
+    def failing(*args: object) -> list[MemStats]:
         raise OSError(errno.EIO, "Input/output error", "/proc/7")
 
     monkeypatch.setattr(procfs, "_c_scan", failing)

@@ -33,9 +33,12 @@ vis = tamalloc.visibility(backend="procfs")
 env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)
 status = tamalloc.cli.main.main(["stats", "--backend", "procfs"], env)
 total = tamalloc.total_mem_stats(backend="procfs")
+pids = [s.pid for s in tamalloc.all_mem_stats(backend="procfs")]
+tamalloc.all_mem_stats(backend="procfs")  # a third scan: one that would read kept files
+from tamalloc.backends import _procscan
 print(json.dumps({"hidden": vis.hidden, "status": status, "stderr": env.stderr.getvalue(),
-                  "pids": [s.pid for s in tamalloc.all_mem_stats(backend="procfs")],
-                  "total_hidden": total.hidden_processes}))
+                  "pids": pids, "total_hidden": total.hidden_processes,
+                  "kept": len(_procscan.kept_fds())}))
 """
 
 
@@ -51,6 +54,9 @@ def test_hidepid_2_is_reported_to_a_user() -> None:
     assert 1 not in seen["pids"]  # init is root's: hidden from nobody
     assert seen["hidden"] is None  # /proc gives no count of what it hides
     assert seen["total_hidden"] is None
+    # A file kept open would go on showing a process that hidepid hides from a new
+    # open (one that became another user's, or undumpable): none is kept.
+    assert seen["kept"] == 0
     assert seen["status"] == 0
     line = seen["stderr"]
     assert line.startswith("tamalloc: ")

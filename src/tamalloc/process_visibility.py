@@ -97,6 +97,17 @@ def procfs_visibility() -> Visibility:
     )
 
 
+def procfs_hides_nothing() -> bool:
+    """True when /proc is mounted without a hiding ``hidepid``: every process's
+    files may be opened by anyone, whoever the caller or the process becomes."""
+    try:
+        with open(_MOUNTINFO_PATH, encoding="utf-8", errors="replace") as f:
+            options = proc_mount_options(f.read())
+    except OSError:
+        return False
+    return options.get("hidepid") not in _HIDING
+
+
 def _sees_all(gid: str | None) -> bool:
     # Root passes hidepid's ptrace check; so does a member of the mount's gid= group.
     if os.geteuid() == 0:

@@ -15,6 +15,18 @@
  * takes less wall time when a CPU is free; results are identical, in pids order.
  * procfs.py holds the reference implementation in pure Python, used when this module
  * was not built, and the tests hold the two to the same results.
+ *
+ * A full scan may also keep its files open for the next one (hold=1): openat and
+ * close are about half of what a process costs, and a file kept open is read again
+ * with pread at offset 0, where seq_file and oom_score_adj generate it anew. A kept
+ * file stays bound to its process (the struct pid behind /proc/PID), never to a later
+ * one that reuses the number: reading it then fails (ESRCH) and the file is opened
+ * afresh, as it is whenever a kept one fails. Kept fds sit at or above half the soft
+ * RLIMIT_NOFILE (at least 1024), take at most a quarter of it, and are close-on-exec,
+ * so that the caller's own fds keep the low numbers select() takes; each is used only
+ * after fstat shows it is still the file kept (a caller may close fds it does not
+ * know of and reuse the numbers). procfs.py asks for this only where /proc hides
+ * nothing (no hidepid): a kept file then shows nothing a new open would refuse.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,12 +34,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* status prints at most 64 bytes of a name (a kthread's), each escaped into two. */
@@ -58,6 +73,31 @@ struct record {
 
 enum { READ_OK, READ_NO_MM, READ_SKIPPED };
 
+/* The files a full scan may keep open for the next one, per process. */
+enum { H_STATUS, H_OOM_SCORE, H_OOM_SCORE_ADJ, N_HELD, H_NONE = -1 };
+
+struct held_file {
+	int fd;			/* -1: none */
+	dev_t dev;		/* of the file kept, to know it again */
+	ino_t ino;
+};
+
+struct held {
+	struct held_file f[N_HELD];
+};
+
+/* What the last full scan kept: taken whole by the next (busy), or left alone. */
+static struct {
+	int busy;			/* atomic */
+	Py_ssize_t n;
+	long *pids;			/* increasing */
+	struct held *slots;
+} kept;
+
+#define HOLD_BASE_MIN 1024
+#define HOLD_BASE_MAX 65536
+#define HOLD_MAX_FDS (3 * 16384)
+
 struct buffer {
 	char *data;
 	size_t size;
@@ -68,6 +108,9 @@ struct proc_path {
 	int dirfd;			/* of /proc, opened once per scan */
 	char path[96];		/* "PID/" then the file */
 	size_t prefix;		/* length of "PID/" */
+	struct held *slot;		/* the files kept for this process, or NULL */
+	int hold_base;			/* lowest fd number a kept file takes */
+	int *hold_room;			/* how many more may be kept; atomic */
 };
 
 /* "PID/" into pp->path: digits by hand, no snprintf in the loop. */
@@ -95,25 +138,21 @@ static const char *file_path(struct proc_path *pp, const char *file, size_t len)
 }
 
 /*
- * Whole file into buf (NUL-terminated); returns 0 or an errno. openat relative to
- * /proc, then one read: these files are produced whole by one show() (seq_file
- * single_open, or simple_read_from_buffer for oom_score_adj), so a read that does
- * not fill the buffer got all of it and no second read for EOF is needed; only a
- * status longer than the buffer (a huge Groups line) reads on, into a bigger one.
- * Python's _read and _scan follow the same rule.
+ * Whole file into buf (NUL-terminated) from offset 0; returns 0 or an errno. These
+ * files are produced whole by one show() (seq_file single_open, or
+ * simple_read_from_buffer for oom_score_adj), so a read that does not fill the buffer
+ * got all of it and no second read for EOF is needed; only a status longer than the
+ * buffer (a huge Groups line) reads on, into a bigger one. Python's _read and _scan
+ * follow the same rule.
  */
-static int read_file(int dirfd, const char *path, struct buffer *buf, size_t *len)
+static int read_whole(int fd, struct buffer *buf, size_t *len)
 {
 	size_t used = 0;
 	int err = 0;
-	int fd;
 
-	fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno;
 	for (;;) {
 		size_t room = buf->size - used - 1;
-		ssize_t n = read(fd, buf->data + used, room);
+		ssize_t n = pread(fd, buf->data + used, room, (off_t)used);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -135,19 +174,114 @@ static int read_file(int dirfd, const char *path, struct buffer *buf, size_t *le
 			buf->size *= 2;
 		}
 	}
-	close(fd);
 	buf->data[used] = '\0';
 	*len = used;
 	return err;
 }
 
-static int read_long(int dirfd, const char *path, struct buffer *buf, long *value)
+/* Whether hf's fd is still the file kept: a caller may have closed it and reused
+ * the number for a file of its own, which must be neither read nor closed. */
+static int held_is_ours(const struct held_file *hf)
+{
+	struct stat st;
+
+	return hf->fd >= 0 && fstat(hf->fd, &st) == 0 && st.st_dev == hf->dev &&
+	       st.st_ino == hf->ino;
+}
+
+static void held_init(struct held *h)
+{
+	int k;
+
+	for (k = 0; k < N_HELD; k++)
+		h->f[k].fd = -1;
+}
+
+static int held_count(const struct held *h)
+{
+	int k, n = 0;
+
+	for (k = 0; k < N_HELD; k++)
+		n += h->f[k].fd >= 0;
+	return n;
+}
+
+static void held_close(struct held *h)
+{
+	int k;
+
+	for (k = 0; k < N_HELD; k++) {
+		if (held_is_ours(&h->f[k]))
+			close(h->f[k].fd);
+		h->f[k].fd = -1;
+	}
+}
+
+/* Keeps fd (just read) as hf, at pp->hold_base or above: 1 when kept, and fd is then
+ * closed; 0 when there is no room or no such number, and fd stays the caller's. */
+static int hold(struct proc_path *pp, struct held_file *hf, int fd)
+{
+	struct stat st;
+	int high;
+
+	if (__atomic_sub_fetch(pp->hold_room, 1, __ATOMIC_RELAXED) < 0)
+		goto out_unreserve;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, pp->hold_base);
+	if (high < 0)
+		goto out_unreserve;
+	if (fstat(high, &st))
+		goto out_close_high;
+	close(fd);
+	hf->fd = high;
+	hf->dev = st.st_dev;
+	hf->ino = st.st_ino;
+	return 1;
+
+out_close_high:
+	close(high);
+out_unreserve:
+	__atomic_add_fetch(pp->hold_room, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/*
+ * path (under pp->dirfd) into buf; returns 0 or an errno. which names the file among
+ * those a scan keeps (H_NONE: never kept): a kept one is read again, and opened
+ * afresh if that fails; one opened afresh is kept if pp has a slot and room.
+ */
+static int read_file(struct proc_path *pp, const char *path, int which, struct buffer *buf,
+		     size_t *len)
+{
+	struct held_file *hf = which != H_NONE && pp->slot ? &pp->slot->f[which] : NULL;
+	int err;
+	int fd;
+
+	if (hf && hf->fd >= 0) {
+		if (held_is_ours(hf)) {
+			if (read_whole(hf->fd, buf, len) == 0)
+				return 0;
+			close(hf->fd);
+		}
+		hf->fd = -1;
+		__atomic_add_fetch(pp->hold_room, 1, __ATOMIC_RELAXED);
+	}
+	fd = openat(pp->dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	err = read_whole(fd, buf, len);
+	if (err || !hf || !hold(pp, hf, fd))
+		close(fd);
+	return err;
+}
+
+static int read_long(struct proc_path *pp, const char *path, int which, struct buffer *buf,
+		     long *value)
 {
 	size_t len;
 	char *end;
 	int err;
 
-	err = read_file(dirfd, path, buf, &len);
+	err = read_file(pp, path, which, buf, &len);
 	if (err)
 		return err;
 	errno = 0;
@@ -263,7 +397,7 @@ static int read_leaderless(const char *status, struct record *rec, struct buffer
 			continue;
 		snprintf(task_path, sizeof(task_path), "%.*stask/%ld/status",
 			 (int)pp->prefix, pp->path, tid);
-		if (read_file(pp->dirfd, task_path, buf, &len))
+		if (read_file(pp, task_path, H_NONE, buf, &len))
 			continue;
 		if (parse_memory(buf->data, rec)) {
 			found = 1;
@@ -281,7 +415,7 @@ static int read_process(struct record *rec, struct buffer *buf, struct proc_path
 	int err;
 
 	set_pid(pp, rec->pid);
-	err = read_file(pp->dirfd, file_path(pp, "status", 6), buf, &len);
+	err = read_file(pp, file_path(pp, "status", 6), H_STATUS, buf, &len);
 	if (err)
 		return err;
 	parse_name(buf->data, rec);
@@ -296,10 +430,11 @@ static int read_process(struct record *rec, struct buffer *buf, struct proc_path
 			return 0;
 		}
 	}
-	err = read_long(pp->dirfd, file_path(pp, "oom_score", 9), buf, &rec->oom_score);
+	err = read_long(pp, file_path(pp, "oom_score", 9), H_OOM_SCORE, buf, &rec->oom_score);
 	if (err)
 		return err;
-	err = read_long(pp->dirfd, file_path(pp, "oom_score_adj", 13), buf, &rec->oom_score_adj);
+	err = read_long(pp, file_path(pp, "oom_score_adj", 13), H_OOM_SCORE_ADJ, buf,
+			&rec->oom_score_adj);
 	if (err)
 		return err;
 	rec->state = READ_OK;
@@ -384,6 +519,9 @@ struct scan_job {
 	int failed_errno;
 	Py_ssize_t next;		/* first record of the next block */
 	int refs;			/* threads that have not left the job */
+	struct held *held;		/* per record, or NULL: this scan keeps no files */
+	int hold_base;
+	int hold_room;			/* atomic */
 };
 
 struct reader {
@@ -391,8 +529,11 @@ struct reader {
 	struct proc_path pp;
 };
 
-static int reader_open(struct reader *r)
+static int reader_open(struct reader *r, struct scan_job *job)
 {
+	r->pp.slot = NULL;
+	r->pp.hold_base = job->hold_base;
+	r->pp.hold_room = &job->hold_room;
 	r->buf.size = STATUS_INITIAL;
 	r->buf.data = PyMem_RawMalloc(r->buf.size);
 	if (!r->buf.data)
@@ -437,14 +578,20 @@ static int claim(struct scan_job *job, Py_ssize_t i)
 					   __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
-/* Reads record i into a copy and publishes it unless someone did or the job closed. */
-static void read_one(struct scan_job *job, struct reader *r, Py_ssize_t i)
+/*
+ * Reads record i into a copy and publishes it unless someone did or the job closed.
+ * mine: this thread claimed it, and so may use its kept files (a record read twice
+ * is read the second time without them).
+ */
+static void read_one(struct scan_job *job, struct reader *r, Py_ssize_t i, int mine)
 {
 	struct record rec;
 	int err;
 
 	rec.pid = job->pids[i];
+	r->pp.slot = mine && job->held ? &job->held[i] : NULL;
 	err = read_process(&rec, &r->buf, &r->pp);
+	r->pp.slot = NULL;
 	if (err)
 		rec.state = READ_SKIPPED;
 	pthread_mutex_lock(&job->lock);
@@ -481,8 +628,97 @@ static void scan_blocks(struct scan_job *job, struct reader *r)
 	while (take_block(job, &i, &end)) {
 		for (; i < end && !job_stopped_before(job, i); i++)
 			if (claim(job, i))
-				read_one(job, r, i);
+				read_one(job, r, i, 1);
 	}
+}
+
+/*
+ * The fd numbers files may be kept at ([*base, ...)) and how many: 0 when the soft
+ * RLIMIT_NOFILE leaves no room above the numbers the caller is likely to use.
+ */
+static int hold_window(int *base)
+{
+	struct rlimit rl;
+	rlim_t soft, low;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return 0;
+	soft = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX ? INT_MAX : rl.rlim_cur;
+	low = soft / 2;
+	if (low < HOLD_BASE_MIN)
+		low = HOLD_BASE_MIN;
+	if (low > HOLD_BASE_MAX)
+		low = HOLD_BASE_MAX;
+	*base = (int)low;
+	if (soft <= low)
+		return 0;
+	return soft / 4 < HOLD_MAX_FDS ? (int)(soft / 4) : HOLD_MAX_FDS;
+}
+
+static void free_kept(void)
+{
+	PyMem_RawFree(kept.pids);
+	PyMem_RawFree(kept.slots);
+	kept.pids = NULL;
+	kept.slots = NULL;
+	kept.n = 0;
+}
+
+/*
+ * Gives the job what the last full scan kept, matched to its records (by increasing
+ * pid); the files of processes no longer listed are closed. Nothing when another
+ * scan has them (it reads as if none were kept) or on no memory.
+ */
+static void take_kept(struct scan_job *job, const struct record *recs)
+{
+	Py_ssize_t i, j = 0;
+	int room;
+
+	if (__atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
+		return;
+	room = hold_window(&job->hold_base);
+	job->held = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*job->held));
+	if (!job->held) {
+		__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
+		return;
+	}
+	for (i = 0; i < job->n; i++) {
+		held_init(&job->held[i]);
+		while (j < kept.n && kept.pids[j] < recs[i].pid)
+			held_close(&kept.slots[j++]);
+		if (j < kept.n && kept.pids[j] == recs[i].pid) {
+			job->held[i] = kept.slots[j++];
+			room -= held_count(&job->held[i]);
+		}
+	}
+	while (j < kept.n)
+		held_close(&kept.slots[j++]);
+	free_kept();
+	/* Below zero after the limit was lowered: nothing new is kept. */
+	job->hold_room = room;
+}
+
+/* What the job kept becomes what the next full scan takes. */
+static void give_back_kept(struct scan_job *job)
+{
+	Py_ssize_t i, n = 0;
+
+	kept.pids = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*kept.pids));
+	kept.slots = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*kept.slots));
+	for (i = 0; i < job->n; i++) {
+		if (!held_count(&job->held[i]))
+			continue;
+		if (!kept.pids || !kept.slots) {
+			held_close(&job->held[i]);
+			continue;
+		}
+		kept.pids[n] = job->pids[i];
+		kept.slots[n++] = job->held[i];
+	}
+	kept.n = kept.pids && kept.slots ? n : 0;
+	PyMem_RawFree(job->held);
+	job->held = NULL;
+	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
 }
 
 static void leave_job(struct scan_job *job)
@@ -493,6 +729,8 @@ static void leave_job(struct scan_job *job)
 	last = --job->refs == 0;
 	pthread_mutex_unlock(&job->lock);
 	if (last) {
+		if (job->held)
+			give_back_kept(job);
 		pthread_mutex_destroy(&job->lock);
 		PyMem_RawFree(job->claim);
 		PyMem_RawFree(job->pids);
@@ -506,7 +744,7 @@ static void *worker(void *arg)
 	struct reader r;
 
 	/* A worker that cannot set up reads nothing: the caller reads what is left. */
-	if (reader_open(&r) == 0) {
+	if (reader_open(&r, job) == 0) {
 		scan_blocks(job, &r);
 		reader_close(&r);
 	}
@@ -531,12 +769,13 @@ static int scan_threads(Py_ssize_t n, int wanted)
 }
 
 /*
- * Reads recs[0..n) on n_threads threads (fewer if a worker cannot be started).
- * Returns 0, or the errno that stopped the scan with *failed_index its record (-1
- * for a failure not tied to a record).
+ * Reads recs[0..n) on n_threads threads (fewer if a worker cannot be started), with
+ * the files the last full scan kept and keeping them for the next if hold (recs by
+ * increasing pid then). Returns 0, or the errno that stopped the scan with
+ * *failed_index its record (-1 for a failure not tied to a record).
  */
 static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_skip,
-		    int n_threads, Py_ssize_t *failed_index)
+		    int n_threads, int hold, Py_ssize_t *failed_index)
 {
 	struct scan_job *job = PyMem_RawCalloc(1, sizeof(*job));
 	struct reader r;
@@ -556,16 +795,20 @@ static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_sk
 		PyMem_RawFree(job);
 		return ENOMEM;
 	}
-	err = reader_open(&r);
+	for (i = 0; i < n; i++)
+		job->pids[i] = recs[i].pid;
+	job->n = n;
+	if (hold)
+		take_kept(job, recs);
+	err = reader_open(&r, job);
 	if (err) {
+		if (job->held)
+			give_back_kept(job);
 		PyMem_RawFree(job->pids);
 		PyMem_RawFree(job->claim);
 		PyMem_RawFree(job);
 		return err;
 	}
-	for (i = 0; i < n; i++)
-		job->pids[i] = recs[i].pid;
-	job->n = n;
 	memcpy(job->skip, skip, n_skip * sizeof(*skip));
 	job->n_skip = n_skip;
 	job->failed_index = n;
@@ -598,10 +841,8 @@ static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_sk
 	 * skip it.
 	 */
 	for (i = 0; i < n && !job_stopped_before(job, i); i++)
-		if (__atomic_load_n(&job->claim[i], __ATOMIC_RELAXED) != CLAIM_PUBLISHED) {
-			claim(job, i);
-			read_one(job, &r, i);
-		}
+		if (__atomic_load_n(&job->claim[i], __ATOMIC_RELAXED) != CLAIM_PUBLISHED)
+			read_one(job, &r, i, claim(job, i));
 	reader_close(&r);
 	pthread_mutex_lock(&job->lock);
 	__atomic_store_n(&job->closed, 1, __ATOMIC_RELAXED);
@@ -677,6 +918,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	struct record *recs = NULL;
 	int skip[MAX_SKIP_ERRNOS];
 	int wanted_threads = 0;
+	int hold = 0;
 	int n_skip = 0;
 	Py_ssize_t n = 0, i;
 	int failed_errno = 0;
@@ -684,8 +926,8 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	long failed_pid = 0;
 
 	(void)self;
-	if (!PyArg_ParseTuple(args, "OO!O|i", &pids, &PyType_Type, &cls_obj, &skip_errnos,
-			      &wanted_threads))
+	if (!PyArg_ParseTuple(args, "OO!O|ip", &pids, &PyType_Type, &cls_obj, &skip_errnos,
+			      &wanted_threads, &hold))
 		return NULL;
 	cls = (PyTypeObject *)cls_obj;
 	if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
@@ -730,8 +972,9 @@ static PyObject *scan(PyObject *self, PyObject *args)
 	if (!failed_errno) {
 		Py_ssize_t failed_index;
 
+		/* Kept files are matched by pid to the records of a full scan only. */
 		failed_errno = run_scan(recs, n, skip, n_skip, scan_threads(n, wanted_threads),
-					&failed_index);
+					hold && pids == Py_None, &failed_index);
 		if (failed_errno && failed_index >= 0) {
 			failed_pid = recs[failed_index].pid;
 			failed_what = NULL;
@@ -769,6 +1012,73 @@ out_free:
 	return result;
 }
 
+/* Closes every kept file; False (and nothing closed) while a scan has them. */
+static PyObject *release(PyObject *self, PyObject *unused)
+{
+	Py_ssize_t j;
+
+	(void)self;
+	(void)unused;
+	if (__atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
+		Py_RETURN_FALSE;
+	for (j = 0; j < kept.n; j++)
+		held_close(&kept.slots[j]);
+	free_kept();
+	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
+	Py_RETURN_TRUE;
+}
+
+/*
+ * In the child of os.fork(): the kept fds are the parent's, and the scan that may
+ * have had them then has no thread here. Closing them leaves the parent's open.
+ */
+static PyObject *forget_in_child(PyObject *self, PyObject *unused)
+{
+	Py_ssize_t j;
+
+	(void)self;
+	(void)unused;
+	if (!kept.busy)
+		for (j = 0; j < kept.n; j++)
+			held_close(&kept.slots[j]);
+	kept.pids = NULL;
+	kept.slots = NULL;
+	kept.n = 0;
+	kept.busy = 0;
+	Py_RETURN_NONE;
+}
+
+/* The fds kept: a list, empty while a scan has them. */
+static PyObject *kept_fds(PyObject *self, PyObject *unused)
+{
+	PyObject *list = PyList_New(0);
+	Py_ssize_t j;
+	int k;
+
+	(void)self;
+	(void)unused;
+	if (!list || __atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
+		return list;
+	for (j = 0; j < kept.n; j++) {
+		for (k = 0; k < N_HELD; k++) {
+			PyObject *fd;
+
+			if (kept.slots[j].f[k].fd < 0)
+				continue;
+			fd = PyLong_FromLong(kept.slots[j].f[k].fd);
+			if (!fd || PyList_Append(list, fd)) {
+				Py_XDECREF(fd);
+				Py_CLEAR(list);
+				goto out;
+			}
+			Py_DECREF(fd);
+		}
+	}
+out:
+	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
+	return list;
+}
+
 static PyMethodDef methods[] = {
 	{ "scan", scan, METH_VARARGS,
 	  "scan(pids, cls, skip_errnos) -> list: cls(pid, name, reserved_kb, committed_kb,\n"
@@ -777,7 +1087,16 @@ static PyMethodDef methods[] = {
 	  "process in /proc, by increasing pid); one whose reads fail with an errno in\n"
 	  "skip_errnos is left out, any other errno raises OSError (the first in pids).\n"
 	  "threads: how many threads read /proc (at most 4); 0 (default): one per 256\n"
-	  "processes, at most one per CPU this process may use." },
+	  "processes, at most one per CPU this process may use.\n"
+	  "hold: with pids None, read again the files the last such scan kept open and\n"
+	  "keep this scan's open for the next (fds at or above half the soft\n"
+	  "RLIMIT_NOFILE, close-on-exec)." },
+	{ "release", release, METH_NOARGS,
+	  "release() -> bool: close every file kept open; False while a scan has them." },
+	{ "forget_in_child", forget_in_child, METH_NOARGS,
+	  "forget_in_child(): in a forked child, close the parent's kept files." },
+	{ "kept_fds", kept_fds, METH_NOARGS,
+	  "kept_fds() -> list: the fds kept open (empty while a scan has them)." },
 	{ NULL, NULL, 0, NULL },
 };
 

@@ -31,16 +31,21 @@ from ..errors import (
     translate_os_errors,
 )
 from ..models import MemStats, OomTask, TotalMemStats
+from ..process_visibility import procfs_hides_nothing
 from ..system import read_meminfo
 from . import BackendName
 
-_c_scan: Callable[[list[int] | None, type[MemStats], frozenset[int]], list[MemStats]] | None
+_c_scan: Callable[..., list[MemStats]] | None
 try:
+    from ._procscan import forget_in_child
     from ._procscan import scan as _c_scan
 except ImportError:  # installed without a C compiler: _scan below does the same
     _c_scan = None
+else:
+    os.register_at_fork(after_in_child=forget_in_child)
 
 _PROC = "/proc"
+_full_scans = 0  # all_mem_stats() calls in this process
 _READ_CHUNK = 4096
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
@@ -299,10 +304,17 @@ class ProcfsBackend:
         return MemStats.build(tgid, name, *memory, oom_score, oom_score_adj)
 
     def all_mem_stats(self) -> list[MemStats]:
+        global _full_scans
         if _c_scan is None:
             return _scan(list_pids())
+        # A caller that scans again (watch, the exporter, a loop) gets the C scan's
+        # files kept open from one scan to the next, about a third less work each;
+        # one that scans once keeps none. Only where hidepid hides nothing: a kept
+        # file must show no more than opening it anew would.
+        hold = _full_scans > 0 and procfs_hides_nothing()
+        _full_scans += 1
         try:
-            return _c_scan(None, MemStats, SKIPPED_IN_SCANS)  # None: it lists /proc too
+            return _c_scan(None, MemStats, SKIPPED_IN_SCANS, 0, hold)  # None: lists /proc
         except OSError as err:
             raise exception_for_errno(err.errno or errno.EIO, what=err.filename) from err
 

@@ -1,0 +1,236 @@
+"""The C scan's files kept open from one full scan to the next (hold): the same
+results as files opened afresh, whatever happens to the processes, the fd numbers
+and the caller in between."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from _support import Child, assert_memory_matches_status, read_int, subprocess_env
+from tamalloc.errors import SKIPPED_IN_SCANS
+from tamalloc.models import MemStats
+
+try:
+    from tamalloc.backends import _procscan
+except ImportError:
+    pytest.skip("the C scanner was not built: `make venv` builds it", allow_module_level=True)
+
+
+def held_scan() -> dict[int, MemStats]:
+    return {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, True)}
+
+
+def kept_for(pid: int) -> dict[str, int]:
+    """The kept files of process pid, by name, from where each fd points."""
+    found = {}
+    for fd in _procscan.kept_fds():
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        prefix = f"/proc/{pid}/"
+        if target.startswith(prefix):
+            found[target[len(prefix):]] = fd
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_kept() -> Iterator[None]:
+    assert _procscan.release()
+    yield
+    assert _procscan.release()
+
+
+def test_kept_files_give_what_new_ones_give(spawn_child: Callable[..., Child]) -> None:
+    small, big = spawn_child(), spawn_child(reserve=256 << 20, touch=16 << 20)
+    with open(f"/proc/{small.pid}/oom_score_adj", "w") as f:
+        f.write("321")
+    held_scan()
+    assert set(kept_for(big.pid)) == {"status", "oom_score", "oom_score_adj"}
+    from_kept = held_scan()  # reads the files kept by the first
+    fresh = {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, False)}
+    for child in (small, big):
+        assert from_kept[child.pid] == fresh[child.pid]
+        assert_memory_matches_status(from_kept[child.pid], child.pid)
+        assert from_kept[child.pid].oom_score == read_int(f"/proc/{child.pid}/oom_score")
+    assert from_kept[small.pid].oom_score_adj == 321
+    # A kept file is generated anew at each read: a change shows at the next scan.
+    with open(f"/proc/{small.pid}/oom_score_adj", "w") as f:
+        f.write("654")
+    assert held_scan()[small.pid].oom_score_adj == 654
+
+
+def test_kept_fds_sit_high_and_close_on_exec() -> None:
+    held_scan()
+    kept = _procscan.kept_fds()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < 2048:
+        assert kept == []  # no room above the caller's numbers: nothing kept
+        return
+    assert len(kept) >= 3
+    assert min(kept) >= max(1024, min(soft // 2, 65536))
+    assert len(kept) <= soft // 4
+    for fd in kept:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    # The caller's next fd still takes a low number.
+    with open(os.devnull) as f:
+        assert f.fileno() < 1024
+    assert _procscan.release()
+    for fd in kept:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_nothing_is_kept_under_a_low_fd_limit() -> None:
+    code = (
+        "import json, resource\n"
+        "from tamalloc.backends import _procscan\n"
+        "from tamalloc.errors import SKIPPED_IN_SCANS\n"
+        "from tamalloc.models import MemStats\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))\n"
+        "runs = [_procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, True) for _ in range(2)]\n"
+        "print(json.dumps([len(runs[1]), _procscan.kept_fds()]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60, check=True)
+    scanned, kept = json.loads(run.stdout)
+    assert scanned > 0
+    assert kept == []
+
+
+def test_the_files_of_an_exited_process_are_closed(spawn_child: Callable[..., Child]) -> None:
+    child = spawn_child()
+    held_scan()
+    fds = kept_for(child.pid)
+    assert fds
+    child.proc.kill()
+    child.proc.wait()
+    assert child.pid not in held_scan()
+    assert kept_for(child.pid) == {}
+    for fd in fds.values():
+        # Closed, or since taken by another process's kept file: not this one's.
+        if fd in _procscan.kept_fds():
+            assert not os.readlink(f"/proc/self/fd/{fd}").startswith(f"/proc/{child.pid}/")
+
+
+SLEEPER = "import sys; print('ready', flush=True); sys.stdin.read()"
+
+
+def spawn_at(pid: int, name: str) -> subprocess.Popen[str] | None:
+    """A process named name with pid pid (through ns_last_pid), or None when another
+    process took the number first."""
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(pid - 1))
+    named = f"open('/proc/self/comm', 'w').write({name!r}); {SLEEPER}"
+    proc = subprocess.Popen([sys.executable, "-c", named], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    if proc.pid != pid:
+        proc.kill()
+        proc.wait()
+        return None
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_a_reused_pid_reads_the_new_process() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("reusing a pid on purpose needs root (ns_last_pid; runs in `make vm-test`)")
+    for _ in range(20):
+        first = subprocess.Popen([sys.executable, "-c", SLEEPER], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=subprocess_env())
+        assert first.stdout is not None and first.stdout.readline() == "ready\n"
+        pid = first.pid
+        held_scan()
+        assert kept_for(pid)
+        first.kill()
+        first.wait()
+        second = spawn_at(pid, "tamalloc-reused")
+        if second is not None:
+            break
+    else:
+        pytest.fail("could not get the same pid twice in 20 tries")
+    try:
+        record = held_scan()[pid]
+        assert record.name == "tamalloc-reused"
+        assert_memory_matches_status(record, pid)
+        # Its files are the new process's now, and kept for the next scan.
+        assert set(kept_for(pid)) == {"status", "oom_score", "oom_score_adj"}
+        assert held_scan()[pid].name == "tamalloc-reused"
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_a_kept_number_the_caller_reused_is_neither_read_nor_closed(
+    spawn_child: Callable[..., Child],
+) -> None:
+    child = spawn_child()
+    held_scan()
+    fd = kept_for(child.pid)["status"]
+    os.close(fd)  # as a caller closing every fd it did not open would
+    with tempfile.TemporaryFile() as mine:
+        mine.write(b"Name:\tnot-a-status\nVmSize:\t1 kB\n")
+        mine.flush()
+        os.dup2(mine.fileno(), fd)
+        record = held_scan()[child.pid]
+        assert record.name != "not-a-status"
+        assert_memory_matches_status(record, child.pid)
+        assert os.pread(fd, 64, 0).startswith(b"Name:\tnot-a-status")  # still the caller's
+        assert fd not in _procscan.kept_fds()
+        os.close(fd)
+
+
+def test_a_forked_child_closes_the_kept_files_not_the_parent() -> None:
+    held_scan()
+    kept = _procscan.kept_fds()
+    assert kept
+    import tamalloc.backends.procfs  # noqa: F401  (registers the at-fork handler)
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        open_in_child = [fd for fd in kept if _is_open(fd)]
+        os.write(write_end, json.dumps([_procscan.kept_fds(), open_in_child]).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        in_child, open_in_child = json.loads(f.read())
+    os.waitpid(pid, 0)
+    assert in_child == []
+    assert open_in_child == []
+    assert _procscan.kept_fds() == kept
+    assert all(_is_open(fd) for fd in kept)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_all_mem_stats_keeps_files_from_its_second_scan() -> None:
+    code = (
+        "import json, tamalloc\n"
+        "from tamalloc.backends import _procscan\n"
+        "counts = []\n"
+        "for _ in range(3):\n"
+        "    tamalloc.all_mem_stats(backend='procfs')\n"
+        "    counts.append(len(_procscan.kept_fds()))\n"
+        "print(json.dumps(counts))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60, check=True)
+    once, twice, thrice = json.loads(run.stdout)
+    assert once == 0  # a one-shot caller keeps nothing open
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 2048:
+        assert twice > 0
+        assert thrice > 0
