@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import tamalloc  # noqa: E402
 from tamalloc.backends import procfs  # noqa: E402
+from tamalloc.cli.exporter import raise_open_files_limit  # noqa: E402
 
 GiB = 1 << 30
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -57,6 +59,11 @@ def bench_stats(report: Report, repeat: int, runs: int) -> None:
 
     n = count_user_processes()
     report.note("user processes", str(n))
+    # As `tamalloc exporter` does: files are kept between scans only above half the
+    # soft limit, and the usual 1024 leaves no room (the "opened afresh" line is then
+    # what all_mem_stats gives).
+    raise_open_files_limit()
+    report.note("open files soft limit", str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     report.note("procfs scan in use", "C" if procfs._c_scan else "pure Python (C not built)")
     from tamalloc.errors import SKIPPED_IN_SCANS
     from tamalloc.models import MemStats

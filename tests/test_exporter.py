@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import select
 import shutil
 import signal
@@ -28,6 +29,7 @@ import tamalloc
 import tamalloc.oom
 from _support import Child, assert_clean_error, run_cli, subprocess_env
 from conftest import IN_VM
+from tamalloc.cli.exporter import OPEN_FILES_WANTED
 from tamalloc.exporter import MemoryCollector, make_registry, render, top_processes, write_textfile
 from tamalloc.models import MemStats, OomTask, TotalMemStats
 from tamalloc.oom import OomCgroup, OomInputs
@@ -325,6 +327,28 @@ def test_http_scrapes_while_processes_exit_then_sigterm_exits_0(
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=WAIT)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_the_server_keeps_its_scan_files_open_between_scrapes(
+    exporter: Callable[..., tuple[subprocess.Popen[str], str]],
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, soft), hard))  # the usual default
+    try:
+        proc, url = exporter("--backend", "procfs")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(OPEN_FILES_WANTED, hard)
+    with open(f"/proc/{proc.pid}/limits") as f:
+        line = next(line for line in f if line.startswith("Max open files"))
+    assert int(line.split()[3]) == wanted
+    for _ in range(3):
+        assert "\ntamalloc_scrape_success 1.0\n" in get(url)
+    high = [int(fd) for fd in os.listdir(f"/proc/{proc.pid}/fd") if int(fd) >= 1024]
+    if wanted >= 2048:
+        # Each process's status, oom_score and oom_score_adj, kept above the low numbers.
+        assert len(high) >= 3
+        assert os.readlink(f"/proc/{proc.pid}/fd/{max(high)}").startswith("/proc/")
 
 
 def test_a_scraper_hanging_up_gives_no_traceback(

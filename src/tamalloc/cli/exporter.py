@@ -4,7 +4,9 @@ node_exporter. The metrics themselves are in :mod:`tamalloc.exporter`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import resource
 import signal
 import socket
 import sys
@@ -154,6 +156,22 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# The procfs scan keeps its files open from one scrape to the next only above half
+# the soft limit on open files, so that the numbers a program gives select() stay
+# below 1024; the usual soft limit of 1024 leaves no room. A program that needs many
+# fds and never calls select() raises its soft limit towards the hard one (systemd's
+# advice); the exporter is one (http.server waits with poll).
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     if args.interval is not None and args.textfile is None:
         raise UsageError("--interval needs --textfile (a server is scraped when Prometheus"
@@ -175,6 +193,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         on_error=env.warn,
     )
     registry = make_registry(collector)
+    raise_open_files_limit()
     if args.textfile is not None:
         return _write_textfiles(args.textfile, args.interval, registry, env)
     return _serve(args.listen or listen_address(DEFAULT_LISTEN), registry,
