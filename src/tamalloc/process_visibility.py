@@ -82,10 +82,8 @@ def kernel_hidden_pid_hint(pid: int) -> str | None:
 
 def procfs_visibility() -> Visibility:
     """From the ``hidepid`` option of the /proc mount and the caller's privileges."""
-    try:
-        with open(_MOUNTINFO_PATH, encoding="utf-8", errors="replace") as f:
-            options = proc_mount_options(f.read())
-    except OSError:
+    options = _proc_options()
+    if options is None:
         return EVERYTHING  # no mountinfo: nothing to go by, and /proc is then the default
     hidepid = options.get("hidepid")
     if hidepid is None or hidepid not in _HIDING or _sees_all(options.get("gid")):
@@ -100,12 +98,16 @@ def procfs_visibility() -> Visibility:
 def procfs_hides_nothing() -> bool:
     """True when /proc is mounted without a hiding ``hidepid``: every process's
     files may be opened by anyone, whoever the caller or the process becomes."""
+    options = _proc_options()
+    return options is not None and options.get("hidepid") not in _HIDING
+
+
+def _proc_options() -> dict[str, str] | None:
     try:
         with open(_MOUNTINFO_PATH, encoding="utf-8", errors="replace") as f:
-            options = proc_mount_options(f.read())
+            return proc_mount_options(f.read())
     except OSError:
-        return False
-    return options.get("hidepid") not in _HIDING
+        return None
 
 
 def _sees_all(gid: str | None) -> bool:

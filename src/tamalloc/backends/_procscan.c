@@ -22,7 +22,7 @@
  * file stays bound to its process (the struct pid behind /proc/PID), never to a later
  * one that reuses the number: reading it then fails (ESRCH) and the file is opened
  * afresh, as it is whenever a kept one fails. Kept fds sit at or above half the soft
- * RLIMIT_NOFILE (at least 1024), take at most a quarter of it, and are close-on-exec,
+ * RLIMIT_NOFILE (1024 to 65536), take at most a quarter of it, and are close-on-exec,
  * so that the caller's own fds keep the low numbers select() takes; each is used only
  * after fstat shows it is still the file kept (a caller may close fds it does not
  * know of and reuse the numbers). procfs.py asks for this only where /proc hides

@@ -307,8 +307,8 @@ class ProcfsBackend:
         global _full_scans
         if _c_scan is None:
             return _scan(list_pids())
-        # A caller that scans again (watch, the exporter, a loop) gets the C scan's
-        # files kept open from one scan to the next, about a third less work each;
+        # A caller that scans again (the exporter, a loop) gets the C scan's files
+        # kept open from one scan to the next, about a third less CPU time each;
         # one that scans once keeps none. Only where hidepid hides nothing: a kept
         # file must show no more than opening it anew would.
         hold = _full_scans > 0 and procfs_hides_nothing()
