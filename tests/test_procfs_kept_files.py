@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,13 @@ def test_kept_fds_sit_high_and_close_on_exec() -> None:
             os.fstat(fd)
 
 
+def run_json(code: str) -> Any:
+    """What Python code prints as JSON, run in a new interpreter (module state fresh)."""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=60, check=True)
+    return json.loads(run.stdout)
+
+
 def test_nothing_is_kept_under_a_low_fd_limit() -> None:
     code = (
         "import json, resource\n"
@@ -103,9 +111,7 @@ def test_nothing_is_kept_under_a_low_fd_limit() -> None:
         "runs = [_procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, True) for _ in range(2)]\n"
         "print(json.dumps([len(runs[1]), _procscan.kept_fds()]))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60, check=True)
-    scanned, kept = json.loads(run.stdout)
+    scanned, kept = run_json(code)
     assert scanned > 0
     assert kept == []
 
@@ -232,9 +238,7 @@ def test_all_mem_stats_keeps_files_from_its_second_scan() -> None:
         "    counts.append(len(_procscan.kept_fds()))\n"
         "print(json.dumps(counts))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60, check=True)
-    once, twice, thrice = json.loads(run.stdout)
+    once, twice, thrice = run_json(code)
     assert once == 0  # a one-shot caller keeps nothing open
     assert twice > 0
     assert thrice > 0
