@@ -109,10 +109,17 @@ def test_watch_ends_when_the_process_exits(backend: str) -> None:
     assert result.stderr == ""
 
 
+def _sigint_as_from_a_terminal() -> None:
+    # A suite started in the background (`cmd &` in a script, nohup) passes SIGINT on
+    # ignored, and Python then leaves it ignored: Ctrl-C reaches watch from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_ends_cleanly_on_ctrl_c(child: Child) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", "watch", str(child.pid), "--interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the loop is running once a sample is out
