@@ -698,27 +698,29 @@ static void take_kept(struct scan_job *job, const struct record *recs)
 	job->hold_room = room;
 }
 
-/* What the job kept becomes what the next full scan takes. */
+/*
+ * What the job kept becomes what the next full scan takes: its pids (increasing,
+ * those of a full scan) and slots move over whole; a slot with no file open is
+ * passed over by take_kept's merge as any unmatched one is.
+ */
 static void give_back_kept(struct scan_job *job)
 {
-	Py_ssize_t i, n = 0;
-
-	kept.pids = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*kept.pids));
-	kept.slots = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*kept.slots));
-	for (i = 0; i < job->n; i++) {
-		if (!held_count(&job->held[i]))
-			continue;
-		if (!kept.pids || !kept.slots) {
-			held_close(&job->held[i]);
-			continue;
-		}
-		kept.pids[n] = job->pids[i];
-		kept.slots[n++] = job->held[i];
-	}
-	kept.n = kept.pids && kept.slots ? n : 0;
-	PyMem_RawFree(job->held);
+	kept.pids = job->pids;
+	kept.slots = job->held;
+	kept.n = job->n;
+	job->pids = NULL;
 	job->held = NULL;
 	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
+}
+
+/* Closes the kept files and forgets them; the caller owns kept (busy, or alone). */
+static void close_kept(void)
+{
+	Py_ssize_t j;
+
+	for (j = 0; j < kept.n; j++)
+		held_close(&kept.slots[j]);
+	free_kept();
 }
 
 static void leave_job(struct scan_job *job)
@@ -1015,35 +1017,26 @@ out_free:
 /* Closes every kept file; False (and nothing closed) while a scan has them. */
 static PyObject *release(PyObject *self, PyObject *unused)
 {
-	Py_ssize_t j;
-
 	(void)self;
 	(void)unused;
 	if (__atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
 		Py_RETURN_FALSE;
-	for (j = 0; j < kept.n; j++)
-		held_close(&kept.slots[j]);
-	free_kept();
+	close_kept();
 	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
 	Py_RETURN_TRUE;
 }
 
 /*
- * In the child of os.fork(): the kept fds are the parent's, and the scan that may
- * have had them then has no thread here. Closing them leaves the parent's open.
+ * In the child of os.fork(): the kept fds are copies of the parent's (closing them
+ * leaves the parent's open). A scan that had them at the fork has no thread here,
+ * and its job's files stay with it; kept is then already empty.
  */
 static PyObject *forget_in_child(PyObject *self, PyObject *unused)
 {
-	Py_ssize_t j;
-
 	(void)self;
 	(void)unused;
 	if (!kept.busy)
-		for (j = 0; j < kept.n; j++)
-			held_close(&kept.slots[j]);
-	kept.pids = NULL;
-	kept.slots = NULL;
-	kept.n = 0;
+		close_kept();
 	kept.busy = 0;
 	Py_RETURN_NONE;
 }
