@@ -84,7 +84,8 @@ series-check: deps venv ## git am the series on a pristine tree and checkpatch -
 	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PYTHON) vm/series_check.py
 
-test: lint host-test series-check vm-test vm-oom-test ## everything CI runs
+# deps first: on a fresh machine the README's test line is all a newcomer runs.
+test: deps lint host-test series-check vm-test vm-oom-test ## everything CI runs
 
 bench: venv ## procfs and allocation benchmark on this machine
 	$(VPY) bench/bench_procfs.py

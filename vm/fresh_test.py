@@ -1,14 +1,15 @@
-"""Check the README's commands on a fresh Debian 12 machine, as root.
+"""Check the README's two commands on a fresh Debian 12 machine, as root.
 
 `make fresh-test` builds a minimal Debian 12 (bookworm) root with mmdebstrap
-(variant minbase: what the debian:12 image has, none of the project's
-dependencies), clones the committed HEAD of this repository into
-/root/tamalloc inside it, and runs in a chroot, as root:
+(variant minbase, what the debian:12 image has, plus python3 and python3-venv,
+the one prerequisite the README names), clones the committed HEAD of this
+repository into /root/tamalloc inside it, and runs in a chroot, as root, the
+two lines of the README's first code block, exactly as the README prints them
+(vm/readme_lines.py reads them; sh -c, `nice -n 10`):
 
-1. the setup command the README gives for a fresh machine (the first `inline
-   code` of the paragraph under the first code block), then
-2. each line of the README's first code block, exactly as written (sh -c),
-   `nice -n 10`.
+1. the main job, before anything else is installed; then `tamalloc --version`,
+   which must say that the pure-Python scan serves (the root has no C compiler);
+2. every test, which installs what it needs itself.
 
 Every command's output goes to one log file (fresh-test-TIME.log beside the
 root); each command's duration and exit status are printed at the end.  The
@@ -35,11 +36,17 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from readme_lines import readme_lines
+
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CLONE = "root/tamalloc"  # relative to the root: /root/tamalloc in the chroot
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What the README asks of a fresh machine before its first line (python3 -m venv).
+PREREQUISITES = ("python3", "python3-venv")
+# Without a C compiler in the root, the install must fall back to the pure-Python scan.
+NO_COMPILER_VERSION = "the pure-Python scan is used"
 # CA bundles are copied into the root; PIP_FIND_LINKS and pip.conf's local
 # indexes are not passed: packages come from PyPI as on any machine.
 CA_VARS = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
@@ -60,18 +67,6 @@ def say(message: str, log: TextIO | None = None) -> None:
     if log is not None:
         log.write(line + "\n")
         log.flush()
-
-
-def readme_commands(readme: Path) -> tuple[list[str], list[str]]:
-    """(setup commands for a fresh machine, the first code block's lines)."""
-    text = readme.read_text()
-    block = re.search(r"^```[a-z]*\n(.*?)^```\n", text, re.S | re.M)
-    if block is None:
-        raise SystemExit(f"no code block in {readme}")
-    commands = [line for line in block.group(1).splitlines() if line.strip()]
-    below = text[block.end() :].lstrip("\n").split("\n\n", 1)[0]
-    setup = re.findall(r"`([^`]+)`", below)[:1] if "fresh" in below.lower() else []
-    return setup, commands
 
 
 def host_mirrors() -> list[str]:
@@ -202,6 +197,26 @@ def in_chroot(root: Path, command: str, env: list[str]) -> list[str]:
     ]
 
 
+VERSION_CHECK = ".venv/bin/tamalloc --version"
+
+
+def planned_commands(readme: Path) -> list[str]:
+    """What a fresh machine runs: the README's main line, the version check, its test line."""
+    lines = readme_lines(readme)
+    return [lines["main"], VERSION_CHECK, lines["test"]]
+
+
+def version_says_pure_python(root: Path, env: list[str], log: TextIO) -> int:
+    """1 unless `tamalloc --version` says the pure-Python scan serves."""
+    out = subprocess.run(
+        in_chroot(root, VERSION_CHECK, env), capture_output=True, text=True, check=False
+    ).stdout
+    if NO_COMPILER_VERSION in out:
+        return 0
+    say(f"`{VERSION_CHECK}` does not say '{NO_COMPILER_VERSION}': {out.strip()}", log)
+    return 1
+
+
 def ensure_mmdebstrap(log: TextIO) -> None:
     if shutil.which("mmdebstrap"):
         return
@@ -254,9 +269,17 @@ def main() -> int:
                 mirrors = host_mirrors()
                 say(f"mmdebstrap {SUITE} minbase into {root}: {'; '.join(mirrors)}", log)
                 status, seconds = timed(
-                    ["mmdebstrap", "--variant=minbase", SUITE, str(root), *mirrors], log
+                    [
+                        "mmdebstrap",
+                        "--variant=minbase",
+                        f"--include={','.join(PREREQUISITES)}",
+                        SUITE,
+                        str(root),
+                        *mirrors,
+                    ],
+                    log,
                 )
-                results.append(("mmdebstrap --variant=minbase", status, seconds))
+                results.append(("mmdebstrap --variant=minbase + python3-venv", status, seconds))
                 if status != 0:
                     return status
             clone = root / CLONE
@@ -268,15 +291,15 @@ def main() -> int:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-            setup, commands = readme_commands(clone / "README.md")
-            if args.run:
-                setup, commands = [], args.run
+            commands = args.run or planned_commands(clone / "README.md")
             mount_all(root)
             env = network_env(root)
             say(f"network settings passed from the host: {' '.join(env) or 'none'}", log)
-            for command in [*setup, *commands]:
+            for command in commands:
                 say(f"$ {command}", log)
                 status, seconds = timed(in_chroot(root, command, env), log, nice=10)
+                if command == VERSION_CHECK and status == 0:
+                    status = version_says_pure_python(root, env, log)
                 say(f"exit {status} after {seconds:.0f} s: {command}", log)
                 results.append((command, status, seconds))
         except Interrupted as why:
