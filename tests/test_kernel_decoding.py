@@ -200,13 +200,13 @@ def test_oom_tasks_ask_proc_when_the_kernel_fills_only_ver0(
 def test_cgroup_ids_are_the_directory_inodes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tamalloc import oom_inputs
+    from tamalloc import cgroupfs
 
     root = tmp_path
     (root / "a" / "b").mkdir(parents=True)
     (root / "c").mkdir()
     (root / "memory.max").write_text("max\n")  # files are not cgroups
-    monkeypatch.setattr(oom_inputs, "cgroup2_mount", lambda: ("/", str(root)))
+    monkeypatch.setattr(cgroupfs, "cgroup2_mount", lambda: ("/", str(root)))
     paths = kernel._cgroup_paths_by_id()
     assert paths == {
         root.stat().st_ino: "/",
@@ -215,5 +215,5 @@ def test_cgroup_ids_are_the_directory_inodes(
         (root / "c").stat().st_ino: "/c",
     }
     # Inside a cgroup namespace the mount's root is a path below the hierarchy's.
-    monkeypatch.setattr(oom_inputs, "cgroup2_mount", lambda: ("/ns", str(root)))
+    monkeypatch.setattr(cgroupfs, "cgroup2_mount", lambda: ("/ns", str(root)))
     assert kernel._cgroup_paths_by_id()[(root / "a").stat().st_ino] == "/ns/a"

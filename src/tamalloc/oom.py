@@ -19,45 +19,27 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .cgroupfs import ROOT, normalize_cgroup
 from .errors import TamallocError
 from .models import OomTask
 
-OOM_SCORE_ADJ_MIN = -1000
-ROOT = "/"
+# The inputs' records and their reading, and the kernel's arithmetic, sit below the
+# model (docs/architecture.md); their names stay importable from here.
+from .oom_inputs import OomCgroup as OomCgroup
+from .oom_inputs import OomInputs as OomInputs
+from .oom_inputs import collect_inputs as collect_inputs
+from .oom_inputs import plain_dict
+from .oom_score import OOM_SCORE_ADJ_MIN as OOM_SCORE_ADJ_MIN
+from .oom_score import badness as badness
+from .oom_score import c_div as c_div
+from .oom_score import proc_score as proc_score
 
 
 class NoSuchCgroup(TamallocError):
     """The cgroup asked for is not in the cgroup v2 hierarchy (or none is mounted)."""
-
-
-def c_div(a: int, b: int) -> int:
-    """``a / b`` as C computes it for integers: truncated toward zero (Python's ``//``
-    floors, so -7 // 2 is -4 where C gives -3)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-def badness(
-    rss_pages: int, swap_pages: int, pgtables_pages: int, adj: int, total_pages: int
-) -> int:
-    """``oom_badness()`` of a killable task, in pages."""
-    return rss_pages + swap_pages + pgtables_pages + adj * (total_pages // 1000)
-
-
-def proc_score(points: int | None, total_pages: int) -> int:
-    """``proc_oom_score()``'s scaling of a badness into 0..2000; 0 for unkillable."""
-    if points is None:
-        return 0
-    return c_div((1000 + c_div(points * 1000, max(total_pages, 1))) * 2, 3)
-
-
-def normalize_cgroup(path: str) -> str:
-    """A cgroup path as /proc/PID/cgroup writes it: "/", "/a/b" (no trailing slash)."""
-    path = posixpath.normpath("/" + path.strip())
-    return "/" + path.lstrip("/")
 
 
 def is_within(path: str, ancestor: str) -> bool:
@@ -67,75 +49,6 @@ def is_within(path: str, ancestor: str) -> bool:
 
 def _parent(path: str) -> str | None:
     return None if path == ROOT else posixpath.dirname(path)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class OomCgroup:
-    """One cgroup v2 directory, as the OOM killer sees it. Sizes in kB."""
-
-    memory_max_kb: int | None  # memory.max; None for "max" (and for the root)
-    swap_max_kb: int | None  # memory.swap.max; None for "max" or absent
-    current_kb: int  # memory.current (0 where absent)
-    swap_current_kb: int  # memory.swap.current (0 where absent)
-    oom_group: bool  # memory.oom.group
-    # Whether it has a memcg of its own: "memory" in its parent's subtree_control (for
-    # the root: in its cgroup.controllers). Without one its tasks are charged to, and
-    # OOM-killed as members of, the nearest ancestor that has one.
-    has_memory_controller: bool
-    oom_kill: int | None = None  # memory.events oom_kill: OOM kills so far in it
-
-    def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class OomInputs:
-    """Everything :func:`predict` reads; ``to_dict``/``from_dict`` record it as JSON."""
-
-    tasks: tuple[OomTask, ...]
-    cgroups: Mapping[str, OomCgroup]  # by path ("/", "/a/b"); empty without cgroup v2
-    mem_total_kb: int
-    mem_available_kb: int
-    swap_total_kb: int
-    swap_free_kb: int
-    page_size: int
-    swappiness: int  # vm.swappiness: cgroup v2 has no per-cgroup one
-    oom_kill_allocating_task: int
-    panic_on_oom: int
-    cgroup_v1_memory: bool  # a v1 memory hierarchy limits tasks and v2 has no memory
-    backend: str
-    numa_nodes: int = 1  # a cpuset or mempolicy can confine an OOM to some of them
-
-    @property
-    def page_kb(self) -> int:
-        return max(self.page_size // 1024, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
-        data["tasks"] = [t._asdict() for t in self.tasks]
-        data["cgroups"] = {path: cg.to_dict() for path, cg in sorted(self.cgroups.items())}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OomInputs:
-        values = dict(data)
-        values["tasks"] = tuple(OomTask(**t) for t in data["tasks"])
-        values["cgroups"] = {
-            normalize_cgroup(p): OomCgroup(**cg) for p, cg in data.get("cgroups", {}).items()
-        }
-        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +66,7 @@ class OomCandidate:
     unkillable: str | None  # reason, None if killable
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return plain_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +84,7 @@ class OomDomain:
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return plain_dict(self)
 
 
 def _unkillable_reason(task: OomTask) -> str | None:
@@ -402,13 +315,6 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
             notes=_cgroup_notes(inputs),
         ))
     return domains
-
-
-def collect_inputs(backend: str | None = None) -> OomInputs:
-    """:func:`tamalloc.oom_inputs.collect_inputs`: the inputs of this system, now."""
-    from .oom_inputs import collect_inputs as collect
-
-    return collect(backend)
 
 
 def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> list[OomDomain]:

@@ -1,76 +1,109 @@
-"""Reading the OOM model's inputs from the running system (all the I/O of
-:mod:`tamalloc.oom`): the backend's tasks, /proc/meminfo, the vm sysctls and the cgroup
-v2 tree, found through /proc/self/mountinfo wherever it is mounted."""
+"""The OOM model's inputs (:class:`OomInputs`, :class:`OomCgroup`) and their reading
+from the running system (all the I/O of :mod:`tamalloc.oom`): the backend's tasks,
+/proc/meminfo, the vm sysctls and the cgroup v2 tree, found through
+/proc/self/mountinfo wherever it is mounted."""
 
 from __future__ import annotations
 
 import mmap
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .backends import get_backend
-from .oom import ROOT, OomCgroup, OomInputs
+from .cgroupfs import (
+    MOUNTINFO,
+    cgroup2_mount,
+    normalize_cgroup,
+    read_text,
+    v1_memory_in_use,
+    walk_cgroups,
+)
+from .models import OomTask
 from .system import read_meminfo
 
-_MOUNTINFO = "/proc/self/mountinfo"
 _SELF_CGROUP = "/proc/self/cgroup"
 _NODES = "/sys/devices/system/node"
 
 
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+def plain_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass of the OOM model as JSON-ready values (nested records, lists)."""
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OomCgroup:
+    """One cgroup v2 directory, as the OOM killer sees it. Sizes in kB."""
+
+    memory_max_kb: int | None  # memory.max; None for "max" (and for the root)
+    swap_max_kb: int | None  # memory.swap.max; None for "max" or absent
+    current_kb: int  # memory.current (0 where absent)
+    swap_current_kb: int  # memory.swap.current (0 where absent)
+    oom_group: bool  # memory.oom.group
+    # Whether it has a memcg of its own: "memory" in its parent's subtree_control (for
+    # the root: in its cgroup.controllers). Without one its tasks are charged to, and
+    # OOM-killed as members of, the nearest ancestor that has one.
+    has_memory_controller: bool
+    oom_kill: int | None = None  # memory.events oom_kill: OOM kills so far in it
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OomInputs:
+    """Everything :func:`predict` reads; ``to_dict``/``from_dict`` record it as JSON."""
+
+    tasks: tuple[OomTask, ...]
+    cgroups: Mapping[str, OomCgroup]  # by path ("/", "/a/b"); empty without cgroup v2
+    mem_total_kb: int
+    mem_available_kb: int
+    swap_total_kb: int
+    swap_free_kb: int
+    page_size: int
+    swappiness: int  # vm.swappiness: cgroup v2 has no per-cgroup one
+    oom_kill_allocating_task: int
+    panic_on_oom: int
+    cgroup_v1_memory: bool  # a v1 memory hierarchy limits tasks and v2 has no memory
+    backend: str
+    numa_nodes: int = 1  # a cpuset or mempolicy can confine an OOM to some of them
+
+    @property
+    def page_kb(self) -> int:
+        return max(self.page_size // 1024, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = plain_dict(self)
+        data["tasks"] = [t._asdict() for t in self.tasks]
+        data["cgroups"] = {path: cg.to_dict() for path, cg in sorted(self.cgroups.items())}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OomInputs:
+        values = dict(data)
+        values["tasks"] = tuple(OomTask(**t) for t in data["tasks"])
+        values["cgroups"] = {
+            normalize_cgroup(p): OomCgroup(**cg) for p, cg in data.get("cgroups", {}).items()
+        }
+        return cls(**values)
 
 
 def _sysctl(name: str, default: int) -> int:
-    text = _read_text(f"/proc/sys/vm/{name}")
+    text = read_text(f"/proc/sys/vm/{name}")
     try:
         return int(text) if text is not None else default
     except ValueError:
         return default
-
-
-def _unescape_mount(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as octal escapes.
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def _mounts(mountinfo: str) -> list[tuple[str, str, str, str]]:
-    """(root, mount point, fstype, super options) of every mount."""
-    out = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        parts, tail = left.split(), right.split()
-        if sep and len(parts) >= 5 and len(tail) >= 3:
-            out.append((_unescape_mount(parts[3]), _unescape_mount(parts[4]), tail[0], tail[2]))
-    return out
-
-
-def cgroup2_mount(mountinfo: str | None = None) -> tuple[str, str] | None:
-    """(root within the hierarchy, mount point) of the cgroup v2 mount; a mount of the
-    whole hierarchy is preferred to one of a subtree."""
-    text = _read_text(_MOUNTINFO) if mountinfo is None else mountinfo
-    found = [(root, point) for root, point, fstype, _ in _mounts(text or "") if fstype == "cgroup2"]
-    found.sort(key=lambda m: m[0] != ROOT)
-    return found[0] if found else None
-
-
-def v1_memory_in_use(mountinfo: str, self_cgroup: str) -> bool:
-    """Whether a cgroup v1 memory hierarchy is mounted or holds this process."""
-    for _, _, fstype, options in _mounts(mountinfo):
-        if fstype == "cgroup" and "memory" in options.split(","):
-            return True
-    for line in self_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and parts[0] != "0" and "memory" in parts[1].split(","):
-            return True
-    return False
 
 
 def _kb(text: str | None) -> int | None:
@@ -83,7 +116,7 @@ def _kb(text: str | None) -> int | None:
 
 def _read_cgroup(directory: str, has_memory: bool) -> OomCgroup:
     def read(name: str) -> str | None:
-        return _read_text(os.path.join(directory, name))
+        return read_text(os.path.join(directory, name))
 
     oom_kill = None
     events = read("memory.events")
@@ -104,32 +137,7 @@ def _read_cgroup(directory: str, has_memory: bool) -> OomCgroup:
 
 
 def _controllers(directory: str, name: str) -> set[str]:
-    return set((_read_text(os.path.join(directory, name)) or "").split())
-
-
-def walk_cgroups(mount: tuple[str, str]) -> Iterator[tuple[str, str, int]]:
-    """(directory, path, id) of every cgroup of the v2 hierarchy below the mount, each
-    parent before its children. The path is the one /proc/PID/cgroup gives (the mount's
-    root joined with the directory below the mount point); the id, the one the kernel
-    reports, is the directory's inode number, which readdir gives without a stat."""
-    root, point = mount
-    try:
-        stack = [(point, root, os.stat(point).st_ino)]
-    except OSError:
-        return
-    while stack:
-        directory, path, ino = stack.pop()
-        yield directory, path, ino
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:  # removed meanwhile, or not ours to list
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, f"{path.rstrip('/')}/{entry.name}", entry.inode()))
-            except OSError:
-                continue
+    return set((read_text(os.path.join(directory, name)) or "").split())
 
 
 def read_cgroups(mount: tuple[str, str]) -> dict[str, OomCgroup]:
@@ -162,11 +170,11 @@ def collect_inputs(backend: str | None = None) -> OomInputs:
     chosen = get_backend(backend)
     tasks = tuple(chosen.oom_tasks())
     meminfo = read_meminfo()
-    mountinfo = _read_text(_MOUNTINFO) or ""
+    mountinfo = read_text(MOUNTINFO) or ""
     mount = cgroup2_mount(mountinfo)
     cgroups = read_cgroups(mount) if mount is not None else {}
     v2_memory = any(cg.has_memory_controller for cg in cgroups.values())
-    v1 = v1_memory_in_use(mountinfo, _read_text(_SELF_CGROUP) or "")
+    v1 = v1_memory_in_use(mountinfo, read_text(_SELF_CGROUP) or "")
     mem_total = meminfo.get("MemTotal", 0)
     return OomInputs(
         tasks=tasks,

@@ -7,42 +7,21 @@ and cached; every public function also takes ``backend=`` to override it per cal
 from __future__ import annotations
 
 import functools
-import mmap
 import os
-from typing import Literal, Protocol
 
-from ..models import MemStats, OomTask, TotalMemStats
+from .base import BACKEND_NAMES as BACKEND_NAMES
+from .base import Backend as Backend
+from .base import BackendName as BackendName
 
-BackendName = Literal["kernel", "procfs"]
-BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "procfs")
 ENV_VAR = "TAMALLOC_BACKEND"
 
 
-class Backend(Protocol):
-    name: BackendName
-
-    def mem_stats(self, pid: int) -> MemStats: ...
-
-    def all_mem_stats(self) -> list[MemStats]: ...
-
-    def total_mem_stats(self) -> TotalMemStats: ...
-
-    def oom_tasks(self) -> list[OomTask]:
-        """Every user process the caller may see, as the OOM killer weighs it."""
-        ...
-
-    def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
-        """Map ``size`` bytes of lazily-zeroed memory. Returns its address and the
-        object owning the mapping, if any (closing it unmaps; else munmap(2) frees)."""
-        ...
-
-
-@functools.cache
 def kernel_available() -> bool:
     """True when the running kernel has the tamalloc syscalls (probed once)."""
-    from .kernel import probe
+    # Loaded when asked: ctypes and the ABI's structures are ~3 ms of `import tamalloc`.
+    from .kernel import kernel_available as probed
 
-    return probe()
+    return probed()
 
 
 def _check_name(name: str, origin: str) -> BackendName:

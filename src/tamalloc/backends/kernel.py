@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 
-from .. import _libc, abi
+from .. import _libc, abi, cgroupfs
 from ..errors import KernelUnavailable, raise_errno
 from ..models import MemStats, OomTask, TotalMemStats, committed_pct
-from . import BackendName
+from .base import BackendName
 
 _c_long = ctypes.c_long
 _c_uint = ctypes.c_uint
@@ -28,6 +29,12 @@ def probe() -> bool:
     ret = _libc.syscall(_c_long(abi.NR_GET_TOTAL_MEM_STATS), None, _c_uint(0), _c_uint(0))
     # Anything but EINVAL (ENOSYS, or EPERM from a seccomp filter) means unusable.
     return ret == -1 and ctypes.get_errno() == errno.EINVAL
+
+
+@functools.cache
+def kernel_available() -> bool:
+    """:func:`probe`, once per process (:func:`tamalloc.kernel_available`)."""
+    return probe()
 
 
 def _from_records(view: memoryview) -> list[MemStats]:
@@ -50,10 +57,8 @@ def _from_records(view: memoryview) -> list[MemStats]:
 def _cgroup_paths_by_id() -> dict[int, str]:
     """Every cgroup of the v2 hierarchy by the id get_mem_stats() reports; empty when
     no cgroup v2 hierarchy is mounted."""
-    from ..oom_inputs import cgroup2_mount, walk_cgroups
-
-    mount = cgroup2_mount()
-    return {} if mount is None else {ino: path for _, path, ino in walk_cgroups(mount)}
+    mount = cgroupfs.cgroup2_mount()
+    return {} if mount is None else {ino: path for _, path, ino in cgroupfs.walk_cgroups(mount)}
 
 
 def _oom_tasks_from_records(view: memoryview, paths: dict[int, str]) -> list[OomTask]:
@@ -118,8 +123,6 @@ class KernelBackend:
     _capacity = 0  # how many records the last all_mem_stats() returned
 
     def __init__(self) -> None:
-        from . import kernel_available
-
         if not kernel_available():
             raise KernelUnavailable()
 

@@ -31,9 +31,10 @@ from ..errors import (
     translate_os_errors,
 )
 from ..models import MemStats, OomTask, TotalMemStats
+from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
 from ..process_visibility import procfs_hides_nothing
 from ..system import read_meminfo
-from . import BackendName
+from .base import BackendName
 
 _c_scan: Callable[..., list[MemStats]] | None
 try:
@@ -350,8 +351,6 @@ class ProcfsBackend:
         """Every user process as oom_badness() weighs it. Plain Python: only `tamalloc
         oom` needs it. Unkillable also covers MMF_OOM_SKIP and vfork, which /proc shows
         only as an oom_score of 0 where the badness of the fields read says more."""
-        from ..oom import OOM_SCORE_ADJ_MIN, badness, proc_score
-
         meminfo = read_meminfo()
         page_kb = max(mmap.PAGESIZE // 1024, 1)
         total_pages = (meminfo.get("MemTotal", 0) + meminfo.get("SwapTotal", 0)) // page_kb

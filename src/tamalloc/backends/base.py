@@ -1,0 +1,32 @@
+"""What a backend is: its name and the calls every backend answers. Below the
+implementations (:mod:`.kernel`, :mod:`.procfs`) and the selection in
+:mod:`tamalloc.backends`, which both name it."""
+
+from __future__ import annotations
+
+import mmap
+from typing import Literal, Protocol
+
+from ..models import MemStats, OomTask, TotalMemStats
+
+BackendName = Literal["kernel", "procfs"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "procfs")
+
+
+class Backend(Protocol):
+    name: BackendName
+
+    def mem_stats(self, pid: int) -> MemStats: ...
+
+    def all_mem_stats(self) -> list[MemStats]: ...
+
+    def total_mem_stats(self) -> TotalMemStats: ...
+
+    def oom_tasks(self) -> list[OomTask]:
+        """Every user process the caller may see, as the OOM killer weighs it."""
+        ...
+
+    def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
+        """Map ``size`` bytes of lazily-zeroed memory. Returns its address and the
+        object owning the mapping, if any (closing it unmaps; else munmap(2) frees)."""
+        ...
