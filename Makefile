@@ -87,7 +87,8 @@ series-check: deps venv ## git am the series on a pristine tree and checkpatch -
 # deps first: on a fresh machine the README's test line is all a newcomer runs.
 test: deps lint host-test series-check vm-test vm-oom-test ## everything CI runs
 
-bench: venv ## procfs and allocation benchmark on this machine
+bench: venv ## start-up, procfs and allocation benchmarks on this machine
+	$(VPY) bench/bench_startup.py
 	$(VPY) bench/bench_procfs.py
 
 bench-vm: module venv ## kernel-backend benchmark inside the guest (1,000 and 10,000 processes)

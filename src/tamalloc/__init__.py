@@ -6,30 +6,69 @@ same API is served from /proc and mmap(2). See :func:`kernel_available`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__
-from .backends import default_backend_name, get_backend, kernel_available
-from .errors import AccessDenied, KernelUnavailable, NoSuchProcess, TamallocError
-from .models import (
-    CpuStats,
-    CpuTimes,
-    DiskUsage,
-    MemoryInfo,
-    MemStats,
-    SwapInfo,
-    SystemStats,
-    TotalMemStats,
-)
-from .process_visibility import Visibility
-from .sizes import format_bytes, parse_size
-from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
 
+# `import tamalloc` loads nothing else: each name below is imported on first use, so
+# that a program (or the CLI, a sub-package) pays only for what it calls. Importing
+# them all at once costs about 2.5x a bare Python's start-up (bench/bench_startup.py).
+# mypy and readers see them here; tests/test_facade.py checks that this block, __all__
+# and _EXPORTS name the same things.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .backends import default_backend_name, get_backend, kernel_available
     from .buffer import Buffer, alloc
+    from .errors import AccessDenied, KernelUnavailable, NoSuchProcess, TamallocError
+    from .models import (
+        CpuStats,
+        CpuTimes,
+        DiskUsage,
+        MemoryInfo,
+        MemStats,
+        SwapInfo,
+        SystemStats,
+        TotalMemStats,
+    )
     from .oom import OomCandidate, OomDomain, predict_oom
+    from .process_visibility import Visibility
+    from .sizes import format_bytes, parse_size
+    from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
     from .system import cpu_sample, parse_system_stats, system_stats
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "AccessDenied": "errors",
+    "Buffer": "buffer",
+    "CpuStats": "models",
+    "CpuTimes": "models",
+    "DiskUsage": "models",
+    "KernelUnavailable": "errors",
+    "MemStats": "models",
+    "MemoryInfo": "models",
+    "NoSuchProcess": "errors",
+    "OomCandidate": "oom",
+    "OomDomain": "oom",
+    "SwapInfo": "models",
+    "SystemStats": "models",
+    "TamallocError": "errors",
+    "TotalMemStats": "models",
+    "Visibility": "process_visibility",
+    "all_mem_stats": "stats",
+    "alloc": "buffer",
+    "cpu_sample": "system",
+    "default_backend_name": "backends",
+    "format_bytes": "sizes",
+    "get_backend": "backends",
+    "kernel_available": "backends",
+    "mem_stats": "stats",
+    "parse_size": "sizes",
+    "parse_system_stats": "system",
+    "predict_oom": "oom",
+    "system_stats": "system",
+    "total_mem_stats": "stats",
+    "visibility": "stats",
+}
 
 __all__ = [
     "AccessDenied",
@@ -65,25 +104,12 @@ __all__ = [
     "visibility",
 ]
 
-# Loaded on first use: ctypes and libc are only needed to allocate, and `tamalloc
-# stats` should not pay for them.
-_LAZY = {
-    "Buffer": "buffer",
-    "alloc": "buffer",
-    "OomCandidate": "oom",
-    "OomDomain": "oom",
-    "cpu_sample": "system",
-    "predict_oom": "oom",
-    "parse_system_stats": "system",
-    "system_stats": "system",
-}
-
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tamalloc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import string
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import stats as api
+from .._libc import PAGE_SIZE, page_round_up
+from ..backends import get_backend
+from ..buffer import alloc
 from ..sizes import format_bytes, parse_size
 from .env import Environment, ExitStatus, positive_float
 from .output import COMMITTED, RESERVED, console
@@ -54,12 +56,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 class _Demo:
     def __init__(self, args: argparse.Namespace, env: Environment) -> None:
-        from ..stats import mem_stats
-
         self.args, self.env = args, env
         self.backend = getattr(args, "backend", None)
         self.pid = os.getpid()
-        self._mem_stats = mem_stats
+        self._mem_stats = api.mem_stats
 
     def stats(self) -> MemStats:
         return self._mem_stats(self.pid, backend=self.backend)
@@ -72,9 +72,12 @@ class _Demo:
     def touch(self, buf: Buffer, progress: _Progress) -> tuple[int | None, int]:
         """Check and write every page; returns (offset of a non-zero byte or None,
         committed kB at the end)."""
-        from .._libc import PAGE_SIZE as page
-        from .._libc import page_round_up
+        # Only here: random (it loads hashlib and OpenSSL) costs 5-9 ms of every
+        # command's start-up, which imports this module to build its parser.
+        import random
+        import string
 
+        page = PAGE_SIZE
         size = len(buf)
         step = _MIB if self.env.interactive else max(_MIB, -(-size // _MAX_PLAIN_LINES))
         step = page_round_up(step)
@@ -94,8 +97,6 @@ class _Demo:
         return None, self.stats().committed_kb
 
     def run(self) -> int:
-        from ..buffer import alloc
-
         env, size = self.env, self.args.size
         kind = "huge-page-aligned " if self.args.huge else ""
         env.info(f"tamalloc demo: pid {self.pid}, backend {self._backend_name()}")
@@ -134,8 +135,6 @@ class _Demo:
         return ExitStatus.SUCCESS
 
     def _backend_name(self) -> str:
-        from ..backends import get_backend
-
         return get_backend(self.backend).name
 
 
@@ -145,7 +144,7 @@ class _Progress:
     def __init__(self, env: Environment, total: int) -> None:
         self.env, self.total = env, total
         self.bar: Any = None
-        if env.interactive:
+        if env.interactive:  # rich.progress: ~35 ms, not paid when piped
             from rich.progress import BarColumn, Progress, TextColumn
 
             self.bar = Progress(

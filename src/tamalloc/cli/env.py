@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TextIO
 
+from .. import stats as api
+from ..errors import TamallocError
+
 PROG = "tamalloc"
 
 
@@ -62,11 +65,8 @@ class Environment:
 def report_hidden(env: Environment, backend: str | None, visible: int) -> None:
     """A line on stderr when processes are hidden from the caller: a list or a sum is
     never silently short. Not knowing is said too, and does not stop the command."""
-    from ..errors import TamallocError
-    from ..stats import visibility
-
     try:
-        note = visibility(backend=backend).describe(visible)
+        note = api.visibility(backend=backend).describe(visible)
     except (TamallocError, OSError) as err:
         note = f"cannot tell whether processes are hidden from you: {err}"
     if note:
@@ -86,10 +86,8 @@ def positive_int(text: str) -> int:
 
 def pid(text: str) -> int:
     """A process id: 1..kernel.pid_max."""
-    from ..stats import check_pid
-
     try:
-        return check_pid(_int(text))
+        return api.check_pid(_int(text))
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -13,7 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .. import __version__
+from .._version import __version__
+from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
+from ..errors import TamallocError
+from . import demo, exporter, oom, stats, system, total, watch
 from .env import PROG, Environment, ExitStatus, UsageError
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
@@ -28,15 +31,13 @@ class _Parser(argparse.ArgumentParser):
 
 def version_text(backend: str | None = None) -> str:
     """``tamalloc 0.1.0 (backend: procfs; C scan: in use)``: what a bug report needs."""
-    from ..backends import default_backend_name, kernel_available
-
     try:
         name = backend or default_backend_name()
     except ValueError as err:  # a bad $TAMALLOC_BACKEND: say so rather than fail
         return f"{PROG} {__version__} (backend: none, {err})"
     if name == "kernel" and not kernel_available():
         name = "kernel, unavailable on this kernel"
-    try:
+    try:  # the import is the test: the extension may not be built
         from ..backends import _procscan  # noqa: F401
     except ImportError:
         scan = "not built, the pure-Python scan is used"
@@ -60,9 +61,6 @@ class _VersionAction(argparse.Action):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from ..backends import BACKEND_NAMES
-    from . import demo, exporter, oom, stats, system, total, watch
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--backend",
@@ -94,8 +92,6 @@ def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
 
 def _check_backend(args: argparse.Namespace) -> None:
     """Resolve the backend before running so a bad choice is one clean error."""
-    from ..backends import get_backend
-
     try:
         get_backend(getattr(args, "backend", None))
     except ValueError as err:  # unknown name in $TAMALLOC_BACKEND
@@ -105,8 +101,6 @@ def _check_backend(args: argparse.Namespace) -> None:
 def _check_backend_name() -> None:
     """For commands that use no backend: a bad $TAMALLOC_BACKEND is still an error, as
     it is for those that do (--backend is checked by argparse)."""
-    from ..backends import default_backend_name
-
     try:
         default_backend_name()
     except ValueError as err:
@@ -127,8 +121,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
 
 
 def _run(args: argparse.Namespace, env: Environment) -> int:
-    from ..errors import TamallocError
-
     try:
         if args.needs_backend:
             _check_backend(args)

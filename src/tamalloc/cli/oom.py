@@ -52,6 +52,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
+    # The OOM model and its inputs: 2-5 ms of every other command's start-up.
     from ..oom import predict_oom
 
     backend = getattr(args, "backend", None)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import pwd
 from collections.abc import Callable
 from typing import Any
 
+from .. import stats as api
+from ..backends import get_backend
+from ..errors import AccessDenied, NoSuchProcess
 from ..models import FIELD_NAMES, MemStats, committed_pct
+from ..process_visibility import kernel_hidden_pid_hint
 from ..sizes import format_kb
 from .env import Environment, ExitStatus, pid_or_zero, positive_int, report_hidden
 from .output import (
@@ -42,8 +47,6 @@ for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
 
 
 def _user(text: str) -> int:
-    import pwd
-
     if text.isdigit():
         return int(text)
     try:
@@ -82,9 +85,6 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats], bool]:
-    from .. import stats as api
-    from ..errors import NoSuchProcess
-
     backend = getattr(args, "backend", None)
     if not args.pids or 0 in args.pids:
         rows = api.all_mem_stats(backend=backend)
@@ -103,9 +103,6 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
 
 def _hidden_hint(pid: int, backend: str | None) -> str | None:
     """On the kernel backend "no such process" may mean "not yours to see"."""
-    from ..backends import get_backend
-    from ..process_visibility import kernel_hidden_pid_hint
-
     return kernel_hidden_pid_hint(pid) if get_backend(backend).name == "kernel" else None
 
 
@@ -132,8 +129,9 @@ def _filter(rows: list[MemStats], args: argparse.Namespace) -> list[MemStats]:
 
 
 def _uid_of(pid: int) -> int | None:
+    # The procfs backend's module (its C scan, re) is not loaded on the kernel backend
+    # unless --user asks: ~2 ms of the start-up of every command.
     from ..backends.procfs import process_uid
-    from ..errors import AccessDenied, NoSuchProcess
 
     try:
         return process_uid(pid)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from ..models import cpu_to_dict
+from ..system import cpu_sample, system_stats
 from .env import Environment, ExitStatus, non_negative_float
 from .output import (
     Column,
@@ -44,9 +46,6 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    from ..models import cpu_to_dict
-    from ..system import cpu_sample, system_stats
-
     stats = system_stats(args.path)
     sampled: CpuStats | None = cpu_sample(args.interval) if args.interval else None
     if args.json:

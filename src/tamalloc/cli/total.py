@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import stats as api
 from ..models import committed_pct
 from .env import Environment, ExitStatus, report_hidden
 from .output import (
@@ -34,10 +35,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    from ..stats import total_mem_stats
-
     backend = getattr(args, "backend", None)
-    total = total_mem_stats(backend=backend)
+    total = api.total_mem_stats(backend=backend)
     report_hidden(env, backend, total.processes)
     if args.json:
         write_json(env, total.to_dict())

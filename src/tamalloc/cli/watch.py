@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .. import stats as api
+from ..errors import NoSuchProcess
 from ..models import MemStats
 from ..sizes import format_kb
 from .env import Environment, ExitStatus, pid, positive_float, positive_int
@@ -100,11 +102,8 @@ def _is_dead(pid: int) -> bool:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    from ..errors import NoSuchProcess
-    from ..stats import mem_stats
-
     backend = getattr(args, "backend", None)
-    current = mem_stats(args.pid, backend=backend)  # NoSuchProcess here is an error
+    current = api.mem_stats(args.pid, backend=backend)  # NoSuchProcess here is an error
     history: deque[MemStats] = deque(maxlen=args.history)
     waiter = _ExitWaiter(current.pid)
     show: _JsonView | _LiveView | _LineView
@@ -126,7 +125,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                     exited = True
                     break
                 try:
-                    current = mem_stats(current.pid, backend=backend)
+                    current = api.mem_stats(current.pid, backend=backend)
                 except NoSuchProcess:
                     exited = True
                     break
@@ -191,7 +190,7 @@ class _LiveView:
     """Terminal: a rich Live panel redrawn in place."""
 
     def __init__(self, env: Environment, args: argparse.Namespace) -> None:
-        from rich.live import Live
+        from rich.live import Live  # rich: 30-40 ms, not paid by --json or a pipe
 
         self.units, self.interval, self.samples = args.units, args.interval, 0
         self.backend = getattr(args, "backend", None)
@@ -210,7 +209,7 @@ class _LiveView:
             self.live.update(self._render(history), refresh=True)
 
     def _render(self, history: deque[MemStats]) -> RenderableType:
-        from rich.markup import escape
+        from rich.markup import escape  # see __init__
         from rich.panel import Panel
         from rich.table import Table
 
