@@ -78,16 +78,23 @@ def _span(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21,
-                        help="rounds of one run of each command (default 21)")
-    parser.add_argument("--processes", type=int, default=100,
-                        help="idle processes started if the machine has fewer user"
-                             " processes than this (default 100)")
+    parser.add_argument(
+        "--rounds", type=int, default=21, help="rounds of one run of each command (default 21)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=100,
+        help="idle processes started if the machine has fewer user"
+        " processes than this (default 100)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     args = parser.parse_args()
 
-    report = Report(f"tamalloc start-up (kernel {os.uname().release}, {os.cpu_count()} CPUs,"
-                    f" load {load_average()})")
+    report = Report(
+        f"tamalloc start-up (kernel {os.uname().release}, {os.cpu_count()} CPUs,"
+        f" load {load_average()})"
+    )
     with idle_processes(max(args.processes - count_user_processes(), 0)):
         report.note("user processes", str(count_user_processes()))
         times = measure(args.rounds)
@@ -103,12 +110,16 @@ def main() -> int:
         report.note(f"{name}: ratio to bare (wall)", f"{ratio:.2f}x ({low:.2f}-{high:.2f})")
         if cpu_ratios:
             c_low, c_ratio, c_high = spread(cpu_ratios)
-            report.note(f"{name}: ratio to bare (CPU)",
-                        f"{c_ratio:.2f}x ({c_low:.2f}-{c_high:.2f})")
+            report.note(
+                f"{name}: ratio to bare (CPU)", f"{c_ratio:.2f}x ({c_low:.2f}-{c_high:.2f})"
+            )
         limit = TARGETS_MS[name] / BARE_MS
-        report.target(f"{name} ≤ {TARGETS_MS[name]:.0f} ms on a {BARE_MS:.0f} ms Python,"
-                      f" i.e. ≤ {limit:.2f}x bare ({ratio:.2f}x, about"
-                      f" {ratio * BARE_MS:.0f} ms)", ratio <= limit)
+        report.target(
+            f"{name} ≤ {TARGETS_MS[name]:.0f} ms on a {BARE_MS:.0f} ms Python,"
+            f" i.e. ≤ {limit:.2f}x bare ({ratio:.2f}x, about"
+            f" {ratio * BARE_MS:.0f} ms)",
+            ratio <= limit,
+        )
     report.note("load at the end", load_average())
     report.print()
     return 1 if args.strict and report.failed else 0

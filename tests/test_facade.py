@@ -18,8 +18,10 @@ def _type_checking_imports() -> dict[str, str]:
     """name -> module of the imports under ``if TYPE_CHECKING:`` in __init__.py."""
     tree = ast.parse(INIT.read_text(encoding="utf-8"))
     block = next(
-        node for node in tree.body
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
         and node.test.id == "TYPE_CHECKING"
     )
     return {
@@ -59,6 +61,7 @@ def test_import_tamalloc_loads_only_the_version() -> None:
         "import tamalloc\n"
         "print(json.dumps(sorted(set(sys.modules) - before)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out) == ["__future__", "tamalloc", "tamalloc._version"]

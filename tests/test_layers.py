@@ -126,7 +126,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)) is not None:
                 return cycle
         path.pop()
@@ -147,8 +147,7 @@ def test_every_module_has_a_layer() -> None:
 
 def test_imports_point_down_the_layers() -> None:
     upward = [
-        f"{name} ({LAYER_NAMES[LAYERS[name]]}) imports {target}"
-        f" ({LAYER_NAMES[LAYERS[target]]})"
+        f"{name} ({LAYER_NAMES[LAYERS[name]]}) imports {target} ({LAYER_NAMES[LAYERS[target]]})"
         for name, targets in sorted(import_graph().items())
         for target in sorted(targets)
         if name in LAYERS and target in LAYERS and LAYERS[target] > LAYERS[name]
