@@ -65,3 +65,16 @@ def test_import_tamalloc_loads_only_the_version() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out) == ["__future__", "tamalloc", "tamalloc._version"]
+
+
+def test_the_submodules_import_tamalloc_loaded_are_still_attributes() -> None:
+    code = (
+        "import tamalloc\n"
+        "assert tamalloc.stats.pid_max() > 0\n"
+        "assert tamalloc.models.MemStats is tamalloc.MemStats\n"
+        "assert tamalloc.backends.get_backend is tamalloc.get_backend\n"
+        "assert tamalloc.errors.TamallocError is tamalloc.TamallocError\n"
+        "assert tamalloc.sizes.parse_size('1k') == 1024\n"
+        "assert tamalloc.process_visibility.Visibility is tamalloc.Visibility\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

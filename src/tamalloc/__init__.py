@@ -105,7 +105,14 @@ __all__ = [
 ]
 
 
+# The submodules `import tamalloc` used to import itself, which made them attributes
+# of the package without an import of their own: they still are, on first use.
+_SUBMODULES = frozenset({"backends", "errors", "models", "process_visibility", "sizes", "stats"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return __import__(f"{__name__}.{name}", fromlist=["__name__"])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tamalloc' has no attribute {name!r}")
