@@ -11,7 +11,6 @@ CMD         ?= uname -a
 TAMALLOC_BUILD_DIR ?= $(HOME)/.cache/tamalloc
 
 export TAMALLOC_BUILD_DIR
-export PYTHONPATH := $(CURDIR)/vm
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv lint host-test kernel module vm-run vm-test series-check \
@@ -81,7 +80,6 @@ vm-oom-test: module venv ## real OOM kills in the guest against tamalloc oom's p
 		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) TAMALLOC_OOM_KILLS=1 $(VPY) -m pytest -p no:cacheprovider -q -rs -s tests/oom'
 
 series-check: deps venv ## git am the series on a pristine tree and checkpatch --strict every patch
-	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PYTHON) vm/series_check.py
 
 # deps first: on a fresh machine the README's test line is all a newcomer runs.
