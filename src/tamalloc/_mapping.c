@@ -10,7 +10,7 @@
  *   - Mapping(length, align) maps length bytes at an address aligned to align (a
  *     power of two; 0 for the page size) by mapping align bytes more and unmapping
  *     the unaligned head and tail;
- *   - move_from(address) moves the mapping at address onto its own pages with
+ *   - move_into(mapping, address) moves the mapping at address onto its pages with
  *     mremap(MREMAP_FIXED): the mapping keeps its flags (MAP_NORESERVE, MADV_HUGEPAGE)
  *     and its pages, and this object then unmaps it, exactly as it would its own.
  *
@@ -43,6 +43,8 @@ typedef struct {
 	size_t mapped; /* size rounded up to whole pages: what munmap gives back */
 	Py_ssize_t exports; /* buffer views alive */
 } Mapping;
+
+static PyTypeObject MappingType;
 
 static const char closed_msg[] = "operation on a closed tamalloc buffer";
 
@@ -151,12 +153,25 @@ static PyObject *Mapping_close(Mapping *self, PyObject *Py_UNUSED(ignored))
 	Py_RETURN_NONE;
 }
 
-static PyObject *Mapping_move_from(Mapping *self, PyObject *arg)
+/*
+ * move_into(mapping, address): a module function rather than a method, so that
+ * Buffer does not inherit it. The caller gives up whatever is mapped in [address,
+ * address + mapped): since Linux 6.17 mremap moves every mapping in that range, where
+ * older kernels refuse a range that is not within one mapping (EFAULT).
+ */
+static PyObject *move_into(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-	void *source = PyLong_AsVoidPtr(arg);
+	Mapping *self;
+	void *source;
 	void *moved;
 	int err;
 
+	if (nargs != 2 || !PyObject_TypeCheck(args[0], &MappingType)) {
+		PyErr_SetString(PyExc_TypeError, "move_into() takes a Mapping and an address");
+		return NULL;
+	}
+	self = (Mapping *)args[0];
+	source = PyLong_AsVoidPtr(args[1]);
 	if (source == NULL && PyErr_Occurred())
 		return NULL;
 	/* After the conversion, which may have run Python code (__index__). */
@@ -174,7 +189,8 @@ static PyObject *Mapping_move_from(Mapping *self, PyObject *arg)
 	/*
 	 * mremap unmaps the target before it looks at the source, so a failure (a source
 	 * that is not one mapping of this length: EFAULT, EINVAL) may leave this object's
-	 * range unmapped. Map it again where it was; if the range is occupied, the failure
+	 * range unmapped. Map it again where it was (zero-filled: the buffers moved into
+	 * are new ones, their content is nothing yet); if the range is occupied, the failure
 	 * came before the unmap and the range is still this object's own. (The GIL is
 	 * held throughout, so only a thread outside Python could map there meanwhile.)
 	 */
@@ -339,9 +355,6 @@ static void Mapping_releasebuffer(Mapping *self, Py_buffer *Py_UNUSED(view))
 static PyMethodDef Mapping_methods[] = {
 	{ "close", (PyCFunction)Mapping_close, METH_NOARGS,
 	  "Unmap the memory; closing twice is harmless. BufferError while views exist." },
-	{ "move_from", (PyCFunction)Mapping_move_from, METH_O,
-	  "move_from(address): move the mapping at address, of this object's length\n"
-	  "rounded up to pages, onto this object's memory (mremap MREMAP_FIXED)." },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -377,8 +390,16 @@ static PyTypeObject MappingType = {
 	.tp_new = Mapping_new,
 };
 
+static PyMethodDef module_methods[] = {
+	{ "move_into", (PyCFunction)(void (*)(void))move_into, METH_FASTCALL,
+	  "move_into(mapping, address): move what is mapped from address on, the Mapping's\n"
+	  "length rounded up to pages, onto the Mapping's memory (mremap MREMAP_FIXED)." },
+	{ NULL, NULL, 0, NULL },
+};
+
 static struct PyModuleDef module = {
 	PyModuleDef_HEAD_INIT,
+	.m_methods = module_methods,
 	.m_name = "tamalloc._mapping",
 	.m_doc = "Anonymous memory that exports the buffer protocol (tamalloc.Buffer's base).",
 	.m_size = -1,

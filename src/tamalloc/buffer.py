@@ -32,6 +32,7 @@ from .sizes import format_bytes, parse_size
 C_MAPPING = True
 try:
     from ._mapping import Mapping as _Base
+    from ._mapping import move_into
 except ImportError:  # installed without a C compiler: see the module docstring
     _Base = mmap.mmap  # type: ignore[assignment,misc]
     C_MAPPING = False
@@ -135,11 +136,10 @@ def _new(length: int, align: int) -> Buffer:
 
 
 def _move_into(buf: Buffer, source: int) -> None:
-    """Move the mapping at ``source`` onto ``buf``'s memory: Mapping.move_from of
-    _mapping.c, through ctypes for an mmap.mmap (see there why a failure maps the
-    target again)."""
+    """Move the mapping at ``source`` onto ``buf``'s memory: move_into of _mapping.c,
+    through ctypes for an mmap.mmap (see there why a failure maps the target again)."""
     if C_MAPPING:
-        buf.move_from(source)
+        move_into(buf, source)
         return
     target, mapped = buf.address, _libc.page_round_up(len(buf))
     if _libc.mremap(source, mapped, mapped, _libc.MREMAP_MAYMOVE_FIXED, target) == target:
