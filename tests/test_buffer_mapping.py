@@ -125,7 +125,7 @@ def test_a_failed_move_leaves_the_buffer_its_memory() -> None:
 def test_move_into_and_close_refuse_while_a_view_exists() -> None:
     m = Mapping(PAGE)
     source = raw_mapping(PAGE)
-    view = memoryview(m)  # type: ignore[arg-type]
+    view = memoryview(m)
     try:
         with pytest.raises(BufferError):
             move_into(m, source)
@@ -139,7 +139,7 @@ def test_move_into_and_close_refuse_while_a_view_exists() -> None:
     m.close()
     assert m.closed
     for action in (lambda: m[0], lambda: len(m), lambda: m.address,
-                   lambda: memoryview(m), lambda: move_into(m, source)):  # type: ignore[arg-type]
+                   lambda: memoryview(m), lambda: move_into(m, source)):
         with pytest.raises(ValueError, match="closed"):
             action()
 
@@ -157,7 +157,7 @@ def test_items_and_slices_as_bytearray() -> None:
         assert m[::-1] == bytes(ref[::-1])
         assert m[5:50:7] == bytes(ref[5:50:7])
         assert (m[3], m[-1], m[-64]) == (200, 9, 0)
-        m[0:8] = memoryview(m)[10:18]  # type: ignore[arg-type]  # a view of itself
+        m[0:8] = memoryview(m)[10:18]  # a view of itself
         assert m[0:8] == b"hello\0\0\0"
         for bad, error in ((64, IndexError), (-65, IndexError), ("1", TypeError)):
             with pytest.raises(error):

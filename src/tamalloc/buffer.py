@@ -129,7 +129,7 @@ def _new(length: int, align: int) -> Buffer:
     if C_MAPPING:
         return _Base.__new__(Buffer, length, align)
     flags = _libc.MAP_PRIVATE_ANON_NORESERVE
-    buf = mmap.mmap.__new__(Buffer, -1, length, flags=flags)  # type: ignore[type-var]
+    buf = mmap.mmap.__new__(Buffer, -1, length, flags=flags)
     # The temporary ctypes view is released at once (CPython frees it on return).
     buf._address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
     return buf
