@@ -1,6 +1,6 @@
-"""tamalloc._mapping.Mapping, the base of Buffer: its own memory, taking over another
-mapping with mremap, view counting; and Buffer without it (installed without a C
-compiler), where the same move goes through ctypes onto an mmap.mmap."""
+"""tamalloc._mapping.Mapping, the base of Buffer: its own memory, owning a mapping made
+elsewhere, view counting; and Buffer without it (installed without a C compiler), where
+the backend's mapping is moved with mremap onto an mmap.mmap's."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tamalloc.buffer import C_MAPPING, alloc
 from test_buffer import vm_flags
 
 try:
-    from tamalloc._mapping import Mapping, move_into
+    from tamalloc._mapping import Mapping, adopt
 except ImportError:
     Mapping = None  # type: ignore[assignment,misc]
 
@@ -61,26 +61,22 @@ def raw_mapping(length: int, advise_huge: bool = False) -> int:
     return int(address)
 
 
-@pytest.mark.parametrize("align", [0, PAGE, 2 * MiB, 1 << 30])
-def test_own_memory_is_aligned_lazily_zeroed_and_noreserve(align: int) -> None:
-    m = Mapping(3 * MiB + 5, align)
+def test_own_memory_is_lazily_zeroed_and_noreserve() -> None:
+    m = Mapping(3 * MiB + 5)
     try:
         assert len(m) == 3 * MiB + 5
-        assert m.address % max(align, PAGE) == 0
+        assert m.address % PAGE == 0
         assert m[0] == 0 and m[-1] == 0 and m[MiB:MiB + 8] == bytes(8)
         assert "nr" in vm_flags(m.address)
-        # Exactly the page-rounded length is mapped: the alignment slack is given back.
-        for start, stop in mapped_ranges():
-            if start <= m.address < stop:
-                assert (start, stop) == (m.address, m.address + 3 * MiB + PAGE)
+        assert is_mapped(m.address, 3 * MiB + PAGE)
     finally:
         m.close()
 
 
-@pytest.mark.parametrize("args", [(0,), (-1,), (PAGE, 3), (PAGE, -2), (PAGE, 1 << 31)])
-def test_bad_lengths_and_alignments_are_value_errors(args: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("length", [0, -1])
+def test_bad_lengths_are_value_errors(length: int) -> None:
     with pytest.raises(ValueError):
-        Mapping(*args)
+        Mapping(length)
 
 
 def test_a_length_beyond_the_address_space_is_enomem() -> None:
@@ -89,57 +85,56 @@ def test_a_length_beyond_the_address_space_is_enomem() -> None:
     assert info.value.errno == 12  # ENOMEM
 
 
-def test_move_into_takes_the_pages_and_the_flags() -> None:
-    m = Mapping(4 * MiB, 2 * MiB)
+def test_adopt_owns_the_mapping_with_its_pages_and_flags() -> None:
     source = raw_mapping(4 * MiB, advise_huge=True)
-    ctypes.memmove(source + 100, b"moved", 5)
-    move_into(m, source)
-    assert m[100:105] == b"moved"
+    ctypes.memmove(source + 100, b"taken", 5)
+    m = adopt(Mapping, source, 4 * MiB - 7)
+    assert type(m) is Mapping
+    assert (m.address, len(m)) == (source, 4 * MiB - 7)
+    assert m[100:105] == b"taken"
     flags = vm_flags(m.address)
     assert "nr" in flags and "hg" in flags
-    assert m.address % (2 * MiB) == 0
-    assert not is_mapped(source, PAGE)  # the source is gone, not copied
-    address = m.address
     m.close()
-    assert not is_mapped(address, PAGE)
+    assert not is_mapped(source, PAGE)  # the page-rounded length: all of it
+    assert not is_mapped(source + 4 * MiB - PAGE, PAGE)
 
 
-def test_a_failed_move_leaves_the_buffer_its_memory() -> None:
-    m = Mapping(2 * MiB)
+def test_adopt_refuses_what_is_not_a_mapping() -> None:
     hole = 1 << 44  # 16 TiB: far from where Linux x86_64 places anything by itself
-    assert not is_mapped(hole, PAGE)
+    short = raw_mapping(2 * PAGE)
+    _libc.munmap(short + PAGE, PAGE)  # so that the page after it is a hole
+    assert not is_mapped(hole, PAGE) and not is_mapped(short + PAGE, PAGE)
     try:
-        # Address 0 and an unmapped range fail after the kernel has unmapped the
-        # target; an unaligned source and the buffer itself (overlap) before that.
-        for source in (0, hole, 12345, m.address):
-            with pytest.raises(OSError):
-                move_into(m, source)
-            assert is_mapped(m.address, 2 * MiB)
-            assert not m.closed
-            m[len(m) - 1] = 1
-            assert m[len(m) - 1] == 1
+        for address, length in ((0, PAGE), (short + 1, PAGE), (short, 0), (short, -5),
+                                (-PAGE, PAGE)):
+            with pytest.raises((ValueError, OverflowError)):
+                adopt(Mapping, address, length)
+        # msync: a range not wholly mapped is ENOMEM, and nothing is owned.
+        for address, length in ((hole, PAGE), (short, 2 * PAGE)):
+            with pytest.raises(OSError) as info:
+                adopt(Mapping, address, length)
+            assert info.value.errno == 12
+        with pytest.raises(TypeError):
+            adopt(bytearray, short, PAGE)  # type: ignore[type-var]
+        assert is_mapped(short, PAGE)
     finally:
-        m.close()
+        _libc.munmap(short, PAGE)
 
 
-def test_move_into_and_close_refuse_while_a_view_exists() -> None:
+def test_close_refuses_while_a_view_exists() -> None:
     m = Mapping(PAGE)
-    source = raw_mapping(PAGE)
     view = memoryview(m)
     try:
-        with pytest.raises(BufferError):
-            move_into(m, source)
         with pytest.raises(BufferError, match="views"):
             m.close()
         view[0] = 1
     finally:
         view.release()
-        _libc.munmap(source, PAGE)
     m.close()
     m.close()
     assert m.closed
     for action in (lambda: m[0], lambda: len(m), lambda: m.address,
-                   lambda: memoryview(m), lambda: move_into(m, source)):
+                   lambda: memoryview(m), lambda: m.__setitem__(0, 1)):
         with pytest.raises(ValueError, match="closed"):
             action()
 
@@ -247,9 +242,9 @@ def test_without_the_c_type_a_buffer_is_an_mmap() -> None:
 
 
 @pytest.mark.kernel
-def test_kernel_buffer_is_the_syscall_mapping_moved() -> None:
-    # The memory is tamalloc()'s: MAP_NORESERVE, and the huge flag's MADV_HUGEPAGE,
-    # move with it onto the buffer's own (aligned) pages.
+def test_kernel_buffer_is_the_syscall_mapping() -> None:
+    # The memory is tamalloc()'s own mapping: MAP_NORESERVE, and for the huge flag
+    # 2 MiB aligned and MADV_HUGEPAGE.
     for huge in (False, True):
         with alloc("8M", huge=huge, backend="kernel") as buf:
             flags = vm_flags(buf.address)

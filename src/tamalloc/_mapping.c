@@ -1,22 +1,18 @@
 /*
- * tamalloc._mapping.Mapping: private anonymous memory (MAP_NORESERVE, so lazily
- * zero-filled and not charged to the commit limit) that exports the buffer protocol,
- * the base of tamalloc.Buffer.
+ * tamalloc._mapping.Mapping: private anonymous memory that exports the buffer
+ * protocol, the base of tamalloc.Buffer.
  *
- * The mmap module cannot map at an alignment or take over a mapping made elsewhere
- * (the tamalloc system call's), and Python 3.11 classes cannot export buffers, so this
- * type does both in a few lines of the documented C API:
+ * The mmap module cannot own a mapping made elsewhere (the tamalloc system call's, a
+ * 2 MiB-aligned one for transparent huge pages), and Python 3.11 classes cannot export
+ * buffers, so this type does both in a few lines of the documented C API:
  *
- *   - Mapping(length, align) maps length bytes at an address aligned to align (a
- *     power of two; 0 for the page size) by mapping align bytes more and unmapping
- *     the unaligned head and tail;
- *   - move_into(mapping, address) moves the mapping at address onto its pages with
- *     mremap(MREMAP_FIXED): the mapping keeps its flags (MAP_NORESERVE, MADV_HUGEPAGE)
- *     and its pages, and this object then unmaps it, exactly as it would its own.
+ *   - Mapping(length) maps length bytes, private, anonymous and MAP_NORESERVE (lazily
+ *     zero-filled, not charged to the commit limit), as mmap.mmap(-1, length) would;
+ *   - adopt(cls, address, length) makes one that owns the mapping already at address:
+ *     the caller hands that range over, and the object unmaps it on close.
  *
- * An object only ever unmaps the range it mapped itself. As with mmap.mmap, the
- * exported views are counted, and close() raises BufferError while one exists, so no
- * view outlives the memory; the object cannot be resized.
+ * As with mmap.mmap, the exported views are counted, and close() raises BufferError
+ * while one exists, so no view outlives the memory; the object cannot be resized.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,15 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older kernels take it as a hint */
-#endif
-
-#define PROT (PROT_READ | PROT_WRITE)
-#define FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
-/* The largest alignment asked for: huge pages are 2 MiB, 1 GiB on some machines. */
-#define MAX_ALIGN ((size_t)1 << 30)
 
 typedef struct {
 	PyObject_HEAD
@@ -57,68 +44,40 @@ static int check_open(Mapping *self)
 	return 0;
 }
 
-/* Map at an aligned address: align bytes more, then give back the head and tail. */
-static char *map_aligned(size_t mapped, size_t align)
+/* length rounded up to whole pages, or 0 when that would not fit a Py_ssize_t. */
+static size_t page_length(Py_ssize_t length)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	size_t extra = align > page ? align : 0;
-	char *raw = mmap(NULL, mapped + extra, PROT, FLAGS, -1, 0);
-	uintptr_t start;
-	size_t head, tail;
 
-	if (raw == MAP_FAILED || extra == 0)
-		return raw;
-	start = ((uintptr_t)raw + align - 1) & ~((uintptr_t)align - 1);
-	head = start - (uintptr_t)raw;
-	tail = extra - head;
-	/* Each trim splits the mapping, and so can fail at vm.max_map_count (ENOMEM):
-	 * then everything is given back rather than a half-trimmed mapping kept. */
-	if (head && munmap(raw, head) != 0) {
-		int err = errno;
-
-		munmap(raw, mapped + extra);
-		errno = err;
-		return MAP_FAILED;
-	}
-	if (tail && munmap((char *)start + mapped, tail) != 0) {
-		int err = errno;
-
-		munmap((char *)start, mapped + tail);
-		errno = err;
-		return MAP_FAILED;
-	}
-	return (char *)start;
+	if (length <= 0 || (size_t)length > (size_t)PY_SSIZE_T_MAX - page)
+		return 0;
+	return ((size_t)length + page - 1) & ~(page - 1);
 }
 
 static PyObject *Mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-	static char *kwlist[] = { "length", "align", NULL };
-	Py_ssize_t length, align = 0;
-	size_t page = (size_t)sysconf(_SC_PAGESIZE), mapped;
+	static char *kwlist[] = { "length", NULL };
+	Py_ssize_t length;
+	size_t mapped;
 	Mapping *self;
 	char *data;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|n:Mapping", kwlist, &length, &align))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:Mapping", kwlist, &length))
 		return NULL;
 	if (length <= 0) {
 		PyErr_SetString(PyExc_ValueError, "length must be positive");
 		return NULL;
 	}
-	if (align < 0 || (size_t)align > MAX_ALIGN || (align & (align - 1)) != 0) {
-		PyErr_SetString(PyExc_ValueError, "align must be 0 or a power of two up to 1 GiB");
-		return NULL;
-	}
-	/* Py_ssize_t fits in size_t; the extra page and alignment must fit too. */
-	if ((size_t)length > (size_t)PY_SSIZE_T_MAX - page - MAX_ALIGN) {
+	mapped = page_length(length);
+	if (mapped == 0) {
 		errno = ENOMEM;
-		PyErr_SetFromErrno(PyExc_OSError);
-		return NULL;
+		return PyErr_SetFromErrno(PyExc_OSError);
 	}
-	mapped = ((size_t)length + page - 1) & ~(page - 1);
 	self = (Mapping *)type->tp_alloc(type, 0);
 	if (self == NULL)
 		return NULL;
-	data = map_aligned(mapped, (size_t)align);
+	data = mmap(NULL, mapped, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (data == MAP_FAILED) {
 		PyErr_SetFromErrno(PyExc_OSError);
 		Py_DECREF(self);
@@ -154,53 +113,47 @@ static PyObject *Mapping_close(Mapping *self, PyObject *Py_UNUSED(ignored))
 }
 
 /*
- * move_into(mapping, address): a module function rather than a method, so that
- * Buffer does not inherit it. The caller gives up whatever is mapped in [address,
- * address + mapped): since Linux 6.17 mremap moves every mapping in that range, where
- * older kernels refuse a range that is not within one mapping (EFAULT).
+ * adopt(cls, address, length): a module function rather than a classmethod, so that
+ * Buffer does not offer it. The caller hands over [address, address + length rounded
+ * up to pages): the new object unmaps that range on close, whatever it holds. msync
+ * (a no-op on anonymous memory) refuses a range that is not wholly mapped (ENOMEM),
+ * so a stray address is an error here rather than an unmap of nothing, or of a later
+ * mapping, at close.
  */
-static PyObject *move_into(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *adopt(PyObject *Py_UNUSED(module), PyObject *args)
 {
+	PyTypeObject *type;
+	PyObject *address_obj;
+	Py_ssize_t length;
+	size_t mapped, page = (size_t)sysconf(_SC_PAGESIZE);
 	Mapping *self;
-	void *source;
-	void *moved;
-	int err;
+	void *address;
 
-	if (nargs != 2 || !PyObject_TypeCheck(args[0], &MappingType)) {
-		PyErr_SetString(PyExc_TypeError, "move_into() takes a Mapping and an address");
+	if (!PyArg_ParseTuple(args, "O!On:adopt", &PyType_Type, &type, &address_obj, &length))
+		return NULL;
+	if (!PyType_IsSubtype(type, &MappingType)) {
+		PyErr_SetString(PyExc_TypeError, "adopt() makes Mapping objects only");
 		return NULL;
 	}
-	self = (Mapping *)args[0];
-	source = PyLong_AsVoidPtr(args[1]);
-	if (source == NULL && PyErr_Occurred())
+	address = PyLong_AsVoidPtr(address_obj);
+	if (address == NULL && PyErr_Occurred())
 		return NULL;
-	/* After the conversion, which may have run Python code (__index__). */
-	if (check_open(self) < 0)
-		return NULL;
-	if (self->exports > 0) {
-		PyErr_SetString(PyExc_BufferError, "cannot replace the memory of an exported buffer");
+	mapped = page_length(length);
+	if (address == NULL || (uintptr_t)address % page != 0 || mapped == 0 ||
+	    (uintptr_t)address > UINTPTR_MAX - mapped) {
+		PyErr_SetString(PyExc_ValueError, "adopt() needs a page-aligned address and"
+				" a positive length");
 		return NULL;
 	}
-	moved = mremap(source, self->mapped, self->mapped, MREMAP_MAYMOVE | MREMAP_FIXED,
-		       self->data);
-	if (moved != MAP_FAILED)
-		return Py_NewRef(Py_None);
-	err = errno;
-	/*
-	 * mremap unmaps the target before it looks at the source, so a failure (a source
-	 * that is not one mapping of this length: EFAULT, EINVAL) may leave this object's
-	 * range unmapped. Map it again where it was (zero-filled: the buffers moved into
-	 * are new ones, their content is nothing yet); if the range is occupied, the failure
-	 * came before the unmap and the range is still this object's own. (The GIL is
-	 * held throughout, so only a thread outside Python could map there meanwhile.)
-	 */
-	moved = mmap(self->data, self->mapped, PROT, FLAGS | MAP_FIXED_NOREPLACE, -1, 0);
-	if (moved == MAP_FAILED && errno != EEXIST)
-		self->data = NULL; /* a hole now, not this object's to unmap later: closed */
-	else if (moved != MAP_FAILED && moved != self->data)
-		munmap(moved, self->mapped); /* a kernel without NOREPLACE took it as a hint */
-	errno = err;
-	return PyErr_SetFromErrno(PyExc_OSError);
+	if (msync(address, mapped, MS_ASYNC) != 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	self = (Mapping *)type->tp_alloc(type, 0);
+	if (self == NULL)
+		return NULL;
+	self->data = address;
+	self->size = length;
+	self->mapped = mapped;
+	return (PyObject *)self;
 }
 
 static PyObject *Mapping_get_closed(Mapping *self, void *Py_UNUSED(closure))
@@ -360,7 +313,8 @@ static PyMethodDef Mapping_methods[] = {
 
 static PyGetSetDef Mapping_getset[] = {
 	{ "closed", (getter)Mapping_get_closed, NULL, "Whether close() was called.", NULL },
-	{ "address", (getter)Mapping_get_address, NULL, "Start address of the mapping (2 MiB aligned when huge).", NULL },
+	{ "address", (getter)Mapping_get_address, NULL,
+	  "Start address of the mapping (2 MiB aligned when huge).", NULL },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -383,17 +337,16 @@ static PyTypeObject MappingType = {
 	.tp_as_mapping = &Mapping_as_mapping,
 	.tp_as_buffer = &Mapping_as_buffer,
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-	.tp_doc = "Mapping(length, align=0): private anonymous memory exporting the buffer"
-		  " protocol.",
+	.tp_doc = "Mapping(length): private anonymous memory exporting the buffer protocol.",
 	.tp_methods = Mapping_methods,
 	.tp_getset = Mapping_getset,
 	.tp_new = Mapping_new,
 };
 
 static PyMethodDef module_methods[] = {
-	{ "move_into", (PyCFunction)(void (*)(void))move_into, METH_FASTCALL,
-	  "move_into(mapping, address): move what is mapped from address on, the Mapping's\n"
-	  "length rounded up to pages, onto the Mapping's memory (mremap MREMAP_FIXED)." },
+	{ "adopt", adopt, METH_VARARGS,
+	  "adopt(cls, address, length): a new cls (a Mapping type) that owns the mapping\n"
+	  "at address, length bytes rounded up to pages; it unmaps them on close." },
 	{ NULL, NULL, 0, NULL },
 };
 

@@ -5,13 +5,13 @@ and slices as a ``bytearray`` does, ``numpy.frombuffer(buf)`` is zero-copy, and 
 exported views are counted, so ``close()`` refuses with ``BufferError`` while one
 exists, as ``mmap.mmap`` does: no view can outlive the memory.
 
-Its base is the C type ``tamalloc._mapping.Mapping`` (``_mapping.c``), which maps the
-memory itself, 2 MiB aligned for a huge buffer. Memory the backend made (the tamalloc
-system call's mapping, procfs's THP-advised one) is moved onto the buffer's own pages
-with ``mremap(MREMAP_FIXED)``, keeping its flags, so a buffer only ever unmaps what it
-mapped. Installed without a C compiler, the base is ``mmap.mmap`` and the move the same
-``mremap`` through ctypes; the mmap module cannot choose an address, so there a huge
-buffer is advised for transparent huge pages but not 2 MiB aligned.
+Its base is the C type ``tamalloc._mapping.Mapping`` (``_mapping.c``), which maps a
+plain buffer's memory itself and takes over a mapping the backend made (the tamalloc
+system call's, procfs's 2 MiB-aligned one for ``huge``) as its own. Installed without a
+C compiler, the base is ``mmap.mmap``: the mmap module can neither choose an address
+nor own another mapping, so the backend's mapping is moved onto the mmap object's with
+``mremap(MREMAP_FIXED)`` (keeping its flags, not its alignment: a huge buffer there is
+advised for transparent huge pages but not 2 MiB aligned).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .sizes import format_bytes, parse_size
 C_MAPPING = True
 try:
     from ._mapping import Mapping as _Base
-    from ._mapping import move_into
+    from ._mapping import adopt
 except ImportError:  # installed without a C compiler: see the module docstring
     _Base = mmap.mmap  # type: ignore[assignment,misc]
     C_MAPPING = False
@@ -123,11 +123,10 @@ class Buffer(_Base):
         )
 
 
-def _new(length: int, align: int) -> Buffer:
-    """A Buffer of ``length`` bytes of its own memory, at an ``align``-aligned address
-    where the C type makes it; slots unset."""
+def _new(length: int) -> Buffer:
+    """A Buffer of ``length`` bytes of its own memory; slots unset."""
     if C_MAPPING:
-        return _Base.__new__(Buffer, length, align)
+        return _Base.__new__(Buffer, length)
     flags = _libc.MAP_PRIVATE_ANON_NORESERVE
     buf = mmap.mmap.__new__(Buffer, -1, length, flags=flags)
     # The temporary ctypes view is released at once (CPython frees it on return).
@@ -135,20 +134,23 @@ def _new(length: int, align: int) -> Buffer:
     return buf
 
 
-def _move_into(buf: Buffer, source: int) -> None:
-    """Move the mapping at ``source`` onto ``buf``'s memory: move_into of _mapping.c,
-    through ctypes for an mmap.mmap (see there why a failure maps the target again)."""
+def _take(address: int, length: int) -> Buffer:
+    """A Buffer that owns the mapping at ``address``; the caller keeps it on an error."""
     if C_MAPPING:
-        move_into(buf, source)
-        return
-    target, mapped = buf.address, _libc.page_round_up(len(buf))
-    if _libc.mremap(source, mapped, mapped, _libc.MREMAP_MAYMOVE_FIXED, target) == target:
-        return
+        return adopt(Buffer, address, length)
+    # mmap.mmap: an object of its own, onto whose pages the mapping is moved. mremap
+    # unmaps the target before it looks at the source, so when the move fails the
+    # target is mapped again where it was before the object is closed.
+    buf = _new(length)
+    target, mapped = buf._address, _libc.page_round_up(length)
+    if _libc.mremap(address, mapped, mapped, _libc.MREMAP_MAYMOVE_FIXED, target) == target:
+        return buf
     err = ctypes.get_errno()
     again = _libc.mmap(target, mapped, _libc.PROT_READ_WRITE,
                        _libc.MAP_PRIVATE_ANON_NORESERVE | _libc.MAP_FIXED_NOREPLACE, -1, 0)
     if again not in (target, _libc.MAP_FAILED):
-        _libc.munmap(again, mapped)
+        _libc.munmap(again, mapped)  # a kernel without NOREPLACE took it as a hint
+    buf.close()
     raise OSError(err, f"mremap: {errno.errorcode.get(err, err)}")
 
 
@@ -164,29 +166,25 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
     if length > _MAX_LENGTH:
         raise MemoryError(f"cannot allocate {length} bytes: larger than the address space")
     chosen = get_backend(backend)
-    try:
-        buf = _new(length, _libc.HUGE_PAGE_SIZE if huge else 0)
-    except OSError as exc:  # not a `with` block: this path is timed in µs
-        raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
-    if chosen.name != "procfs" or huge:
-        # The backend makes the memory (the tamalloc system call; procfs's mapping
-        # advised for THP), and the buffer takes it over by moving it onto its own.
+    if chosen.name == "procfs" and not huge:
+        # What ProcfsBackend.map_anonymous does, made as a Buffer directly.
         try:
-            address, owner = chosen.map_anonymous(length, huge)
-        except BaseException:
-            buf.close()
-            raise
+            buf = _new(length)
+        except OSError as exc:  # not a `with` block: this path is timed in µs
+            raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
+    else:
+        address, owner = chosen.map_anonymous(length, huge)
         if owner is not None:
             # Only procfs's plain mapping has an owner, and it is made above instead.
             owner.close()
-            buf.close()
             raise RuntimeError(f"backend {chosen.name} returned an mmap object to take over")
         try:
-            _move_into(buf, address)
-        except OSError as exc:
+            buf = _take(address, length)
+        except BaseException as exc:
             _libc.munmap(address, _libc.page_round_up(length))
-            buf.close()
-            raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
+            if isinstance(exc, OSError):
+                raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
+            raise
     buf.huge = huge
     buf.backend = chosen.name
     return buf
