@@ -139,6 +139,16 @@ def test_close_refuses_while_a_view_exists() -> None:
             action()
 
 
+def test_weak_references_as_on_mmap() -> None:
+    import weakref
+
+    with alloc(PAGE, backend="procfs") as buf:
+        ref = weakref.ref(buf)
+        assert ref() is buf
+    del buf
+    assert ref() is None
+
+
 def test_items_and_slices_as_bytearray() -> None:
     m, ref = Mapping(64), bytearray(64)
     try:

@@ -18,6 +18,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -29,6 +30,7 @@ typedef struct {
 	Py_ssize_t size; /* len(): the length asked for */
 	size_t mapped; /* size rounded up to whole pages: what munmap gives back */
 	Py_ssize_t exports; /* buffer views alive */
+	PyObject *weakrefs; /* weak references work, as on mmap.mmap */
 } Mapping;
 
 static PyTypeObject MappingType;
@@ -91,6 +93,8 @@ static PyObject *Mapping_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static void Mapping_dealloc(Mapping *self)
 {
+	if (self->weakrefs != NULL)
+		PyObject_ClearWeakRefs((PyObject *)self);
 	/* No view can be alive: each holds a reference to this object. */
 	if (self->data != NULL)
 		munmap(self->data, self->mapped);
@@ -337,6 +341,7 @@ static PyTypeObject MappingType = {
 	.tp_as_mapping = &Mapping_as_mapping,
 	.tp_as_buffer = &Mapping_as_buffer,
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+	.tp_weaklistoffset = offsetof(Mapping, weakrefs),
 	.tp_doc = "Mapping(length): private anonymous memory exporting the buffer protocol.",
 	.tp_methods = Mapping_methods,
 	.tp_getset = Mapping_getset,
