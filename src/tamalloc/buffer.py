@@ -69,7 +69,8 @@ class Buffer(_Base):
 
         @property
         def address(self) -> int:
-            """Start address of the mapping (2 MiB aligned when ``huge``)."""
+            """Start address of the mapping (without the C type, 2 MiB aligned when
+            ``huge`` only where the kernel aligned the mmap module's mapping)."""
             if self.closed:
                 raise ValueError(_CLOSED)
             return self._address
