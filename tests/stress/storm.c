@@ -48,41 +48,8 @@
 #include "stress_common.h"
 
 #define MODULE_NAME	"system_stats"
-#define MAX_KINDS	64
-#define MAX_EXAMPLES	3
 #define RECENT		64
 #define FILEBUF		(8u << 20)
-
-static struct { const char *fmt; unsigned long n; } kinds[MAX_KINDS];
-static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned long invalid;
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Invalid results by kind (check site): a few examples each, then counts. */
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-	int k, print = 1;
-
-	pthread_mutex_lock(&fail_lock);
-	invalid++;
-	for (k = 0; k < MAX_KINDS && kinds[k].fmt && kinds[k].fmt != fmt; k++)
-		;
-	if (k < MAX_KINDS) {
-		kinds[k].fmt = fmt;
-		print = ++kinds[k].n <= MAX_EXAMPLES;
-	}
-	if (print) {
-		va_start(ap, fmt);
-		fputs("INVALID: ", stdout);
-		vprintf(fmt, ap);
-		fputc('\n', stdout);
-		va_end(ap);
-		fflush(stdout);
-	}
-	pthread_mutex_unlock(&fail_lock);
-}
 
 /* ---- shared state ------------------------------------------------------- */
 
@@ -1064,8 +1031,7 @@ int main(int argc, char **argv)
 	       scan_total.watch_exited, module_cycles, module_busy);
 	if (oom)
 		printf("storm: OOM: hog touched %lu MiB before SIGKILL\n", hog_pages >> 8);
-	for (i = 0; i < MAX_KINDS && kinds[i].fmt; i++)
-		printf("  invalid %6lu x  %s\n", kinds[i].n, kinds[i].fmt);
+	print_kinds();
 	printf("storm: %lu invalid: %s\n", invalid, invalid ? "FAILED" : "OK");
 	return invalid ? 1 : 0;
 }
