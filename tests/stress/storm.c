@@ -678,6 +678,20 @@ static int read_int(const char *path)
 
 static int pid_max = 32768;
 
+/* A child that waits for its SIGKILL; counted as a process the storm made. */
+static pid_t fork_paused(void)
+{
+	pid_t pid = fork();
+
+	if (!pid) {
+		pause();
+		_exit(0);
+	}
+	if (pid > 0)
+		processes++;
+	return pid;
+}
+
 /*
  * Pid reuse: watch A, reap it, make the next pid A again.  A new process on
  * A's number must not show through the watch, which holds A's struct pid.
@@ -689,14 +703,9 @@ static void pid_reuse(void)
 	int fd = -1, i;
 	ssize_t n;
 
-	a = fork();
+	a = fork_paused();
 	if (a < 0)
 		return;
-	if (!a) {
-		pause();
-		_exit(0);
-	}
-	processes++;
 	reuse_tries++;
 	if (module_files_wanted()) {
 		fd = open("/proc/mem_watch", O_RDWR | O_CLOEXEC);
@@ -715,14 +724,9 @@ static void pid_reuse(void)
 	 */
 	write_int("/proc/sys/kernel/ns_last_pid", a - 1);
 	for (i = 0; i < pid_max && i < 4096; i++) {
-		b = fork();
+		b = fork_paused();
 		if (b < 0)
 			break;
-		if (!b) {
-			pause();
-			_exit(0);
-		}
-		processes++;
 		if (b == a)
 			break;
 		kill(b, SIGKILL);
