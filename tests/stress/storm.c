@@ -678,6 +678,21 @@ static int read_int(const char *path)
 
 static int pid_max = 32768;
 
+/* Reap children, in any order, until at most @left are in flight. */
+static void reap_down_to(int *inflight, int left)
+{
+	while (*inflight > left) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid < 0)
+			break;
+		(*inflight)--;
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			fail("child %d: status %#x", pid, status);
+	}
+}
+
 /* A child that waits for its SIGKILL; counted as a process the storm made. */
 static pid_t fork_paused(void)
 {
@@ -978,27 +993,9 @@ int main(int argc, char **argv)
 		}
 		spawn_one(i, &inflight);
 		/* a few children in flight at once, reaped in any order */
-		while (inflight >= 8) {
-			int status;
-			pid_t pid = waitpid(-1, &status, 0);
-
-			if (pid < 0)
-				break;
-			inflight--;
-			if (!WIFEXITED(status) || WEXITSTATUS(status))
-				fail("child %d: status %#x", pid, status);
-		}
+		reap_down_to(&inflight, 7);
 	}
-	while (inflight > 0) {
-		int status;
-		pid_t pid = waitpid(-1, &status, 0);
-
-		if (pid < 0)
-			break;
-		inflight--;
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			fail("child %d: status %#x", pid, status);
-	}
+	reap_down_to(&inflight, 0);
 	pthread_join(churn, NULL);
 	stop_module = 1;
 	if (module_loop) {
