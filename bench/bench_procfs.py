@@ -40,12 +40,10 @@ from _timing import (
     spread,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import tamalloc  # noqa: E402
-from tamalloc.backends import procfs  # noqa: E402
-from tamalloc.cli.exporter import raise_open_files_limit  # noqa: E402
+# isort: split
+import tamalloc
+from tamalloc.backends import procfs
+from tamalloc.cli.exporter import raise_open_files_limit
 
 GiB = 1 << 30
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
