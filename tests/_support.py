@@ -9,6 +9,8 @@ import struct
 import subprocess
 import sys
 import termios
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,42 @@ for offset in range(0, touch, mmap.PAGESIZE):
 print("ready", flush=True)
 sys.stdin.read()
 """
+
+
+# A child that names itself (prctl PR_SET_NAME: any bytes but NUL, 15 at most, as any
+# process may), optionally raises its oom_score_adj (so that `tamalloc oom` lists it
+# first), then sits on stdin.
+NAMED_CHILD_SCRIPT = """
+import ctypes, sys
+name, adj = bytes.fromhex(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:  # PR_SET_NAME
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+if adj:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(adj)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def named_child(name: bytes, *, oom_score_adj: int | None = None) -> Iterator[int]:
+    """A process called ``name`` (its comm) for the block; its pid."""
+    adj = "" if oom_score_adj is None else str(oom_score_adj)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NAMED_CHILD_SCRIPT, name.hex(), adj],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n", "the child could not rename itself"
+        with open(f"/proc/{proc.pid}/comm", "rb") as f:
+            assert f.read() == name + b"\n"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass

@@ -218,4 +218,7 @@ def interval(text: str) -> float:
 
 def interval_or_zero(text: str) -> float:
     """Seconds to sample over, or 0 for no sample."""
-    return 0.0 if _float(text) == 0 else interval(text)
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return 0.0 if value == 0 else interval(text)
