@@ -131,7 +131,7 @@ ARABIC_100 = "\u0661\u0660\u0660"  # what int() reads as 100
         ("system", "--interval", "\u0661"),
         ("demo", "--size", f"{ARABIC_100}M"),
         ("exporter", "--top", "\u0663"),
-        ("exporter", "--oom-domains", "\u0663"),
+        ("exporter", "--oom", "--oom-domains", "\u0663"),
         ("exporter", "--listen", f"127.0.0.1:{ARABIC_100}"),
         ("stats", "1_0"),  # int() takes underscores too
         ("watch", "1", "--interval", "nan"),
