@@ -145,12 +145,17 @@ def _layout(
     widths = _widths(headers, body)
     shown = len(columns)
     if max_width is not None:
-        # In turn, until the table fits: short headers (a header says the same in
-        # fewer letters, a cut name says less); text columns (names) give up what is
-        # missing; then the rightmost columns go (cut numbers would mislead).
-        if _total(widths, gap) > max_width:
-            headers = [c.short or c.header for c in columns]
-            widths = _widths(headers, body)
+        # In turn, until the table fits: short headers, one at a time from the right
+        # (a header says the same in fewer letters, a cut name says less); text
+        # columns (names) give up what is missing; then the rightmost columns go (cut
+        # numbers would mislead).
+        for i in reversed(range(len(columns))):
+            if _total(widths, gap) <= max_width:
+                break
+            short = columns[i].short
+            if short is not None:
+                headers[i] = short
+                widths[i] = max(len(line[i]) for line in [headers, *body])
         widths = _shrink_text(columns, headers, widths, max_width, gap)
         while shown > 1 and _total(widths[:shown], gap) > max_width:
             shown -= 1
