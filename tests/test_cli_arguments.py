@@ -110,6 +110,12 @@ def test_intervals_below_the_floor_are_refused(args: tuple[str, ...]) -> None:
     assert "must be at least 0.1 seconds" in line
 
 
+def test_a_huge_history_is_a_usage_error() -> None:
+    # 10**20 samples overflowed the deque: "internal error: OverflowError".
+    line = assert_clean_error(run_cli("watch", "1", "--history", "1" + "0" * 20), 2)
+    assert "must be at most 1000" in line
+
+
 def test_the_interval_floor_itself_is_accepted() -> None:
     result = run_cli("system", "--interval", "0.1", "--json")
     assert result.returncode == 0, result.stderr

@@ -36,14 +36,27 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=interval, default=2.0, metavar="SECONDS",
                    help=f"seconds between samples, at least {MIN_INTERVAL:g} (default 2)")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
-    p.add_argument("--history", type=positive_int, default=40, metavar="N",
-                   help="samples kept for the sparklines (default 40), each scaled from its"
-                   " minimum to its maximum, the range printed beside it")
+    p.add_argument("--history", type=_history, default=40, metavar="N",
+                   help=f"samples kept for the sparklines (default 40, at most"
+                   f" {MAX_HISTORY}), each scaled from its minimum to its maximum, the"
+                   " range printed beside it")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one object per sample (the MemStats keys and time),"
                    " for as long as the process lives or --count N samples")
     add_units_argument(p, csv=False)
     p.set_defaults(run=run, needs_backend=True)
+
+
+# A sparkline is one character a sample: a longer one than any terminal is wide shows
+# nothing more (and 10**20 overflowed the deque's C size).
+MAX_HISTORY = 1000
+
+
+def _history(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_HISTORY}, not {text!r}")
+    return value
 
 
 def sparkline(values: Iterable[float], bars: str = _BARS) -> str:
