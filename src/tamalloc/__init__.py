@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .backends import default_backend_name, get_backend, kernel_available
-from .errors import AccessDenied, KernelUnavailable, NoSuchProcess, TamallocError
+from .errors import (
+    AccessDenied,
+    KernelUnavailable,
+    NoSuchCgroup,
+    NoSuchProcess,
+    TamallocError,
+)
 from .models import (
     CpuStats,
     CpuTimes,
@@ -40,6 +46,7 @@ __all__ = [
     "KernelUnavailable",
     "MemStats",
     "MemoryInfo",
+    "NoSuchCgroup",
     "NoSuchProcess",
     "OomCandidate",
     "OomDomain",

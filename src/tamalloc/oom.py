@@ -22,15 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import TamallocError
+from .errors import NoSuchCgroup
 from .models import OomTask
 
 OOM_SCORE_ADJ_MIN = -1000
 ROOT = "/"
-
-
-class NoSuchCgroup(TamallocError):
-    """The cgroup asked for is not in the cgroup v2 hierarchy (or none is mounted)."""
 
 
 def c_div(a: int, b: int) -> int:
@@ -372,6 +368,7 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
     with a finite memory.max, by path. ``cgroup`` keeps only the domains that are or
     contain it (NoSuchCgroup when the inputs do not know it)."""
     wanted = None
+    _check_str("cgroup", cgroup)
     if cgroup is not None:
         wanted = normalize_cgroup(cgroup)
         if not inputs.cgroups:
@@ -412,5 +409,16 @@ def collect_inputs(backend: str | None = None) -> OomInputs:
 
 
 def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> list[OomDomain]:
-    """Who the OOM killer would kill now, in the system and in each limited cgroup."""
+    """Who the OOM killer would kill now, in the system and in each limited cgroup.
+
+    TypeError for a ``cgroup`` or ``backend`` that is not a str (or None), before any
+    process is read; NoSuchCgroup for a cgroup that does not exist.
+    """
+    _check_str("cgroup", cgroup)
+    _check_str("backend", backend)
     return predict(collect_inputs(backend), cgroup=cgroup)
+
+
+def _check_str(what: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
