@@ -11,7 +11,6 @@ CMD         ?= uname -a
 TAMALLOC_BUILD_DIR ?= $(HOME)/.cache/tamalloc
 
 export TAMALLOC_BUILD_DIR
-export PYTHONPATH := $(CURDIR)/vm
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv lint host-test kernel module vm-run vm-test series-check \
@@ -28,7 +27,8 @@ fresh-test: ## the README's commands in a new minimal Debian 12 root (root, abou
 	$(PYTHON) vm/fresh_test.py
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
-$(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/backends/_procscan.c
+$(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/backends/_procscan.c \
+		src/tamalloc/_mapping.c
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'
@@ -81,7 +81,6 @@ vm-oom-test: module venv ## real OOM kills in the guest against tamalloc oom's p
 		'TAMALLOC_BUILD_DIR=$(TAMALLOC_BUILD_DIR) TAMALLOC_OOM_KILLS=1 $(VPY) -m pytest -p no:cacheprovider -q -rs -s tests/oom'
 
 series-check: deps venv ## git am the series on a pristine tree and checkpatch --strict every patch
-	$(VPY) -m pip install -q ply GitPython  # checkpatch's SPDX checker needs them
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PYTHON) vm/series_check.py
 
 # deps first: on a fresh machine the README's test line is all a newcomer runs.

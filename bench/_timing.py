@@ -1,5 +1,9 @@
 """Timing helpers shared by the benchmarks: best-of timing, idle process fleets and a
-results table with PASS/FAIL per target."""
+results table with PASS/FAIL per target.
+
+Importing it puts this work tree's src/ first on sys.path, so that a benchmark measures
+the code beside it even where another tamalloc is installed: import it before tamalloc.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
 
 # Forks N children that sleep until killed; it reaps them itself when its stdin closes,
 # so no zombies are left to whatever init the machine has. -S: no site imports, to keep

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from _timing import (
+    ROOT,
     Report,
     best_of_each_wall_cpu,
     count_user_processes,
@@ -48,14 +49,12 @@ from _timing import (
     spread,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import tamalloc  # noqa: E402
-from tamalloc import abi, exporter  # noqa: E402
-from tamalloc.backends.kernel import _from_records  # noqa: E402
-from tamalloc.exporter import DEFAULT_TOP, MemoryCollector, make_registry, render  # noqa: E402
-from tamalloc.models import MemStats  # noqa: E402
+# isort: split
+import tamalloc
+from tamalloc import abi, exporter
+from tamalloc.backends.kernel import _from_records
+from tamalloc.exporter import DEFAULT_TOP, MemoryCollector, make_registry, render
+from tamalloc.models import MemStats
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry

@@ -30,11 +30,9 @@ from _timing import (
     minimal_statm_oom_reader,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import tamalloc  # noqa: E402
-from tamalloc import abi  # noqa: E402
+# isort: split
+import tamalloc
+from tamalloc import abi
 
 GiB = 1 << 30
 PAGE = mmap.PAGESIZE

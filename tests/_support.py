@@ -5,16 +5,21 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
 import termios
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MiB = 1 << 20
 GiB = 1 << 30
+T = TypeVar("T")
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -38,6 +43,42 @@ for offset in range(0, touch, mmap.PAGESIZE):
 print("ready", flush=True)
 sys.stdin.read()
 """
+
+
+# A child that names itself (prctl PR_SET_NAME: any bytes but NUL, 15 at most, as any
+# process may), optionally raises its oom_score_adj (so that `tamalloc oom` lists it
+# first), then sits on stdin.
+NAMED_CHILD_SCRIPT = """
+import ctypes, sys
+name, adj = bytes.fromhex(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) != 0:  # PR_SET_NAME
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+if adj:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(adj)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def named_child(name: bytes, *, oom_score_adj: int | None = None) -> Iterator[int]:
+    """A process called ``name`` (its comm) for the block; its pid."""
+    adj = "" if oom_score_adj is None else str(oom_score_adj)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NAMED_CHILD_SCRIPT, name.hex(), adj],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n", "the child could not rename itself"
+        with open(f"/proc/{proc.pid}/comm", "rb") as f:
+            assert f.read() == name + b"\n"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -65,13 +106,42 @@ def status_kb(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, v in proc_status(pid).items() if v.endswith(" kB")}
 
 
-def assert_memory_matches_status(record: object, pid: int) -> None:
+def assert_memory_matches_status(
+    record: object, pid: int, status: dict[str, int] | None = None
+) -> None:
     """The memory fields of a MemStats or of a raw tamalloc_mem_stats record (they share
-    the field names) against /proc/PID/status."""
-    status = status_kb(pid)
+    the field names) against /proc/PID/status (read now, or ``status`` as read)."""
+    status = status_kb(pid) if status is None else status
     got = {name: getattr(record, name) for name in _STATUS_FIELDS}
     assert got == {name: status[key] for name, key in _STATUS_FIELDS.items()}
     assert got["committed_kb"] == got["anon_kb"] + got["file_kb"] + got["shmem_kb"]
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Our child ``pid`` stopped (SIGSTOP) for the block: it runs no instruction, so
+    it neither touches nor allocates memory meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _, status = os.waitpid(pid, os.WUNTRACED)  # returns once it is stopped
+        assert os.WIFSTOPPED(status), status
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def read_between_equal_statuses(pid: int, read: Callable[[], T]) -> tuple[T, dict[str, int]]:
+    """``read()`` and the kB fields of /proc/PID/status that held before and after it,
+    for an exact comparison. Call it on a stopped process: even then the kernel may
+    move its memory (reclaim, swap, khugepaged), so a read whose surrounding statuses
+    differ is done again, a bounded number of times."""
+    for _ in range(100):
+        before = status_kb(pid)
+        value = read()
+        after = status_kb(pid)
+        if before == after:
+            return value, after
+    raise AssertionError(f"process {pid}'s memory kept changing while stopped")
 
 
 _STATUS_FIELDS = {

@@ -203,7 +203,8 @@ def test_pid_above_pid_max_is_a_usage_error(command: str, pid: str) -> None:
 
 
 def test_allocation_failure_is_status_1() -> None:
-    line = assert_clean_error(run_cli("demo", "--size", "1EiB"), 1)
+    # --force: past the check of the available memory, to the allocation that fails.
+    line = assert_clean_error(run_cli("demo", "--size", "1EiB", "--force"), 1)
     assert "cannot allocate" in line
 
 

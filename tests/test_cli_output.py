@@ -61,7 +61,7 @@ def test_a_forced_width_is_honoured_when_piped(command: list[str]) -> None:
         assert max(len(line) for line in wide.splitlines()) > 50  # piped: uncut by default
 
 
-def test_layout_shrinks_text_then_headers_then_drops_columns() -> None:
+def test_layout_shortens_headers_then_text_then_drops_columns() -> None:
     columns = [Column("NAME", numeric=False), Column("RESERVED (VSZ)", short="VSZ"),
                Column("COMMITTED (RSS)", short="RSS"), Column("OOM SCORE", short="OOM")]
     rows = [["a-long-process-name", "1.0 GiB", "2.0 MiB", "666"]]
@@ -69,10 +69,13 @@ def test_layout_shrinks_text_then_headers_then_drops_columns() -> None:
     def lines(width: int | None) -> list[str]:
         return [line for line, _ in _layout(columns, rows, None, max_width=width)]
 
+    wide = lines(50)  # the rightmost headers shortened first, the name kept whole
+    assert wide[0].split() == ["NAME", "RESERVED", "(VSZ)", "RSS", "OOM"]
+    assert wide[1].split()[0] == "a-long-process-name"
     full = lines(None)
     assert full[0].split("  ")[0].strip() == "NAME"
     assert "RESERVED (VSZ)" in full[0]
-    narrow = lines(40)  # the name is cut, headers shortened, every column kept
+    narrow = lines(40)  # headers shortened, the name cut, every column kept
     assert max(map(len, narrow)) <= 40
     assert narrow[0].split() == ["NAME", "VSZ", "RSS", "OOM"]
     assert narrow[1].split()[-1] == "666"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 
 import pytest
 
-from tamalloc import AccessDenied, KernelUnavailable, NoSuchProcess
+import tamalloc
+from tamalloc import AccessDenied, KernelUnavailable, NoSuchCgroup, NoSuchProcess, TamallocError
 from tamalloc.errors import exception_for_errno, raise_errno, translate_os_errors
 
 
@@ -53,3 +55,43 @@ def test_context_manager_translates_and_chains() -> None:
 def test_context_manager_leaves_other_exceptions_alone() -> None:
     with pytest.raises(KeyError), translate_os_errors(pid=7):
         raise KeyError("x")
+
+
+# --- issue 16, item 11 -------------------------------------------------------------------
+
+
+def test_no_such_process_is_a_process_lookup_error() -> None:
+    err = NoSuchProcess(123)
+    assert isinstance(err, ProcessLookupError) and isinstance(err, TamallocError)
+    assert err.errno == errno.ESRCH and err.pid == 123
+    assert str(err) == "no such process: 123"  # not "[Errno 3] ..."
+    with pytest.raises(ProcessLookupError):
+        raise_errno(errno.ESRCH, pid=123)
+
+
+def test_no_such_process_survives_translate_os_errors() -> None:
+    # It is an OSError with an errno now: the translation must not make it another.
+    with pytest.raises(NoSuchProcess) as info, translate_os_errors(pid=5):
+        raise NoSuchProcess(7)
+    assert info.value.pid == 7
+
+
+def test_no_such_process_pickles() -> None:
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(NoSuchProcess(42)))
+    assert isinstance(copy, NoSuchProcess) and copy.pid == 42 and str(copy) == "no such process: 42"
+
+
+def test_a_missing_process_is_a_process_lookup_error(backend: str) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: its pid names no process
+    with pytest.raises(ProcessLookupError):
+        tamalloc.mem_stats(proc.pid, backend=backend)
+
+
+def test_no_such_cgroup_is_exported() -> None:
+    from tamalloc.oom import NoSuchCgroup as from_oom
+
+    assert "NoSuchCgroup" in tamalloc.__all__
+    assert from_oom is NoSuchCgroup and issubclass(NoSuchCgroup, TamallocError)

@@ -21,6 +21,7 @@ LAYERS = {
     # records, errors, sizes, the ABI, libc and the kernel's arithmetic: no I/O
     "tamalloc._version": BASE,
     "tamalloc._libc": BASE,
+    "tamalloc._mapping": BASE,
     "tamalloc.abi": BASE,
     "tamalloc.errors": BASE,
     "tamalloc.models": BASE,

@@ -301,6 +301,17 @@ def test_unknown_cgroup_is_an_error() -> None:
         predict(bare, cgroup="/a")
 
 
+@pytest.mark.parametrize("kwargs", [{"cgroup": 5}, {"cgroup": b"/a"}, {"backend": 5}])
+def test_predict_oom_rejects_what_is_not_a_str(kwargs: dict[str, object]) -> None:
+    # issue 16, item 11: cgroup=5 raised AttributeError from deep inside.
+    import tamalloc
+
+    with pytest.raises(TypeError, match="must be a str or None"):
+        tamalloc.predict_oom(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cgroup must be a str"):
+        predict(inputs([task(10, 1)], {"/a": cg(1)}), cgroup=5)  # type: ignore[arg-type]
+
+
 def test_oom_group_kills_the_highest_group_and_spares_minus_1000() -> None:
     tasks = [task(10, 10, cgroup="/a"), task(11, 500, cgroup="/a/b"),
              task(12, 20, cgroup="/a/b/c"), task(13, 30, cgroup="/a", adj=-1000),

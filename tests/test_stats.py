@@ -4,6 +4,8 @@ and psutil with a child process whose allocation is known."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -16,18 +18,53 @@ from _support import (
     assert_memory_matches_status,
     meminfo_kb,
     proc_status,
+    read_between_equal_statuses,
     read_int,
+    stopped,
 )
 from tamalloc import MemStats, NoSuchProcess
 from tamalloc.models import FIELD_NAMES
 
 
 def test_child_matches_proc_status(backend: str, child: Child) -> None:
-    stats = tamalloc.mem_stats(child.pid, backend=backend)
+    # issue 16, item 12: the child, still running, moved its memory between the two
+    # reads (it was reading stdin). Stopped, and read between two equal statuses, it
+    # is compared exactly.
+    with stopped(child.pid):
+        stats, status = read_between_equal_statuses(
+            child.pid, lambda: tamalloc.mem_stats(child.pid, backend=backend))
     assert stats.pid == child.pid
     assert stats.name == proc_status(child.pid)["Name"]
-    assert_memory_matches_status(stats, child.pid)
+    assert_memory_matches_status(stats, child.pid, status)
     assert stats.committed_pct == pytest.approx(stats.committed_kb / stats.reserved_kb * 100)
+
+
+def test_a_busy_child_matches_proc_status_when_stopped(backend: str) -> None:
+    # The same comparison for a child whose memory grows all the time: read as the
+    # test above reads, it matches exactly; read while it runs, it would not.
+    busy = subprocess.Popen([sys.executable, "-c", _BUSY_CHILD], stdout=subprocess.PIPE)
+    try:
+        assert busy.stdout is not None and busy.stdout.readline() == b"ready\n"
+        for _ in range(20):
+            with stopped(busy.pid):
+                stats, status = read_between_equal_statuses(
+                    busy.pid, lambda: tamalloc.mem_stats(busy.pid, backend=backend))
+            assert_memory_matches_status(stats, busy.pid, status)
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+# Touches a new page of a large mapping, then unmaps and starts again, without end.
+_BUSY_CHILD = """
+import mmap
+print("ready", flush=True)
+while True:
+    mem = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, len(mem), mmap.PAGESIZE):
+        mem[offset] = 1
+    mem.close()
+"""
 
 
 def test_child_allocation_is_visible(backend: str, spawn_child: Callable[..., Child]) -> None:

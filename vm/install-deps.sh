@@ -20,10 +20,12 @@ packages=(
 	# tests/test_exporter_*.py: a real Prometheus server and promtool
 	prometheus
 )
+# One dpkg-query for the whole list: `make test` and `make kernel` call this every time.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |
+	awk '$NF == "installed" { print $1 }' || true)
 missing=()
 for pkg in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-		missing+=("$pkg")
+	grep -qxF "$pkg" <<<"$installed" || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
     from .backends import default_backend_name, get_backend, kernel_available
     from .buffer import Buffer, alloc
-    from .errors import AccessDenied, KernelUnavailable, NoSuchProcess, TamallocError
+    from .errors import (
+        AccessDenied,
+        KernelUnavailable,
+        NoSuchCgroup,
+        NoSuchProcess,
+        TamallocError,
+    )
     from .models import (
         CpuStats,
         CpuTimes,
@@ -46,6 +52,7 @@ _EXPORTS = {
     "KernelUnavailable": "errors",
     "MemStats": "models",
     "MemoryInfo": "models",
+    "NoSuchCgroup": "errors",
     "NoSuchProcess": "errors",
     "OomCandidate": "oom",
     "OomDomain": "oom",
@@ -79,6 +86,7 @@ __all__ = [
     "KernelUnavailable",
     "MemStats",
     "MemoryInfo",
+    "NoSuchCgroup",
     "NoSuchProcess",
     "OomCandidate",
     "OomDomain",

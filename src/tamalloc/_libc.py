@@ -18,6 +18,9 @@ MAP_NORESERVE = getattr(_mmap, "MAP_NORESERVE", 0x4000)
 MAP_PRIVATE_ANON_NORESERVE = _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | MAP_NORESERVE
 MADV_HUGEPAGE = getattr(_mmap, "MADV_HUGEPAGE", 14)
 MAP_FAILED = ctypes.c_void_p(-1).value
+# Linux 4.17; an older kernel takes the address as a hint and maps elsewhere.
+MAP_FIXED_NOREPLACE = 0x100000
+MREMAP_MAYMOVE_FIXED = 1 | 2  # MREMAP_MAYMOVE | MREMAP_FIXED
 
 syscall = libc.syscall
 syscall.restype = ctypes.c_long
@@ -31,6 +34,12 @@ mmap.argtypes = (
 munmap = libc.munmap
 munmap.restype = ctypes.c_int
 munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+
+mremap = libc.mremap
+mremap.restype = ctypes.c_void_p
+mremap.argtypes = (
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
+)
 
 madvise = libc.madvise
 madvise.restype = ctypes.c_int

@@ -1,16 +1,17 @@
 """Lazily-zeroed buffers: anonymous memory that costs no RAM until first touched.
 
-A ``Buffer`` is an ``mmap.mmap``, so the buffer protocol is the mmap module's own:
-``memoryview(buf)`` has format ``B`` (indexing and slicing work as on ``bytearray``),
-``numpy.frombuffer(buf)`` is zero-copy, and the interpreter counts the exported views,
-so ``close()`` refuses with ``BufferError`` while one exists, exactly as ``mmap.mmap``
-does: no view can outlive the mapping. (Python 3.11 classes cannot export buffers
-themselves; the former ctypes-array Buffer exported ``<B`` and counted nothing, so a
-numpy view of a closed buffer crashed the interpreter.)
+A ``Buffer`` exports the buffer protocol with format ``B``: ``memoryview(buf)`` indexes
+and slices as a ``bytearray`` does, ``numpy.frombuffer(buf)`` is zero-copy, and the
+exported views are counted, so ``close()`` refuses with ``BufferError`` while one
+exists, as ``mmap.mmap`` does: no view can outlive the memory.
 
-The plain procfs case is a bare ``mmap(2)`` that the mmap module makes itself. The
-tamalloc syscall and the 2 MiB-aligned huge mapping come from elsewhere: the mmap module
-cannot map at a chosen address, so the Buffer *adopts* that mapping (see ``_adopt``).
+Its base is the C type ``tamalloc._mapping.Mapping`` (``_mapping.c``), which maps a
+plain buffer's memory itself and takes over a mapping the backend made (the tamalloc
+system call's, procfs's 2 MiB-aligned one for ``huge``) as its own. Installed without a
+C compiler, the base is ``mmap.mmap``: the mmap module can neither choose an address
+nor own another mapping, so the backend's mapping is moved onto the mmap object's with
+``mremap(MREMAP_FIXED)`` (keeping its flags, not its alignment: a huge buffer there is
+advised for transparent huge pages but not 2 MiB aligned).
 """
 
 from __future__ import annotations
@@ -27,16 +28,23 @@ from .backends import get_backend
 from .errors import raise_errno
 from .sizes import format_bytes, parse_size
 
+# Whether buffers are the C type (2 MiB aligned when huge) or mmap.mmap objects.
+C_MAPPING = True
+try:
+    from ._mapping import Mapping as _Base
+    from ._mapping import adopt
+except ImportError:  # installed without a C compiler: see the module docstring
+    _Base = mmap.mmap  # type: ignore[assignment,misc]
+    C_MAPPING = False
 # Each mincore byte says "resident" in its lowest bit; the other bits are reserved.
 _LOW_BIT = bytes(i & 1 for i in range(256))
 # Python sizes are Py_ssize_t; the kernel refuses far less (TASK_SIZE) anyway.
 _MAX_LENGTH = sys.maxsize - _libc.HUGE_PAGE_SIZE
 _CLOSED = "operation on a closed tamalloc buffer"
-_PLACEHOLDER = _libc.PAGE_SIZE
 
 
-class Buffer(mmap.mmap):
-    """Memory from :func:`alloc`: an ``mmap.mmap`` of ``len(buf)`` bytes.
+class Buffer(_Base):
+    """Memory from :func:`alloc`: ``len(buf)`` bytes that export the buffer protocol.
 
     Indexing gives ints, slicing gives ``bytes``; ``memoryview(buf)`` and
     ``numpy.frombuffer(buf, dtype=numpy.uint8)`` are zero-copy. ``close()`` unmaps the
@@ -47,31 +55,31 @@ class Buffer(mmap.mmap):
     does not hide the exception.
     """
 
-    __slots__ = ("_address", "_mapped_length", "backend", "huge")
-    _address: int
-    _mapped_length: int
+    __slots__ = ("_address", "backend", "huge")
+    _address: int  # without the C type only: mmap.mmap has no address
     huge: bool
     backend: str
 
     def __new__(cls, *args: object, **kwargs: object) -> Buffer:
-        # alloc() builds buffers with mmap.mmap.__new__ and fills the slots; one made
+        # alloc() builds buffers with the base's __new__ and fills the slots; one made
         # here would have none of them.
         raise TypeError("tamalloc.Buffer cannot be created directly: use tamalloc.alloc()")
 
-    @property
-    def address(self) -> int:
-        """Start address of the mapping (2 MiB aligned when ``huge``)."""
-        if self.closed:
-            raise ValueError(_CLOSED)
-        return self._address
+    if not C_MAPPING:
+
+        @property
+        def address(self) -> int:
+            """Start address of the mapping (without the C type, 2 MiB aligned when
+            ``huge`` only where the kernel aligned the mmap module's mapping)."""
+            if self.closed:
+                raise ValueError(_CLOSED)
+            return self._address
 
     def resident_bytes(self) -> int:
         """Bytes of this buffer in RAM now, in whole pages (mincore(2))."""
-        if self.closed:
-            raise ValueError(_CLOSED)
-        pages = self._mapped_length // _libc.PAGE_SIZE
-        vec = ctypes.create_string_buffer(pages)
-        if _libc.mincore(self._address, self._mapped_length, vec) != 0:
+        address, mapped = self.address, _libc.page_round_up(len(self))
+        vec = ctypes.create_string_buffer(mapped // _libc.PAGE_SIZE)
+        if _libc.mincore(address, mapped, vec) != 0:
             raise_errno(ctypes.get_errno(), what="mincore")
         return vec.raw.translate(_LOW_BIT).count(1) * _libc.PAGE_SIZE
 
@@ -95,7 +103,7 @@ class Buffer(mmap.mmap):
         if exc is None:
             self.close()
             return
-        # The views hold a reference to this object and mmap's dealloc unmaps, so the
+        # The views hold a reference to this object and its dealloc unmaps, so the
         # memory goes with the last view; the block's own exception matters more.
         with contextlib.suppress(BufferError):
             self.close()
@@ -112,61 +120,39 @@ class Buffer(mmap.mmap):
         huge = " huge" if self.huge else ""
         return (
             f"<tamalloc.Buffer {format_bytes(len(self))}{huge}"
-            f" at {self._address:#x} backend={self.backend}>"
+            f" at {self.address:#x} backend={self.backend}>"
         )
 
 
-def _new_placeholder() -> Buffer:
-    return mmap.mmap.__new__(Buffer, -1, _PLACEHOLDER, flags=_libc.MAP_PRIVATE_ANON_NORESERVE)
-
-
-def _address_of(buf: mmap.mmap) -> int:
+def _new(length: int) -> Buffer:
+    """A Buffer of ``length`` bytes of its own memory; slots unset."""
+    if C_MAPPING:
+        return _Base.__new__(Buffer, length)
+    flags = _libc.MAP_PRIVATE_ANON_NORESERVE
+    buf = mmap.mmap.__new__(Buffer, -1, length, flags=flags)
     # The temporary ctypes view is released at once (CPython frees it on return).
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
-
-
-def _find_layout() -> tuple[int, int]:
-    """Byte offsets of ``data`` and ``size`` in CPython's mmap object (``Modules/
-    mmapmodule.c``: the first two fields after the object header). Found by looking
-    for a fresh placeholder's own address and length rather than assumed, so that a
-    different header size (debug or free-threaded builds) is found too, and an
-    unrecognised layout is an error instead of a wild write."""
-    probe = _new_placeholder()
-    try:
-        address = _address_of(probe)
-        words = (ctypes.c_ssize_t * 8).from_address(id(probe))
-        hits = [
-            i for i in range(1, 7) if words[i] == address and words[i + 1] == _PLACEHOLDER
-        ]
-    finally:
-        mmap.mmap.close(probe)
-    if len(hits) != 1:
-        raise RuntimeError("tamalloc: unrecognised mmap object layout in this Python")
-    word = ctypes.sizeof(ctypes.c_ssize_t)
-    return hits[0] * word, (hits[0] + 1) * word
-
-
-_layout: tuple[int, int] | None = None
-
-
-def _adopt(address: int, length: int) -> Buffer:
-    """A Buffer that owns the existing mapping at ``address`` (``length`` bytes).
-
-    A placeholder mmap object is made, its own page unmapped, and its ``data`` and
-    ``size`` pointed at the mapping; from then on the mmap module exports, counts
-    views of and unmaps that mapping (munmap(data, size) on close and dealloc). No
-    view of the placeholder exists yet, so nothing still points at its old page.
-    """
-    global _layout
-    if _layout is None:
-        _layout = _find_layout()
-    data_offset, size_offset = _layout
-    buf = _new_placeholder()
-    old = _address_of(buf)
-    ctypes.c_void_p.from_address(id(buf) + data_offset).value = address
-    ctypes.c_ssize_t.from_address(id(buf) + size_offset).value = length
-    _libc.munmap(old, _PLACEHOLDER)
+    buf._address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
     return buf
+
+
+def _take(address: int, length: int) -> Buffer:
+    """A Buffer that owns the mapping at ``address``; the caller keeps it on an error."""
+    if C_MAPPING:
+        return adopt(Buffer, address, length)
+    # mmap.mmap: an object of its own, onto whose pages the mapping is moved. mremap
+    # unmaps the target before it looks at the source, so when the move fails the
+    # target is mapped again where it was before the object is closed.
+    buf = _new(length)
+    target, mapped = buf._address, _libc.page_round_up(length)
+    if _libc.mremap(address, mapped, mapped, _libc.MREMAP_MAYMOVE_FIXED, target) == target:
+        return buf
+    err = ctypes.get_errno()
+    again = _libc.mmap(target, mapped, _libc.PROT_READ_WRITE,
+                       _libc.MAP_PRIVATE_ANON_NORESERVE | _libc.MAP_FIXED_NOREPLACE, -1, 0)
+    if again not in (target, _libc.MAP_FAILED):
+        _libc.munmap(again, mapped)  # a kernel without NOREPLACE took it as a hint
+    buf.close()
+    raise OSError(err, f"mremap: {errno.errorcode.get(err, err)}")
 
 
 def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) -> Buffer:
@@ -184,23 +170,22 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
     if chosen.name == "procfs" and not huge:
         # What ProcfsBackend.map_anonymous does, made as a Buffer directly.
         try:
-            buf = mmap.mmap.__new__(Buffer, -1, length, flags=_libc.MAP_PRIVATE_ANON_NORESERVE)
-        except OSError as exc:
+            buf = _new(length)
+        except OSError as exc:  # not a `with` block: this path is timed in µs
             raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
-        address = _address_of(buf)
     else:
         address, owner = chosen.map_anonymous(length, huge)
         if owner is not None:
             # Only procfs's plain mapping has an owner, and it is made above instead.
             owner.close()
-            raise RuntimeError(f"backend {chosen.name} returned an mmap object to adopt")
+            raise RuntimeError(f"backend {chosen.name} returned an mmap object to take over")
         try:
-            buf = _adopt(address, length)
-        except BaseException:
+            buf = _take(address, length)
+        except BaseException as exc:
             _libc.munmap(address, _libc.page_round_up(length))
+            if isinstance(exc, OSError):
+                raise_errno(exc.errno or errno.ENOMEM, what=f"cannot allocate {length} bytes")
             raise
-    buf._address = address
-    buf._mapped_length = _libc.page_round_up(length)
     buf.huge = huge
     buf.backend = chosen.name
     return buf

@@ -13,12 +13,23 @@ class TamallocError(Exception):
     """Base class of the errors this package raises on purpose."""
 
 
-class NoSuchProcess(TamallocError):
-    """The process does not exist (or exited while it was being read)."""
+class NoSuchProcess(TamallocError, ProcessLookupError):
+    """The process does not exist (or exited while it was being read).
+
+    Also a ProcessLookupError (errno ESRCH), what ``os.kill`` raises for a process
+    that is gone: code that handles that handles this too.
+    """
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
-        super().__init__(f"no such process: {pid}" if pid is not None else "no such process")
+        message = f"no such process: {pid}" if pid is not None else "no such process"
+        super().__init__(errno.ESRCH, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # not OSError's "[Errno 3] ..."
+
+    def __reduce__(self) -> tuple[type[NoSuchProcess], tuple[int | None]]:
+        return type(self), (self.pid,)  # pickles (multiprocessing) as it was made
 
 
 class AccessDenied(TamallocError):
@@ -28,6 +39,10 @@ class AccessDenied(TamallocError):
         self.pid = pid
         what = f"process {pid}" if pid is not None else "this process"
         super().__init__(f"access denied to {what} (try as root or as its owner)")
+
+
+class NoSuchCgroup(TamallocError):
+    """The cgroup asked for is not in the cgroup v2 hierarchy (or none is mounted)."""
 
 
 class KernelUnavailable(TamallocError):
@@ -72,6 +87,8 @@ class translate_os_errors(ContextDecorator):
         tb: TracebackType | None,
     ) -> None:
         if exc is None or not isinstance(exc, OSError) or exc.errno is None:
+            return
+        if isinstance(exc, TamallocError):  # NoSuchProcess is an OSError too: as raised
             return
         raise exception_for_errno(exc.errno, pid=self.pid, what=self.what) from exc
 

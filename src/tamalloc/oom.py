@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .cgroupfs import ROOT, normalize_cgroup
-from .errors import TamallocError
+from .errors import NoSuchCgroup
 from .models import OomTask
 
 # The inputs' records and their reading, and the kernel's arithmetic, sit below the
@@ -36,10 +36,6 @@ from .oom_score import OOM_SCORE_ADJ_MIN as OOM_SCORE_ADJ_MIN
 from .oom_score import badness as badness
 from .oom_score import c_div as c_div
 from .oom_score import proc_score as proc_score
-
-
-class NoSuchCgroup(TamallocError):
-    """The cgroup asked for is not in the cgroup v2 hierarchy (or none is mounted)."""
 
 
 def is_within(path: str, ancestor: str) -> bool:
@@ -285,6 +281,7 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
     with a finite memory.max, by path. ``cgroup`` keeps only the domains that are or
     contain it (NoSuchCgroup when the inputs do not know it)."""
     wanted = None
+    _check_str("cgroup", cgroup)
     if cgroup is not None:
         wanted = normalize_cgroup(cgroup)
         if not inputs.cgroups:
@@ -318,5 +315,16 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
 
 
 def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> list[OomDomain]:
-    """Who the OOM killer would kill now, in the system and in each limited cgroup."""
+    """Who the OOM killer would kill now, in the system and in each limited cgroup.
+
+    TypeError for a ``cgroup`` or ``backend`` that is not a str (or None), before any
+    process is read; NoSuchCgroup for a cgroup that does not exist.
+    """
+    _check_str("cgroup", cgroup)
+    _check_str("backend", backend)
     return predict(collect_inputs(backend), cgroup=cgroup)
+
+
+def _check_str(what: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")

@@ -18,7 +18,8 @@ _MULTIPLIERS = {
 }
 _SIZE_RE = re.compile(
     r"\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgtpe]?)(?:(?<=[kmgtpe])i)?b?\s*",
-    re.IGNORECASE,
+    # ASCII: \d and \s would also take the digits and spaces of other scripts.
+    re.IGNORECASE | re.ASCII,
 )
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 

@@ -62,7 +62,7 @@ static const char *const call_name[NR_CALLS] = {
 
 static uint64_t rng;
 static unsigned long hist[NR_CALLS][256];
-static unsigned long ncalls, invalid, children;
+static unsigned long ncalls, children;
 static int pid_max, self;
 static pid_t tids[NR_HELPERS];
 static pid_t zombie = -1, reaped = -1;
@@ -85,46 +85,6 @@ static uint64_t below(uint64_t n)
 static int chance(unsigned int percent)
 {
 	return below(100) < percent;
-}
-
-/*
- * Invalid results, by kind (the format string of the check that failed):
- * the first MAX_EXAMPLES of each kind are printed, and a count of every kind
- * at the end.
- */
-#define MAX_KINDS	64
-#define MAX_EXAMPLES	3
-static struct { const char *fmt; unsigned long n; } kinds[MAX_KINDS];
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-	int k;
-
-	invalid++;
-	for (k = 0; k < MAX_KINDS && kinds[k].fmt && kinds[k].fmt != fmt; k++)
-		;
-	if (k < MAX_KINDS) {
-		kinds[k].fmt = fmt;
-		if (++kinds[k].n > MAX_EXAMPLES)
-			return;
-	}
-	va_start(ap, fmt);
-	fputs("INVALID: ", stdout);
-	vprintf(fmt, ap);
-	fputc('\n', stdout);
-	va_end(ap);
-	fflush(stdout);
-}
-
-static void print_kinds(void)
-{
-	int k;
-
-	for (k = 0; k < MAX_KINDS && kinds[k].fmt; k++)
-		printf("  invalid %6lu x  %s\n", kinds[k].n, kinds[k].fmt);
 }
 
 static void count(enum call c, long ret)

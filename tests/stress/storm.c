@@ -48,41 +48,8 @@
 #include "stress_common.h"
 
 #define MODULE_NAME	"system_stats"
-#define MAX_KINDS	64
-#define MAX_EXAMPLES	3
 #define RECENT		64
 #define FILEBUF		(8u << 20)
-
-static struct { const char *fmt; unsigned long n; } kinds[MAX_KINDS];
-static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned long invalid;
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Invalid results by kind (check site): a few examples each, then counts. */
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-	int k, print = 1;
-
-	pthread_mutex_lock(&fail_lock);
-	invalid++;
-	for (k = 0; k < MAX_KINDS && kinds[k].fmt && kinds[k].fmt != fmt; k++)
-		;
-	if (k < MAX_KINDS) {
-		kinds[k].fmt = fmt;
-		print = ++kinds[k].n <= MAX_EXAMPLES;
-	}
-	if (print) {
-		va_start(ap, fmt);
-		fputs("INVALID: ", stdout);
-		vprintf(fmt, ap);
-		fputc('\n', stdout);
-		va_end(ap);
-		fflush(stdout);
-	}
-	pthread_mutex_unlock(&fail_lock);
-}
 
 /* ---- shared state ------------------------------------------------------- */
 
@@ -711,6 +678,35 @@ static int read_int(const char *path)
 
 static int pid_max = 32768;
 
+/* Reap children, in any order, until at most @left are in flight. */
+static void reap_down_to(int *inflight, int left)
+{
+	while (*inflight > left) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid < 0)
+			break;
+		(*inflight)--;
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			fail("child %d: status %#x", pid, status);
+	}
+}
+
+/* A child that waits for its SIGKILL; counted as a process the storm made. */
+static pid_t fork_paused(void)
+{
+	pid_t pid = fork();
+
+	if (!pid) {
+		pause();
+		_exit(0);
+	}
+	if (pid > 0)
+		processes++;
+	return pid;
+}
+
 /*
  * Pid reuse: watch A, reap it, make the next pid A again.  A new process on
  * A's number must not show through the watch, which holds A's struct pid.
@@ -722,14 +718,9 @@ static void pid_reuse(void)
 	int fd = -1, i;
 	ssize_t n;
 
-	a = fork();
+	a = fork_paused();
 	if (a < 0)
 		return;
-	if (!a) {
-		pause();
-		_exit(0);
-	}
-	processes++;
 	reuse_tries++;
 	if (module_files_wanted()) {
 		fd = open("/proc/mem_watch", O_RDWR | O_CLOEXEC);
@@ -748,14 +739,9 @@ static void pid_reuse(void)
 	 */
 	write_int("/proc/sys/kernel/ns_last_pid", a - 1);
 	for (i = 0; i < pid_max && i < 4096; i++) {
-		b = fork();
+		b = fork_paused();
 		if (b < 0)
 			break;
-		if (!b) {
-			pause();
-			_exit(0);
-		}
-		processes++;
 		if (b == a)
 			break;
 		kill(b, SIGKILL);
@@ -1007,27 +993,9 @@ int main(int argc, char **argv)
 		}
 		spawn_one(i, &inflight);
 		/* a few children in flight at once, reaped in any order */
-		while (inflight >= 8) {
-			int status;
-			pid_t pid = waitpid(-1, &status, 0);
-
-			if (pid < 0)
-				break;
-			inflight--;
-			if (!WIFEXITED(status) || WEXITSTATUS(status))
-				fail("child %d: status %#x", pid, status);
-		}
+		reap_down_to(&inflight, 7);
 	}
-	while (inflight > 0) {
-		int status;
-		pid_t pid = waitpid(-1, &status, 0);
-
-		if (pid < 0)
-			break;
-		inflight--;
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			fail("child %d: status %#x", pid, status);
-	}
+	reap_down_to(&inflight, 0);
 	pthread_join(churn, NULL);
 	stop_module = 1;
 	if (module_loop) {
@@ -1064,8 +1032,7 @@ int main(int argc, char **argv)
 	       scan_total.watch_exited, module_cycles, module_busy);
 	if (oom)
 		printf("storm: OOM: hog touched %lu MiB before SIGKILL\n", hog_pages >> 8);
-	for (i = 0; i < MAX_KINDS && kinds[i].fmt; i++)
-		printf("  invalid %6lu x  %s\n", kinds[i].n, kinds[i].fmt);
+	print_kinds();
 	printf("storm: %lu invalid: %s\n", invalid, invalid ? "FAILED" : "OK");
 	return invalid ? 1 : 0;
 }

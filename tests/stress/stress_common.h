@@ -13,6 +13,8 @@
 #define STRESS_COMMON_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +33,52 @@
 #define MEM_SIZE_OFF	12	/* __reserved (VER0) / size */
 #define TOTAL_SIZE_OFF	60	/* __reserved (VER0) / size */
 #define TOTAL_HIDDEN_OFF 64	/* hidden_processes, when the kernel has it */
+
+/*
+ * Invalid results, by kind (the format string of the check that failed):
+ * the first MAX_EXAMPLES of each kind are printed, every kind is counted and
+ * print_kinds() lists the counts at the end.  Thread-safe: the storm's
+ * scanner threads report concurrently.
+ */
+#define MAX_KINDS	64
+#define MAX_EXAMPLES	3
+static struct { const char *fmt; unsigned long n; } kinds[MAX_KINDS];
+static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long invalid;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+	int k, print = 1;
+
+	pthread_mutex_lock(&fail_lock);
+	invalid++;
+	for (k = 0; k < MAX_KINDS && kinds[k].fmt && kinds[k].fmt != fmt; k++)
+		;
+	if (k < MAX_KINDS) {
+		kinds[k].fmt = fmt;
+		print = ++kinds[k].n <= MAX_EXAMPLES;
+	}
+	if (print) {
+		va_start(ap, fmt);
+		fputs("INVALID: ", stdout);
+		vprintf(fmt, ap);
+		fputc('\n', stdout);
+		va_end(ap);
+		fflush(stdout);
+	}
+	pthread_mutex_unlock(&fail_lock);
+}
+
+static void print_kinds(void)
+{
+	int k;
+
+	for (k = 0; k < MAX_KINDS && kinds[k].fmt; k++)
+		printf("  invalid %6lu x  %s\n", kinds[k].n, kinds[k].fmt);
+}
 
 /*
  * committed_kb <= reserved_kb is checked with this slack for other

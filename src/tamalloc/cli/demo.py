@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .. import stats as api
 from .._libc import PAGE_SIZE, page_round_up
 from ..backends import get_backend
-from ..buffer import alloc
 from ..sizes import format_bytes, parse_size
-from .env import Environment, ExitStatus, positive_float
+from ..system import read_meminfo
+from .env import Environment, ExitStatus, UsageError, positive_float
 from .output import COMMITTED, RESERVED, console
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="wait for Enter before allocating, before touching and before exit")
     p.add_argument("--delay", type=positive_float, metavar="SECONDS",
                    help="sleep after each MiB so the growth can be watched")
+    p.add_argument("--force", action="store_true",
+                   help="touch the buffer even when it is larger than the memory available"
+                   " now (MemAvailable): the buffer is mapped MAP_NORESERVE, so the"
+                   " allocation succeeds whatever its size, and touching it then ends in"
+                   " swapping and the OOM killer")
     p.set_defaults(run=run, needs_backend=True)
 
 
@@ -97,7 +102,11 @@ class _Demo:
         return None, self.stats().committed_kb
 
     def run(self) -> int:
+        # The buffer module and its C type: ~2 ms of every other command's start-up.
+        from ..buffer import alloc
+
         env, size = self.env, self.args.size
+        self.check_available(size)
         kind = "huge-page-aligned " if self.args.huge else ""
         env.info(f"tamalloc demo: pid {self.pid}, backend {self._backend_name()}")
         self.pause(f"About to allocate {format_bytes(size)}")
@@ -133,6 +142,20 @@ class _Demo:
             )
             self.pause("Done; exiting frees the memory")
         return ExitStatus.SUCCESS
+
+    def check_available(self, size: int) -> None:
+        """Refuse, before allocating, a buffer that touching would not fit in: with
+        MAP_NORESERVE nothing fails at the allocation, the pages run out one by one
+        and the OOM killer chooses whom to end (not necessarily this demo)."""
+        if self.args.force:
+            return
+        info = read_meminfo()
+        available_kb = info.get("MemAvailable", info.get("MemFree"))
+        if available_kb is not None and size > available_kb * 1024:
+            raise UsageError(
+                f"--size {format_bytes(size)} is more than the memory available now"
+                f" ({format_bytes(available_kb * 1024)} MemAvailable): touching it would"
+                " swap and then wake the OOM killer; --force to do it anyway")
 
     def _backend_name(self) -> str:
         return get_backend(self.backend).name

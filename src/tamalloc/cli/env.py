@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -50,16 +51,77 @@ class Environment:
     def color(self) -> bool:
         return self.interactive and not self.no_color
 
+    @property
+    def encoding(self) -> str:
+        """What stdout encodes to ("utf-8" for a stream that does not say, as rich
+        assumes): what human-readable text is made to fit (see ``visible``)."""
+        return _encoding_of(self.stdout)
+
     # One write a line: print() writes the text and its newline apart, so lines from the
-    # exporter's request threads ran together.
+    # exporter's request threads ran together. Messages may quote a process name or
+    # the user's own text: made visible, so that an error stays one readable line.
     def error(self, message: str) -> None:
-        self.stderr.write(f"{PROG}: error: {message}\n")
+        self.stderr.write(f"{PROG}: error: {visible(message, _encoding_of(self.stderr))}\n")
 
     def warn(self, message: str) -> None:
-        self.stderr.write(f"{PROG}: {message}\n")
+        self.stderr.write(f"{PROG}: {visible(message, _encoding_of(self.stderr))}\n")
 
     def info(self, message: str) -> None:
-        print(message, file=self.stdout, flush=True)
+        print(visible(message, self.encoding), file=self.stdout, flush=True)
+
+
+def _encoding_of(stream: TextIO) -> str:
+    return (getattr(stream, "encoding", None) or "utf-8").lower()
+
+
+def visible(text: str, encoding: str = "utf-8") -> str:
+    """``text`` as ``ps`` prints a process name: each character a terminal would act on
+    or not show becomes "?" (controls such as ESC and newline, format characters such
+    as U+202E that reverse what follows, line and paragraph separators, and U+FFFD,
+    which the backends put for bytes that are not UTF-8), and so does each one the
+    output ``encoding`` cannot represent. "?" rather than an escape like "\\x1b": one
+    character for one keeps a name within its column, and ps, top and htop print "?",
+    so it is what a reader knows; the exact name is in --json and --csv."""
+    if text.isascii() and text.isprintable():
+        return text  # the common case, and nothing to encode either
+    if encoding.replace("_", "-").startswith("utf"):
+        return "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
+    return "".join(
+        c if c.isprintable() and c != "\ufffd" and _encodes(c, encoding) else "?" for c in text
+    )
+
+
+def _encodes(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def tolerate_encoding(stream: TextIO) -> None:
+    """Let ``stream`` write what its encoding cannot represent as backslash escapes
+    instead of failing halfway through the output. Only for an encoding that is not
+    UTF (PYTHONIOENCODING=ascii, or LC_ALL=C with PYTHONUTF8=0): a UTF stream is left
+    as it is, and what the tables print is already fitted to the encoding (visible);
+    this is the floor for what is not, such as a CSV field."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    encoding = _encoding_of(stream)
+    if reconfigure is None or encoding.replace("_", "-").startswith("utf"):
+        return
+    if getattr(stream, "errors", None) != "backslashreplace":
+        reconfigure(errors="backslashreplace")
+
+
+def cannot_encode(text: str, encoding: str) -> bool:
+    """Whether ``text`` holds a character ``encoding`` cannot represent."""
+    if text.isascii() or encoding.replace("_", "-").startswith("utf"):
+        return False
+    try:
+        text.encode(encoding)
+    except UnicodeError:
+        return True
+    return False
 
 
 def report_hidden(env: Environment, backend: str | None, visible: int) -> None:
@@ -97,35 +159,64 @@ def pid_or_zero(text: str) -> int:
     return 0 if _int(text) == 0 else pid(text)
 
 
+# ASCII digits only: int() and float() also take Arabic-Indic digits, "1_000"
+# and surrounding spaces, which a pid or a count written by a person never has, and
+# Arabic-Indic 100 read as 100 would act on what the reader of the command line cannot see.
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def ascii_int(text: str) -> int | None:
+    """``text`` as an integer if it is one in ASCII digits (an optional sign), else None."""
+    return int(text) if _INT_RE.fullmatch(text) else None
+
+
 def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = ascii_int(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return value
 
 
-def non_negative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
     return value
 
 
 def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value:  # NaN
+    # The pattern leaves out "nan", "inf" and "1_0", which float() would take.
+    if not _FLOAT_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
-    return value
+    return float(text)
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    value = _float(text)
+    if not value > 0 or value == float("inf"):  # inf: "1e999"
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
     return value
+
+
+# The shortest sampling interval: below it a watch redraws in a busy loop and a CPU
+# sample spans no clock tick (USER_HZ is 100: 0.1 s is ten ticks a CPU), so every
+# share reads 0. Refused rather than raised silently: the user asked for something else.
+MIN_INTERVAL = 0.1
+
+
+def interval(text: str) -> float:
+    """Seconds between samples: at least MIN_INTERVAL."""
+    value = positive_float(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_INTERVAL:g} seconds, not {text!r}")
+    return value
+
+
+def interval_or_zero(text: str) -> float:
+    """Seconds to sample over, or 0 for no sample."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return 0.0 if value == 0 else interval(text)

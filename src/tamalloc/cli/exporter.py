@@ -18,7 +18,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TamallocError
-from .env import Environment, ExitStatus, UsageError, positive_float
+from .env import (
+    Environment,
+    ExitStatus,
+    UsageError,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
@@ -57,7 +64,8 @@ def listen_address(text: str) -> ListenAddress:
     """``ADDR:PORT``: an IPv4 address, ``[IPv6]``, or a host name that resolves; an
     empty ADDR (``:9847``) is every IPv4 interface. PORT 0 picks a free port."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    # isascii: str.isdigit() is also true of Arabic-Indic digits, which int() reads.
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise argparse.ArgumentTypeError(
             f"expected ADDR:PORT with a port 0-65535 (e.g. {DEFAULT_LISTEN}), not {text!r}")
     port = int(port_text)
@@ -84,16 +92,6 @@ def listen_address(text: str) -> ListenAddress:
     return ListenAddress(str(sockaddr[0]), port, family)
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
-    return value
-
-
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "exporter",
@@ -117,10 +115,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=positive_float, metavar="SECONDS",
                    help="with --textfile: write again every SECONDS until stopped"
                    " (default: write once and exit)")
-    p.add_argument("--top", type=non_negative_int, default=None, metavar="N",
+    # positive_int as `stats --top`: the same option takes the same numbers.
+    p.add_argument("--top", type=positive_int, default=None, metavar="N",
                    help="export per-process figures for the N processes with the highest"
-                   " OOM score and the N with the most resident memory (default 10; 0:"
-                   " none)")
+                   " OOM score and the N with the most resident memory (default 10)")
     p.add_argument("--oom", action="store_true",
                    help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
                    " headroom of the system and of each cgroup with a memory.max, and the"

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
 from ..errors import TamallocError
 from . import demo, exporter, oom, stats, system, total, watch
-from .env import PROG, Environment, ExitStatus, UsageError
+from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 
@@ -87,7 +87,17 @@ def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
     parser = _build_parser()
     # argparse prints --help/--version to sys.stdout; route it to the environment's.
     with contextlib.redirect_stdout(env.stdout):
-        return parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse reports these from the top-level parser, whose --help does not
+        # list the sub-command's options: point to the one that does.
+        words = list(sys.argv[1:] if argv is None else argv)
+        command = getattr(args, "command", None)
+        first = words.index(extra[0]) if extra[0] in words else len(words)
+        after = command in words and words.index(command) < first
+        prog = f"{PROG} {command}" if after else PROG
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
+    return args
 
 
 def _check_backend(args: argparse.Namespace) -> None:
@@ -110,6 +120,11 @@ def _check_backend_name() -> None:
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run the command; returns the exit status (the console script exits with it)."""
     env = env or Environment()
+    # Before anything is written: a stream that cannot encode a character must not
+    # end the command halfway through its output (UnicodeEncodeError after part of a
+    # CSV).
+    tolerate_encoding(env.stdout)
+    tolerate_encoding(env.stderr)
     try:
         args = _parse(argv, env)
     except UsageError as err:

@@ -7,7 +7,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
-from .env import Environment, ExitStatus, positive_int, report_hidden
+from .env import Environment, ExitStatus, positive_int, report_hidden, visible
 from .output import (
     Column,
     add_units_argument,
@@ -45,7 +45,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N",
                    help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
                    " would die is shown as well")
-    add_units_argument(p)
+    add_units_argument(p, csv=False)
     p.add_argument("--json", action="store_true",
                    help="JSON list of the domains (sizes in kB and pages, plain numbers)")
     p.set_defaults(run=run, needs_backend=True)
@@ -157,5 +157,7 @@ def _table(env: Environment, domain: OomDomain, top: int, units: str) -> None:
 
 
 def _prose(env: Environment, text: str, width: int | None, *, indent: str) -> None:
+    # The headline names the victim and its cgroup, both chosen by whoever runs it.
+    text = visible(text, env.encoding)
     lines = textwrap.wrap(text, width, subsequent_indent=indent) if width else [text]
     env.stdout.write("\n".join(lines) + "\n")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
-from .env import Environment
+from .env import Environment, cannot_encode, visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,11 +24,12 @@ RESERVED = "reserved (VSZ)"
 COMMITTED = "committed (RSS)"
 
 
-def add_units_argument(parser: argparse.ArgumentParser) -> None:
+def add_units_argument(parser: argparse.ArgumentParser, *, csv: bool) -> None:
+    """--units; ``csv``: whether the command has --csv, which the help then covers."""
     parser.add_argument(
         "--units", choices=UNITS, default="auto",
-        help="sizes in tables: auto (B, KiB, MiB, ...), kb or mb, plain numbers without"
-        " separators; --csv: kb (the default) or mb columns",
+        help="sizes: auto (B, KiB, MiB, ...), kb or mb, plain numbers without separators"
+        + ("; --csv: kb (the default) or mb columns" if csv else ""),
     )
 
 
@@ -85,10 +86,24 @@ def render_table(
     styles: Sequence[str | None] | None = None,
 ) -> None:
     """An aligned table: plain text when piped; on a terminal, styled rows (rich)
-    fitted to its width by shortening the text columns."""
+    fitted to its width by shortening the text columns. Every cell and the title are
+    shown as ``visible`` makes them: a process name is attacker-chosen, and an escape
+    or newline in it must neither reach the terminal nor split its row."""
+    encoding = env.encoding
+
+    def show(line: Sequence[str]) -> list[str]:
+        return [visible(cell, encoding) for cell in line]
+
+    rows = [show(row) for row in rows]
+    footer = show(footer) if footer is not None else None
+    title = visible(title, encoding) if title else title
+    # "…" marks a cut cell and "─" the rule on a terminal; where the output cannot
+    # encode them (PYTHONIOENCODING=ascii, LC_ALL=C), ASCII stand-ins of one column.
+    ellipsis = "~" if cannot_encode("…", encoding) else "…"
     if not env.interactive:
         # Piped: full width (a file or another program has no columns), unless forced.
-        lines = [line for line, _ in _layout(columns, rows, footer, max_width=env.width)]
+        lines = [line for line, _ in _layout(columns, rows, footer, max_width=env.width,
+                                             ellipsis=ellipsis)]
         if title and env.width is not None:
             title = title[: env.width]
         env.stdout.write("\n".join([title, *lines] if title else lines) + "\n")
@@ -103,7 +118,9 @@ def render_table(
     if title:
         text.append(title[: out.width] + "\n", style="italic")
     row_styles = iter(styles or ())
-    for line, kind in _layout(columns, rows, footer, max_width=out.width, rule="─"):
+    rule = "-" if cannot_encode("─", encoding) else "─"
+    for line, kind in _layout(columns, rows, footer, max_width=out.width, rule=rule,
+                              ellipsis=ellipsis):
         style = next(row_styles, None) if kind == "row" else _KIND_STYLES[kind]
         text.append(line + "\n", style=style or "")
     out.print(text, end="")
@@ -119,6 +136,7 @@ def _layout(
     *,
     max_width: int | None,
     rule: str = "-",  # ASCII when piped: the reader's encoding is unknown
+    ellipsis: str = "…",
 ) -> list[tuple[str, str]]:
     """Lines of the table and their kind (header, row, rule, footer), each at most
     ``max_width`` wide: a wrapped row would put values under the wrong headers."""
@@ -128,12 +146,18 @@ def _layout(
     widths = _widths(headers, body)
     shown = len(columns)
     if max_width is not None:
-        # In turn, until the table fits: text columns (names) give up what is missing;
-        # short headers; then the rightmost columns go (cut numbers would mislead).
+        # In turn, until the table fits: short headers, one at a time from the right
+        # (a header says the same in fewer letters, a cut name says less); text
+        # columns (names) give up what is missing; then the rightmost columns go (cut
+        # numbers would mislead).
+        for i in reversed(range(len(columns))):
+            if _total(widths, gap) <= max_width:
+                break
+            short = columns[i].short
+            if short is not None:
+                headers[i] = short
+                widths[i] = max(len(line[i]) for line in [headers, *body])
         widths = _shrink_text(columns, headers, widths, max_width, gap)
-        if _total(widths, gap) > max_width:
-            headers = [c.short or c.header for c in columns]
-            widths = _shrink_text(columns, headers, _widths(headers, body), max_width, gap)
         while shown > 1 and _total(widths[:shown], gap) > max_width:
             shown -= 1
 
@@ -141,7 +165,7 @@ def _layout(
         parts = []
         for cell, width, column in zip(line[:shown], widths, columns[:shown], strict=False):
             if len(cell) > width:
-                cell = cell[: width - 1] + "…"
+                cell = cell[: width - 1] + ellipsis
             parts.append(cell.rjust(width) if column.numeric else cell.ljust(width))
         text = (" " * gap).join(parts).rstrip()
         return text if max_width is None else text[:max_width]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import pwd
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +13,17 @@ from .. import stats as api
 from ..backends import get_backend
 from ..errors import AccessDenied, NoSuchProcess
 from ..models import FIELD_NAMES, MemStats, committed_pct
-from ..process_visibility import kernel_hidden_pid_hint
+from ..process_visibility import kernel_hidden_pid_hint, procfs_visibility
 from ..sizes import format_kb
-from .env import Environment, ExitStatus, pid_or_zero, positive_int, report_hidden
+from .env import (
+    Environment,
+    ExitStatus,
+    ascii_int,
+    cannot_encode,
+    pid_or_zero,
+    positive_int,
+    report_hidden,
+)
 from .output import (
     Column,
     add_units_argument,
@@ -47,8 +56,11 @@ for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
 
 
 def _user(text: str) -> int:
-    if text.isdigit():
-        return int(text)
+    uid = ascii_int(text)
+    if uid is not None:
+        if uid < 0:
+            raise argparse.ArgumentTypeError(f"not a user id: {text!r}")
+        return uid
     try:
         return pwd.getpwnam(text).pw_uid
     except KeyError:
@@ -75,7 +87,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                    " ranked by OOM score, equal scores by committed (resident) memory")
     p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
     p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
-    add_units_argument(p)
+    add_units_argument(p, csv=True)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
     fmt.add_argument("--csv", action="store_true",
@@ -95,8 +107,12 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
         try:
             found.append(api.mem_stats(pid, backend=backend))
         except NoSuchProcess as err:
-            hint = _hidden_hint(pid, backend)
-            env.error(f"{err}: {hint}" if hint else str(err))
+            hidden = _hidden_by_proc(pid, backend)
+            if hidden is not None:
+                env.error(f"process {pid} is hidden from you: {hidden}")
+            else:
+                hint = _hidden_hint(pid, backend)
+                env.error(f"{err}: {hint}" if hint else str(err))
             ok = False
     return found, ok
 
@@ -104,6 +120,24 @@ def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats]
 def _hidden_hint(pid: int, backend: str | None) -> str | None:
     """On the kernel backend "no such process" may mean "not yours to see"."""
     return kernel_hidden_pid_hint(pid) if get_backend(backend).name == "kernel" else None
+
+
+def _hidden_by_proc(pid: int, backend: str | None) -> str | None:
+    """Why /proc does not show ``pid`` though it exists (hidepid=2 or invisible makes
+    another user's /proc/PID absent, ENOENT as for no process at all); None when it
+    does not exist or /proc does show it. kill(pid, 0) tells: EPERM is a process that
+    exists and is not ours to signal, ESRCH none. It asks in this process's pid
+    namespace, which is /proc's unless /proc was mounted from another."""
+    if get_backend(backend).name != "procfs" or os.path.exists(f"/proc/{pid}"):
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        reason = procfs_visibility().reason
+        return reason or "it exists, but /proc does not show it"
+    except OSError:
+        pass
+    return None  # gone, or ours (then it was gone when /proc was read: a new one)
 
 
 def _filter(rows: list[MemStats], args: argparse.Namespace) -> list[MemStats]:
@@ -179,6 +213,13 @@ def _csv(env: Environment, rows: list[MemStats], units: str) -> None:
         return value
 
     mib = units == "mb"
+    # The names are written exactly where the output can encode them; where it cannot
+    # (PYTHONIOENCODING=ascii), as backslash escapes (main's tolerate_encoding), which
+    # is said once rather than left to be found.
+    if any(cannot_encode(r.name, env.encoding) for r in rows):
+        env.warn(f"the output's encoding ({env.encoding}) cannot represent some process"
+                 " names: written with backslash escapes (set PYTHONIOENCODING=utf-8, or"
+                 " use --json, for the exact names)")
     header = [f"{n[:-3]}_mib" if mib and n.endswith("_kb") else n for n in FIELD_NAMES]
     writer = csv.writer(env.stdout, lineterminator="\n")
     writer.writerow(header)

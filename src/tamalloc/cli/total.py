@@ -29,7 +29,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         " process you may see, with the kernel's commit accounting (Committed_AS: memory"
         " promised to processes, not RSS; CommitLimit; overcommit mode).",
     )
-    add_units_argument(p)
+    add_units_argument(p, csv=False)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
     p.set_defaults(run=run, needs_backend=True)
 

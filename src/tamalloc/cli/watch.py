@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from .. import stats as api
 from ..errors import NoSuchProcess
 from ..models import MemStats
-from ..sizes import format_kb
-from .env import Environment, ExitStatus, pid, positive_float, positive_int
-from .output import COMMITTED, RESERVED, add_units_argument, console, format_pct
+from .env import MIN_INTERVAL, Environment, ExitStatus, interval, pid, positive_int, visible
+from .output import COMMITTED, RESERVED, add_units_argument, console, format_pct, format_size
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
 _BARS = "▁▂▃▄▅▆▇█"
+_ASCII_BARS = "_.-:=+*#"  # where the output cannot encode the blocks
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -35,29 +35,42 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         " (exit status 0 either way).",
     )
     p.add_argument("pid", type=pid, metavar="PID")
-    p.add_argument("--interval", type=positive_float, default=2.0, metavar="SECONDS",
-                   help="seconds between samples (default 2)")
+    p.add_argument("--interval", type=interval, default=2.0, metavar="SECONDS",
+                   help=f"seconds between samples, at least {MIN_INTERVAL:g} (default 2)")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
-    p.add_argument("--history", type=positive_int, default=40, metavar="N",
-                   help="samples kept for the sparklines (default 40), each scaled from its"
-                   " minimum to its maximum, the range printed beside it")
+    p.add_argument("--history", type=_history, default=40, metavar="N",
+                   help=f"samples kept for the sparklines (default 40, at most"
+                   f" {MAX_HISTORY}), each scaled from its minimum to its maximum, the"
+                   " range printed beside it")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one object per sample (the MemStats keys and time),"
                    " for as long as the process lives or --count N samples")
-    add_units_argument(p)
+    add_units_argument(p, csv=False)
     p.set_defaults(run=run, needs_backend=True)
 
 
-def sparkline(values: Iterable[float]) -> str:
+# A sparkline is one character a sample: a longer one than any terminal is wide shows
+# nothing more (and 10**20 overflowed the deque's C size).
+MAX_HISTORY = 1000
+
+
+def _history(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_HISTORY}, not {text!r}")
+    return value
+
+
+def sparkline(values: Iterable[float], bars: str = _BARS) -> str:
     """One block character per value, scaled from the minimum to the maximum: a
     steady 41.3-41.8 MiB would be all full bars from 0, and shows its changes so.
     A flat history is the lowest bar throughout."""
     values = list(values)
     low, high = min(values, default=0), max(values, default=0)
     if high <= low:
-        return _BARS[0] * len(values)
-    last = len(_BARS) - 1
-    return "".join(_BARS[round((v - low) / (high - low) * last)] for v in values)
+        return bars[0] * len(values)
+    last = len(bars) - 1
+    return "".join(bars[round((v - low) / (high - low) * last)] for v in values)
 
 
 def value_range(values: Iterable[float], fmt: Callable[[float], str]) -> str:
@@ -178,10 +191,12 @@ class _LineView:
     def update(self, history: deque[MemStats]) -> None:
         s, u = history[-1], self.units
         self.samples += 1
+        # env.info shows the name as ps would: one line per sample whatever it holds.
         self.env.info(
             f"{time.strftime('%H:%M:%S')} pid {s.pid} {s.name}"
-            f" {RESERVED} {format_kb(s.reserved_kb, u)} {COMMITTED} {format_kb(s.committed_kb, u)}"
-            f" ({format_pct(s.committed_pct)}%) swap {format_kb(s.swap_kb, u)}"
+            f" {RESERVED} {format_size(s.reserved_kb, u)}"
+            f" {COMMITTED} {format_size(s.committed_kb, u)}"
+            f" ({format_pct(s.committed_pct)}%) swap {format_size(s.swap_kb, u)}"
             f" oom_score {s.oom_score} oom_score_adj {s.oom_score_adj}"
         )
 
@@ -194,7 +209,12 @@ class _LiveView:
 
         self.units, self.interval, self.samples = args.units, args.interval, 0
         self.backend = getattr(args, "backend", None)
-        self.live = Live(console=console(env), auto_refresh=False, transient=False)
+        self.encoding = env.encoding
+        out = console(env)
+        # rich's own test for an output that cannot take box drawing (it draws the
+        # panel in ASCII then): the sparklines follow it.
+        self.bars = _ASCII_BARS if out.options.ascii_only else _BARS
+        self.live = Live(console=out, auto_refresh=False, transient=False)
 
     def __enter__(self) -> _LiveView:
         self.live.__enter__()
@@ -209,9 +229,10 @@ class _LiveView:
             self.live.update(self._render(history), refresh=True)
 
     def _render(self, history: deque[MemStats]) -> RenderableType:
-        from rich.markup import escape  # see __init__
+        # rich: 30-40 ms, not paid by --json or a pipe
         from rich.panel import Panel
         from rich.table import Table
+        from rich.text import Text
 
         s, u = history[-1], self.units
         grid = Table.grid(padding=(0, 2))
@@ -223,17 +244,22 @@ class _LiveView:
         pcts = [h.committed_pct for h in history]
 
         def size(kb: float) -> str:
-            return format_kb(kb, u)
+            return format_size(int(kb), u)
 
+        bars = self.bars
         grid.add_row(RESERVED, size(s.reserved_kb),
-                     f"[blue]{sparkline(reserved)}[/] [dim]{value_range(reserved, size)}")
+                     f"[blue]{sparkline(reserved, bars)}[/] [dim]{value_range(reserved, size)}")
         grid.add_row(COMMITTED, size(s.committed_kb),
-                     f"[green]{sparkline(committed)}[/] [dim]{value_range(committed, size)}")
+                     f"[green]{sparkline(committed, bars)}[/]"
+                     f" [dim]{value_range(committed, size)}")
         grid.add_row("committed %", format_pct(s.committed_pct),
-                     f"[green]{sparkline(pcts)}[/] [dim]{value_range(pcts, format_pct)}")
-        grid.add_row("swap", format_kb(s.swap_kb, u), "")
+                     f"[green]{sparkline(pcts, bars)}[/] [dim]{value_range(pcts, format_pct)}")
+        grid.add_row("swap", size(s.swap_kb), "")
         grid.add_row("OOM score", str(s.oom_score), f"adj {s.oom_score_adj}")
         grid.add_row("", "", "")
         grid.add_row(f"[dim]every {self.interval:g} s", f"[dim]{self.samples} samples",
                      "[dim]Ctrl-C to stop")
-        return Panel(grid, title=f"[bold]{escape(s.name)}[/] pid {s.pid}", expand=False)
+        # A Text, not markup: the name is shown as ps would (rich's escape() only
+        # guards its markup, and passed ESC and newline to the terminal).
+        title = Text.assemble((visible(s.name, self.encoding), "bold"), f" pid {s.pid}")
+        return Panel(grid, title=title, expand=False)
