@@ -7,10 +7,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -242,3 +245,75 @@ def test_all_mem_stats_keeps_files_from_its_second_scan() -> None:
     assert once == 0  # a one-shot caller keeps nothing open
     assert twice > 0
     assert thrice > 0
+
+
+KEPT_KIND = re.compile(r"/proc/\d+/(status|oom_score|oom_score_adj)")
+
+
+@pytest.fixture
+def many_sleepers() -> Iterator[None]:
+    """300 more processes, so that a scan keeps ~900 files and takes milliseconds."""
+    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(300)]
+    yield
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+def _proc_files_open_here() -> int:
+    """How many of this process's fds are a process's status or OOM file."""
+    found = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the fd of the listing itself, closed by now
+            continue
+        found += KEPT_KIND.fullmatch(target) is not None
+    return found
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_child_forked_during_a_scan_keeps_none_of_its_files(
+    many_sleepers: None, threads: int,
+) -> None:
+    """fork() from a second thread while the main one scans (its kept files then in
+    the scan's job, and, with workers, in detached threads that may outlive the call):
+    no child may hold any of them, nor a file a scan had open for a moment."""
+    import tamalloc.backends.procfs  # noqa: F401  (registers the at-fork handler)
+
+    assert _proc_files_open_here() == 0
+    forks = 200
+    leaked: list[int] = []
+    done = threading.Event()
+
+    def fork_repeatedly() -> None:
+        try:
+            for _ in range(forks):
+                read_end, write_end = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.write(write_end, str(_proc_files_open_here()).encode())
+                    os._exit(0)
+                os.close(write_end)
+                with os.fdopen(read_end) as f:
+                    leaked.append(int(f.read()))
+                assert os.waitpid(pid, 0)[1] == 0
+        finally:
+            done.set()
+
+    forker = threading.Thread(target=fork_repeatedly)
+    forker.start()
+    scans = 0
+    while not done.is_set():
+        _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, threads, True)
+        scans += 1
+    forker.join()
+    assert len(leaked) == forks
+    assert scans > 1
+    for _ in range(1000):  # detached workers may still have the kept files a moment
+        if _procscan.kept_fds():
+            break
+        time.sleep(0.01)
+    assert len(_procscan.kept_fds()) > 300  # the scans did keep files
+    assert sum(leaked) == 0, f"{sum(leaked)} fds leaked into {sum(map(bool, leaked))} children"
