@@ -317,3 +317,111 @@ def test_a_child_forked_during_a_scan_keeps_none_of_its_files(
         time.sleep(0.01)
     assert len(_procscan.kept_fds()) > 300  # the scans did keep files
     assert sum(leaked) == 0, f"{sum(leaked)} fds leaked into {sum(map(bool, leaked))} children"
+
+
+PAGE = os.sysconf("SC_PAGESIZE")
+
+
+def modelled_cost(fd: int) -> int:
+    """What a kept file is counted as: 512 bytes, and for a seq_file (status,
+    oom_score) the buffer the kernel keeps for it, a page doubled until the text fits."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    if target.endswith("/oom_score_adj"):
+        return 512
+    length, buffer = len(os.pread(fd, 1 << 20, 0)), PAGE
+    while buffer <= length:
+        buffer *= 2
+    return 512 + buffer
+
+
+def budget_scan(budget: int) -> dict[int, MemStats]:
+    return {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, True, budget)}
+
+
+@pytest.mark.parametrize("budget", [0, 5000, 20_000, 100_000, 1 << 20])
+def test_kept_files_stay_within_the_byte_budget(many_sleepers: None, budget: int) -> None:
+    for _ in range(3):
+        assert len(budget_scan(budget)) > 300
+    kept = _procscan.kept_fds()
+    assert _procscan.kept_bytes() <= budget
+    assert _procscan.kept_bytes() == sum(modelled_cost(fd) for fd in kept)
+    # Each process keeps its status first, a page and more: at most that many.
+    statuses = [fd for fd in kept if os.readlink(f"/proc/self/fd/{fd}").endswith("/status")]
+    assert len(statuses) <= budget // (512 + PAGE)
+    # The budget is used, not ignored: with ~400 processes, less than one process's
+    # worth (a status, an oom_score and their buffers) is left unused.
+    assert budget - _procscan.kept_bytes() < 2 * (512 + 2 * PAGE)
+    # Every process file open here is a kept one: nothing over the budget stays open.
+    assert _proc_files_open_here() == len(kept)
+
+
+def test_a_lowered_budget_closes_what_no_longer_fits(many_sleepers: None) -> None:
+    budget_scan(1 << 20)
+    budget_scan(1 << 20)
+    before = _procscan.kept_bytes()
+    assert before > 900_000
+    budget_scan(64 << 10)
+    assert 0 < _procscan.kept_bytes() <= 64 << 10
+    assert _proc_files_open_here() == len(_procscan.kept_fds())
+    budget_scan(0)
+    assert _procscan.kept_fds() == []
+    assert _proc_files_open_here() == 0
+
+
+def test_a_long_status_is_counted_with_its_bigger_buffer() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("setgroups needs root (runs in `make vm-test`)")
+    groups = list(range(100000, 102000))  # a Groups line of ~14 kB: a 16 kB buffer
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=subprocess_env(),
+                            preexec_fn=lambda: os.setgroups(groups))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        held_scan()
+        held_scan()
+        status = kept_for(proc.pid)["status"]
+        assert len(os.pread(status, 1 << 20, 0)) > 2 * PAGE
+        assert modelled_cost(status) >= 512 + 4 * PAGE
+        assert _procscan.kept_bytes() == sum(modelled_cost(fd) for fd in _procscan.kept_fds())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_procfs_backend_keeps_files_within_its_budget() -> None:
+    from tamalloc.backends.procfs import ProcfsBackend
+
+    backend = ProcfsBackend(kept_bytes="40k")
+    for _ in range(3):
+        backend.all_mem_stats()
+    assert 0 < _procscan.kept_bytes() <= 40 << 10
+    with pytest.raises(ValueError, match="kept_bytes"):
+        ProcfsBackend(kept_bytes="lots")
+    with pytest.raises(ValueError, match="kept_bytes"):
+        ProcfsBackend(kept_bytes=-1)
+
+
+def test_the_budget_from_the_environment() -> None:
+    code = (
+        "import json, tamalloc\n"
+        "from tamalloc.backends import _procscan\n"
+        "for _ in range(3):\n"
+        "    tamalloc.all_mem_stats(backend='procfs')\n"
+        "print(json.dumps([_procscan.kept_bytes(), len(_procscan.kept_fds())]))\n"
+    )
+    for value, most in (("24k", 24 << 10), ("0", 0), (None, _procscan.KEPT_BYTES_DEFAULT)):
+        env = subprocess_env()
+        env.pop("TAMALLOC_KEPT_BYTES", None)
+        if value is not None:
+            env["TAMALLOC_KEPT_BYTES"] = value
+        run = subprocess.run(
+            [sys.executable, "-c", "import resource; r = resource.RLIMIT_NOFILE; "
+             "resource.setrlimit(r, (16384, resource.getrlimit(r)[1]))\n" + code],
+            capture_output=True, text=True, env=env, timeout=60, check=True)
+        kept_bytes, fds = json.loads(run.stdout)
+        assert kept_bytes <= most
+        assert (fds > 0) == (most > 0)
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(TAMALLOC_KEPT_BYTES="-5"), timeout=60)
+    assert bad.returncode != 0
+    assert "$TAMALLOC_KEPT_BYTES" in bad.stderr
