@@ -425,3 +425,12 @@ def test_the_budget_from_the_environment() -> None:
                          env=subprocess_env(TAMALLOC_KEPT_BYTES="-5"), timeout=60)
     assert bad.returncode != 0
     assert "$TAMALLOC_KEPT_BYTES" in bad.stderr
+    # The CLI says so in one line, as it does of a bad $TAMALLOC_BACKEND.
+    cli = subprocess.run([sys.executable, "-m", "tamalloc", "stats", "--top", "1"],
+                         capture_output=True, text=True, timeout=60,
+                         env=subprocess_env(TAMALLOC_BACKEND="procfs", TAMALLOC_KEPT_BYTES="lots"))
+    assert cli.returncode != 0
+    assert cli.stdout == ""
+    assert cli.stderr.count("\n") == 1
+    assert "$TAMALLOC_KEPT_BYTES: invalid size: 'lots'" in cli.stderr
+    assert "internal error" not in cli.stderr

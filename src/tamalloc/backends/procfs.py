@@ -310,12 +310,13 @@ def kept_bytes_budget(value: int | str | None = None) -> int:
 
 class ProcfsBackend:
     """``kept_bytes``: the budget of the files a repeated full scan keeps open (see
-    :func:`kept_bytes_budget`); read at each scan when None."""
+    :func:`kept_bytes_budget`), decided here so that a bad one is an error at once
+    (the CLI resolves its backend before running)."""
 
     name: BackendName = "procfs"
 
     def __init__(self, kept_bytes: int | str | None = None) -> None:
-        self.kept_bytes = None if kept_bytes is None else kept_bytes_budget(kept_bytes)
+        self.kept_bytes = kept_bytes_budget(kept_bytes)
 
     def mem_stats(self, pid: int) -> MemStats:
         base = f"{_PROC}/{pid}/"
@@ -344,11 +345,10 @@ class ProcfsBackend:
         # one that scans once keeps none. Only where hidepid hides nothing: a kept
         # file must show no more than opening it anew would.
         hold = _full_scans > 0 and procfs_hides_nothing()
-        budget = self.kept_bytes if self.kept_bytes is not None else kept_bytes_budget()
         _full_scans += 1
         try:
             # None: lists /proc
-            return _c_scan(None, MemStats, SKIPPED_IN_SCANS, 0, hold, budget)
+            return _c_scan(None, MemStats, SKIPPED_IN_SCANS, 0, hold, self.kept_bytes)
         except OSError as err:
             raise exception_for_errno(err.errno or errno.EIO, what=err.filename) from err
 
