@@ -319,6 +319,41 @@ def test_a_child_forked_during_a_scan_keeps_none_of_its_files(
     assert sum(leaked) == 0, f"{sum(leaked)} fds leaked into {sum(map(bool, leaked))} children"
 
 
+
+def test_forks_during_scans_with_tracemalloc_on_do_not_hang(many_sleepers: None) -> None:
+    """A fork waits for the scan's threads to put their fds away; none of them may wait
+    for the GIL the forking thread holds meanwhile (tracemalloc's hooks of Python's raw
+    allocator take it): the process must finish, not hang."""
+    code = (
+        "import os, resource, threading, tracemalloc\n"
+        "from tamalloc.backends import _procscan\n"
+        "import tamalloc.backends.procfs\n"
+        "from tamalloc.errors import SKIPPED_IN_SCANS\n"
+        "from tamalloc.models import MemStats\n"
+        "r = resource.RLIMIT_NOFILE\n"
+        "resource.setrlimit(r, (16384, resource.getrlimit(r)[1]))\n"
+        "tracemalloc.start()\n"
+        "done = threading.Event()\n"
+        "def forker():\n"
+        "    for _ in range(100):\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            os._exit(0)\n"
+        "        os.waitpid(pid, 0)\n"
+        "    done.set()\n"
+        "thread = threading.Thread(target=forker)\n"
+        "thread.start()\n"
+        "while not done.is_set():\n"
+        "    _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 4, True)\n"
+        "thread.join()\n"
+        "print('done')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "done\n"
+
+
 PAGE = os.sysconf("SC_PAGESIZE")
 
 

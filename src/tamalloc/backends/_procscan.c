@@ -187,7 +187,7 @@ static int read_whole(int fd, struct buffer *buf, size_t *len)
 		if ((size_t)n < room)
 			break;
 		if (buf->size - used < 2) {
-			char *bigger = PyMem_RawRealloc(buf->data, buf->size * 2);
+			char *bigger = realloc(buf->data, buf->size * 2);
 
 			if (!bigger) {
 				err = ENOMEM;
@@ -605,7 +605,9 @@ struct scan_job {
  * fork() takes it for writing first (pthread_atfork), so the child, where only the
  * forking thread lives, finds every fd in one of those places and closes them all
  * without the threads that had them. Writers are preferred: the scan's threads take
- * it once a process, and a fork must not wait for a gap between them.
+ * it once a process, and a fork must not wait for a gap between them. Memory comes
+ * from libc's malloc, never PyMem_Raw*: with tracemalloc on, those take the GIL,
+ * which the forking thread holds while it waits for fd_lock.
  */
 static pthread_rwlock_t fd_lock;
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;	/* taken under fd_lock */
@@ -657,12 +659,12 @@ static int reader_open(struct reader *r, struct scan_job *job)
 	r->pp.hold_base = job->hold_base;
 	r->pp.room = &job->room;
 	r->buf.size = STATUS_INITIAL;
-	r->buf.data = PyMem_RawMalloc(r->buf.size);
+	r->buf.data = malloc(r->buf.size);
 	if (!r->buf.data)
 		return ENOMEM;
 	r->pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (r->pp.dirfd < 0) {
-		PyMem_RawFree(r->buf.data);
+		free(r->buf.data);
 		return errno;
 	}
 	r->index = job->n_readers++;
@@ -675,7 +677,7 @@ static void reader_close(struct reader *r, struct scan_job *job)
 {
 	job->dirfds[r->index] = -1;
 	close(r->pp.dirfd);
-	PyMem_RawFree(r->buf.data);
+	free(r->buf.data);
 }
 
 static void job_fail(struct scan_job *job, Py_ssize_t index, int err)
@@ -785,8 +787,8 @@ static int hold_window(int *base)
 
 static void free_kept(void)
 {
-	PyMem_RawFree(kept.pids);
-	PyMem_RawFree(kept.slots);
+	free(kept.pids);
+	free(kept.slots);
 	kept.pids = NULL;
 	kept.slots = NULL;
 	kept.n = 0;
@@ -808,7 +810,7 @@ static void take_kept(struct scan_job *job, const struct record *recs, long max_
 		return;
 	job->room.files = hold_window(&job->hold_base);
 	job->room.bytes = max_bytes;
-	job->held = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*job->held));
+	job->held = malloc((job->n ? job->n : 1) * sizeof(*job->held));
 	if (!job->held) {
 		__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
 		return;
@@ -870,10 +872,10 @@ static void close_kept(void)
 
 static void free_job(struct scan_job *job)
 {
-	PyMem_RawFree(job->claim);
-	PyMem_RawFree(job->pids);
-	PyMem_RawFree(job->held);
-	PyMem_RawFree(job);
+	free(job->claim);
+	free(job->pids);
+	free(job->held);
+	free(job);
 }
 
 static void leave_job(struct scan_job *job)
@@ -940,7 +942,7 @@ static int scan_threads(Py_ssize_t n, int wanted)
 static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_skip,
 		    int n_threads, int hold, long max_bytes, Py_ssize_t *failed_index)
 {
-	struct scan_job *job = PyMem_RawCalloc(1, sizeof(*job));
+	struct scan_job *job = calloc(1, sizeof(*job));
 	struct reader r;
 	Py_ssize_t i;
 	int err;
@@ -948,8 +950,8 @@ static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_sk
 
 	*failed_index = -1;
 	if (job) {
-		job->pids = PyMem_RawMalloc((n ? n : 1) * sizeof(*job->pids));
-		job->claim = PyMem_RawCalloc(n ? n : 1, 1);
+		job->pids = malloc((n ? n : 1) * sizeof(*job->pids));
+		job->claim = calloc(n ? n : 1, 1);
 	}
 	if (!job || !job->pids || !job->claim) {
 		if (job)
@@ -1058,7 +1060,7 @@ static int list_proc(struct record **recs, Py_ssize_t *count)
 			struct record *bigger;
 
 			cap = cap ? cap * 2 : 1024;
-			bigger = PyMem_RawRealloc(all, cap * sizeof(*all));
+			bigger = realloc(all, cap * sizeof(*all));
 			if (!bigger) {
 				err = ENOMEM;
 				break;
@@ -1070,7 +1072,7 @@ static int list_proc(struct record **recs, Py_ssize_t *count)
 	}
 	closedir(dir);
 	if (err) {
-		PyMem_RawFree(all);
+		free(all);
 		return err;
 	}
 	qsort(all, n, sizeof(*all), compare_pids);
@@ -1124,7 +1126,7 @@ static int parse_pids(PyObject *pids, struct record **recs, Py_ssize_t *count)
 	if (!tuple)
 		return -1;
 	n = PyTuple_GET_SIZE(tuple);
-	*recs = PyMem_RawCalloc(n ? n : 1, sizeof(**recs));
+	*recs = calloc(n ? n : 1, sizeof(**recs));
 	if (!*recs) {
 		Py_DECREF(tuple);
 		PyErr_NoMemory();
@@ -1143,7 +1145,7 @@ static int parse_pids(PyObject *pids, struct record **recs, Py_ssize_t *count)
 	}
 	Py_DECREF(tuple);
 	if (PyErr_Occurred()) {
-		PyMem_RawFree(*recs);
+		free(*recs);
 		*recs = NULL;
 		return -1;
 	}
@@ -1234,7 +1236,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		Py_DECREF(obj);
 	}
 out_free:
-	PyMem_RawFree(recs);
+	free(recs);
 	return result;
 }
 
