@@ -108,7 +108,7 @@ static struct {
  * page doubled until the text fitted, which stays until the file is closed. That
  * is 9.5 KiB a process with its three files; 9.0-9.4 KiB was measured (the README
  * says how). A caller sets the budget in bytes; by default 8 MiB, ~860 processes:
- * a 16th of a 128 MiB cgroup, which an exporter's Python already uses a quarter of.
+ * a 16th of a 128 MiB cgroup, where an exporter's Python takes 25 MiB.
  */
 #define KEPT_FILE_COST 512
 #define KEPT_BYTES_DEFAULT (8L << 20)
@@ -1275,7 +1275,9 @@ static void init_fd_lock(void)
 	pthread_rwlockattr_t attr;
 
 	pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
 	pthread_rwlock_init(&fd_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 }
