@@ -27,6 +27,8 @@
  * after fstat shows it is still the file kept (a caller may close fds it does not
  * know of and reuse the numbers). procfs.py asks for this only where /proc hides
  * nothing (no hidepid): a kept file then shows nothing a new open would refuse.
+ * The kernel memory kept files pin is bounded by a budget in bytes (max_bytes), and
+ * a forked child closes every fd this module holds, wherever it is (fd_lock).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -78,6 +80,7 @@ enum { H_STATUS, H_OOM_SCORE, H_OOM_SCORE_ADJ, N_HELD, H_NONE = -1 };
 
 struct held_file {
 	int fd;			/* -1: none */
+	long cost;		/* bytes of kernel memory counted against the budget */
 	dev_t dev;		/* of the file kept, to know it again */
 	ino_t ino;
 };
@@ -98,6 +101,26 @@ static struct {
 #define HOLD_BASE_MAX 65536
 #define HOLD_MAX_FDS (3 * 16384)
 
+/*
+ * The kernel memory a kept file pins, unreclaimable and charged to the scanner's
+ * memory cgroup: a struct file with its share of the inode and dentry (the 512
+ * below), and for a seq_file (status, oom_score) the buffer seq_read allocated, a
+ * page doubled until the text fitted, which stays until the file is closed. That
+ * is 9.5 KiB a process with its three files; 9.0-9.4 KiB was measured (the README
+ * says how). A caller sets the budget in bytes; by default 8 MiB, ~860 processes:
+ * a 16th of a 128 MiB cgroup, where an exporter's Python takes 25 MiB.
+ */
+#define KEPT_FILE_COST 512
+#define KEPT_BYTES_DEFAULT (8L << 20)
+
+/* How much more may be kept: fds, and bytes of kernel memory; both atomic. Either
+ * may dip below zero for a moment while threads race: a reservation that sees that
+ * fails, so together they never exceed the bounds. */
+struct hold_room {
+	int files;
+	long bytes;
+};
+
 struct buffer {
 	char *data;
 	size_t size;
@@ -110,7 +133,7 @@ struct proc_path {
 	size_t prefix;		/* length of "PID/" */
 	struct held *slot;		/* the files kept for this process, or NULL */
 	int hold_base;			/* lowest fd number a kept file takes */
-	int *hold_room;			/* how many more may be kept; atomic */
+	struct hold_room *room;
 };
 
 /* "PID/" into pp->path: digits by hand, no snprintf in the loop. */
@@ -164,7 +187,7 @@ static int read_whole(int fd, struct buffer *buf, size_t *len)
 		if ((size_t)n < room)
 			break;
 		if (buf->size - used < 2) {
-			char *bigger = PyMem_RawRealloc(buf->data, buf->size * 2);
+			char *bigger = realloc(buf->data, buf->size * 2);
 
 			if (!bigger) {
 				err = ENOMEM;
@@ -197,15 +220,6 @@ static void held_init(struct held *h)
 		h->f[k].fd = -1;
 }
 
-static int held_count(const struct held *h)
-{
-	int k, n = 0;
-
-	for (k = 0; k < N_HELD; k++)
-		n += h->f[k].fd >= 0;
-	return n;
-}
-
 static void held_close(struct held *h)
 {
 	int k;
@@ -217,15 +231,54 @@ static void held_close(struct held *h)
 	}
 }
 
+static long page_size = 4096;
+
+/* What keeping file which (H_*) costs once len bytes of it were read: see
+ * KEPT_FILE_COST. oom_score_adj is not a seq_file and has no buffer. */
+static long file_cost(int which, size_t len)
+{
+	long buffer = page_size;
+
+	if (which == H_OOM_SCORE_ADJ)
+		return KEPT_FILE_COST;
+	while ((size_t)buffer <= len && buffer < LONG_MAX / 4)
+		buffer *= 2;
+	return KEPT_FILE_COST + buffer;
+}
+
+static int reserve_bytes(struct hold_room *room, long bytes)
+{
+	if (__atomic_sub_fetch(&room->bytes, bytes, __ATOMIC_RELAXED) >= 0)
+		return 1;
+	__atomic_add_fetch(&room->bytes, bytes, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* Room for one more file of cost bytes: 1 when reserved. */
+static int reserve(struct hold_room *room, long cost)
+{
+	if (__atomic_sub_fetch(&room->files, 1, __ATOMIC_RELAXED) >= 0 &&
+	    reserve_bytes(room, cost))
+		return 1;
+	__atomic_add_fetch(&room->files, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void unreserve(struct hold_room *room, long cost)
+{
+	__atomic_add_fetch(&room->files, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&room->bytes, cost, __ATOMIC_RELAXED);
+}
+
 /* Keeps fd (just read) as hf, at pp->hold_base or above: 1 when kept, and fd is then
  * closed; 0 when there is no room or no such number, and fd stays the caller's. */
-static int hold(struct proc_path *pp, struct held_file *hf, int fd)
+static int hold(struct proc_path *pp, struct held_file *hf, int fd, long cost)
 {
 	struct stat st;
 	int high;
 
-	if (__atomic_sub_fetch(pp->hold_room, 1, __ATOMIC_RELAXED) < 0)
-		goto out_unreserve;
+	if (!reserve(pp->room, cost))
+		return 0;
 	high = fcntl(fd, F_DUPFD_CLOEXEC, pp->hold_base);
 	if (high < 0)
 		goto out_unreserve;
@@ -233,6 +286,7 @@ static int hold(struct proc_path *pp, struct held_file *hf, int fd)
 		goto out_close_high;
 	close(fd);
 	hf->fd = high;
+	hf->cost = cost;
 	hf->dev = st.st_dev;
 	hf->ino = st.st_ino;
 	return 1;
@@ -240,8 +294,17 @@ static int hold(struct proc_path *pp, struct held_file *hf, int fd)
 out_close_high:
 	close(high);
 out_unreserve:
-	__atomic_add_fetch(pp->hold_room, 1, __ATOMIC_RELAXED);
+	unreserve(pp->room, cost);
 	return 0;
+}
+
+/* Closes a kept file (if still ours) after a read and gives its room back. */
+static void drop(struct proc_path *pp, struct held_file *hf)
+{
+	if (held_is_ours(hf))
+		close(hf->fd);
+	hf->fd = -1;
+	unreserve(pp->room, hf->cost);
 }
 
 /*
@@ -257,19 +320,26 @@ static int read_file(struct proc_path *pp, const char *path, int which, struct b
 	int fd;
 
 	if (hf && hf->fd >= 0) {
-		if (held_is_ours(hf)) {
-			if (read_whole(hf->fd, buf, len) == 0)
-				return 0;
-			close(hf->fd);
+		if (held_is_ours(hf) && read_whole(hf->fd, buf, len) == 0) {
+			long cost = file_cost(which, *len);
+
+			/* A text grown past its buffer got a bigger one, which must fit too. */
+			if (cost > hf->cost) {
+				if (!reserve_bytes(pp->room, cost - hf->cost)) {
+					drop(pp, hf);
+					return 0;
+				}
+				hf->cost = cost;
+			}
+			return 0;
 		}
-		hf->fd = -1;
-		__atomic_add_fetch(pp->hold_room, 1, __ATOMIC_RELAXED);
+		drop(pp, hf);
 	}
 	fd = openat(pp->dirfd, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno;
 	err = read_whole(fd, buf, len);
-	if (err || !hf || !hold(pp, hf, fd))
+	if (err || !hf || !hold(pp, hf, fd, file_cost(which, *len)))
 		close(fd);
 	return err;
 }
@@ -521,35 +591,93 @@ struct scan_job {
 	int refs;			/* threads that have not left the job */
 	struct held *held;		/* per record, or NULL: this scan keeps no files */
 	int hold_base;
-	int hold_room;			/* atomic */
+	struct hold_room room;
+	/* Under fd_lock: the readers' fds of /proc (-1: none), and the list of jobs. */
+	int dirfds[MAX_THREADS];
+	int n_readers;
+	struct scan_job *next_job;
 };
+
+/*
+ * Every fd this module holds is in kept, in a live job's held slots or dirfds, or in
+ * passage between them inside a section that holds fd_lock for reading (a process
+ * read, a reader opened or closed, kept taken or given back, the listing of /proc).
+ * fork() takes it for writing first (pthread_atfork), so the child, where only the
+ * forking thread lives, finds every fd in one of those places and closes them all
+ * without the threads that had them. Writers are preferred: the scan's threads take
+ * it once a process, and a fork must not wait for a gap between them. Memory comes
+ * from libc's malloc, never PyMem_Raw*: with tracemalloc on, those take the GIL,
+ * which the forking thread holds while it waits for fd_lock.
+ */
+static pthread_rwlock_t fd_lock;
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;	/* taken under fd_lock */
+static struct scan_job *jobs;		/* live jobs */
+static struct scan_job *orphans;	/* in a forked child: jobs of threads left behind */
+
+static void fds_lock(void)
+{
+	pthread_rwlock_rdlock(&fd_lock);
+}
+
+static void fds_unlock(void)
+{
+	pthread_rwlock_unlock(&fd_lock);
+}
+
+static void register_job(struct scan_job *job)
+{
+	pthread_mutex_lock(&jobs_lock);
+	job->next_job = jobs;
+	jobs = job;
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static void unregister_job(struct scan_job *job)
+{
+	struct scan_job **p;
+
+	pthread_mutex_lock(&jobs_lock);
+	for (p = &jobs; *p; p = &(*p)->next_job) {
+		if (*p == job) {
+			*p = job->next_job;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&jobs_lock);
+}
 
 struct reader {
 	struct buffer buf;
 	struct proc_path pp;
+	int index;			/* in job->dirfds */
 };
 
+/* Under fd_lock. */
 static int reader_open(struct reader *r, struct scan_job *job)
 {
 	r->pp.slot = NULL;
 	r->pp.hold_base = job->hold_base;
-	r->pp.hold_room = &job->hold_room;
+	r->pp.room = &job->room;
 	r->buf.size = STATUS_INITIAL;
-	r->buf.data = PyMem_RawMalloc(r->buf.size);
+	r->buf.data = malloc(r->buf.size);
 	if (!r->buf.data)
 		return ENOMEM;
 	r->pp.dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (r->pp.dirfd < 0) {
-		PyMem_RawFree(r->buf.data);
+		free(r->buf.data);
 		return errno;
 	}
+	r->index = job->n_readers++;
+	job->dirfds[r->index] = r->pp.dirfd;
 	return 0;
 }
 
-static void reader_close(struct reader *r)
+/* Under fd_lock. */
+static void reader_close(struct reader *r, struct scan_job *job)
 {
+	job->dirfds[r->index] = -1;
 	close(r->pp.dirfd);
-	PyMem_RawFree(r->buf.data);
+	free(r->buf.data);
 }
 
 static void job_fail(struct scan_job *job, Py_ssize_t index, int err)
@@ -589,9 +717,11 @@ static void read_one(struct scan_job *job, struct reader *r, Py_ssize_t i, int m
 	int err;
 
 	rec.pid = job->pids[i];
+	fds_lock();
 	r->pp.slot = mine && job->held ? &job->held[i] : NULL;
 	err = read_process(&rec, &r->buf, &r->pp);
 	r->pp.slot = NULL;
+	fds_unlock();
 	if (err)
 		rec.state = READ_SKIPPED;
 	pthread_mutex_lock(&job->lock);
@@ -657,8 +787,8 @@ static int hold_window(int *base)
 
 static void free_kept(void)
 {
-	PyMem_RawFree(kept.pids);
-	PyMem_RawFree(kept.slots);
+	free(kept.pids);
+	free(kept.slots);
 	kept.pids = NULL;
 	kept.slots = NULL;
 	kept.n = 0;
@@ -666,18 +796,21 @@ static void free_kept(void)
 
 /*
  * Gives the job what the last full scan kept, matched to its records (by increasing
- * pid); the files of processes no longer listed are closed. Nothing when another
- * scan has them (it reads as if none were kept) or on no memory.
+ * pid), within the bounds of this scan (the fd window and max_bytes: a file past
+ * them is closed, as are the files of processes no longer listed). Nothing when
+ * another scan has them (it reads as if none were kept) or on no memory. Under
+ * fd_lock, with the job registered.
  */
-static void take_kept(struct scan_job *job, const struct record *recs)
+static void take_kept(struct scan_job *job, const struct record *recs, long max_bytes)
 {
 	Py_ssize_t i, j = 0;
-	int room;
+	int k;
 
 	if (__atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
 		return;
-	room = hold_window(&job->hold_base);
-	job->held = PyMem_RawMalloc((job->n ? job->n : 1) * sizeof(*job->held));
+	job->room.files = hold_window(&job->hold_base);
+	job->room.bytes = max_bytes;
+	job->held = malloc((job->n ? job->n : 1) * sizeof(*job->held));
 	if (!job->held) {
 		__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
 		return;
@@ -687,21 +820,33 @@ static void take_kept(struct scan_job *job, const struct record *recs)
 		while (j < kept.n && kept.pids[j] < recs[i].pid)
 			held_close(&kept.slots[j++]);
 		if (j < kept.n && kept.pids[j] == recs[i].pid) {
-			job->held[i] = kept.slots[j++];
-			room -= held_count(&job->held[i]);
+			struct held *from = &kept.slots[j++];
+
+			for (k = 0; k < N_HELD; k++) {
+				struct held_file *hf = &from->f[k];
+
+				if (hf->fd < 0)
+					continue;
+				if (job->room.files > 0 && job->room.bytes >= hf->cost) {
+					job->held[i].f[k] = *hf;
+					job->room.files--;
+					job->room.bytes -= hf->cost;
+				} else if (held_is_ours(hf)) {
+					close(hf->fd);
+				}
+				hf->fd = -1;
+			}
 		}
 	}
 	while (j < kept.n)
 		held_close(&kept.slots[j++]);
 	free_kept();
-	/* Below zero after the limit was lowered: nothing new is kept. */
-	job->hold_room = room;
 }
 
 /*
  * What the job kept becomes what the next full scan takes: its pids (increasing,
  * those of a full scan) and slots move over whole; a slot with no file open is
- * passed over by take_kept's merge as any unmatched one is.
+ * passed over by take_kept's merge as any unmatched one is. Under fd_lock.
  */
 static void give_back_kept(struct scan_job *job)
 {
@@ -718,9 +863,19 @@ static void close_kept(void)
 {
 	Py_ssize_t j;
 
+	fds_lock();
 	for (j = 0; j < kept.n; j++)
 		held_close(&kept.slots[j]);
 	free_kept();
+	fds_unlock();
+}
+
+static void free_job(struct scan_job *job)
+{
+	free(job->claim);
+	free(job->pids);
+	free(job->held);
+	free(job);
 }
 
 static void leave_job(struct scan_job *job)
@@ -731,12 +886,13 @@ static void leave_job(struct scan_job *job)
 	last = --job->refs == 0;
 	pthread_mutex_unlock(&job->lock);
 	if (last) {
+		fds_lock();
 		if (job->held)
 			give_back_kept(job);
+		unregister_job(job);
+		fds_unlock();
 		pthread_mutex_destroy(&job->lock);
-		PyMem_RawFree(job->claim);
-		PyMem_RawFree(job->pids);
-		PyMem_RawFree(job);
+		free_job(job);
 	}
 }
 
@@ -744,11 +900,17 @@ static void *worker(void *arg)
 {
 	struct scan_job *job = arg;
 	struct reader r;
+	int err;
 
 	/* A worker that cannot set up reads nothing: the caller reads what is left. */
-	if (reader_open(&r, job) == 0) {
+	fds_lock();
+	err = reader_open(&r, job);
+	fds_unlock();
+	if (!err) {
 		scan_blocks(job, &r);
-		reader_close(&r);
+		fds_lock();
+		reader_close(&r, job);
+		fds_unlock();
 	}
 	leave_job(job);
 	return NULL;
@@ -773,54 +935,58 @@ static int scan_threads(Py_ssize_t n, int wanted)
 /*
  * Reads recs[0..n) on n_threads threads (fewer if a worker cannot be started), with
  * the files the last full scan kept and keeping them for the next if hold (recs by
- * increasing pid then). Returns 0, or the errno that stopped the scan with
- * *failed_index its record (-1 for a failure not tied to a record).
+ * increasing pid then), within max_bytes of kernel memory. Returns 0, or the errno
+ * that stopped the scan with *failed_index its record (-1 for a failure not tied to
+ * a record).
  */
 static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_skip,
-		    int n_threads, int hold, Py_ssize_t *failed_index)
+		    int n_threads, int hold, long max_bytes, Py_ssize_t *failed_index)
 {
-	struct scan_job *job = PyMem_RawCalloc(1, sizeof(*job));
+	struct scan_job *job = calloc(1, sizeof(*job));
 	struct reader r;
 	Py_ssize_t i;
 	int err;
+	int t;
 
 	*failed_index = -1;
 	if (job) {
-		job->pids = PyMem_RawMalloc((n ? n : 1) * sizeof(*job->pids));
-		job->claim = PyMem_RawCalloc(n ? n : 1, 1);
+		job->pids = malloc((n ? n : 1) * sizeof(*job->pids));
+		job->claim = calloc(n ? n : 1, 1);
 	}
 	if (!job || !job->pids || !job->claim) {
-		if (job) {
-			PyMem_RawFree(job->pids);
-			PyMem_RawFree(job->claim);
-		}
-		PyMem_RawFree(job);
+		if (job)
+			free_job(job);
 		return ENOMEM;
 	}
 	for (i = 0; i < n; i++)
 		job->pids[i] = recs[i].pid;
 	job->n = n;
+	for (t = 0; t < MAX_THREADS; t++)
+		job->dirfds[t] = -1;
+	memcpy(job->skip, skip, n_skip * sizeof(*skip));
+	job->n_skip = n_skip;
+	job->failed_index = n;
+	job->recs = recs;
+	job->refs = n_threads;		/* a worker that cannot start leaves at once */
+	pthread_mutex_init(&job->lock, NULL);
+	fds_lock();
+	register_job(job);
 	if (hold)
-		take_kept(job, recs);
+		take_kept(job, recs, max_bytes);
 	err = reader_open(&r, job);
 	if (err) {
 		if (job->held)
 			give_back_kept(job);
-		PyMem_RawFree(job->pids);
-		PyMem_RawFree(job->claim);
-		PyMem_RawFree(job);
+		unregister_job(job);
+		fds_unlock();
+		pthread_mutex_destroy(&job->lock);
+		free_job(job);
 		return err;
 	}
-	memcpy(job->skip, skip, n_skip * sizeof(*skip));
-	job->n_skip = n_skip;
-	job->failed_index = n;
-	pthread_mutex_init(&job->lock, NULL);
-	job->recs = recs;
-	job->refs = n_threads;		/* a worker that cannot start leaves at once */
+	fds_unlock();
 	if (n_threads > 1) {
 		pthread_attr_t attr;
 		sigset_t all, old;
-		int t;
 
 		/* Workers start with every signal blocked: signals stay the caller's. */
 		pthread_attr_init(&attr);
@@ -845,7 +1011,9 @@ static int run_scan(struct record *recs, Py_ssize_t n, const int *skip, int n_sk
 	for (i = 0; i < n && !job_stopped_before(job, i); i++)
 		if (__atomic_load_n(&job->claim[i], __ATOMIC_RELAXED) != CLAIM_PUBLISHED)
 			read_one(job, &r, i, claim(job, i));
-	reader_close(&r);
+	fds_lock();
+	reader_close(&r, job);
+	fds_unlock();
 	pthread_mutex_lock(&job->lock);
 	__atomic_store_n(&job->closed, 1, __ATOMIC_RELAXED);
 	err = job->failed_errno;
@@ -892,7 +1060,7 @@ static int list_proc(struct record **recs, Py_ssize_t *count)
 			struct record *bigger;
 
 			cap = cap ? cap * 2 : 1024;
-			bigger = PyMem_RawRealloc(all, cap * sizeof(*all));
+			bigger = realloc(all, cap * sizeof(*all));
 			if (!bigger) {
 				err = ENOMEM;
 				break;
@@ -904,7 +1072,7 @@ static int list_proc(struct record **recs, Py_ssize_t *count)
 	}
 	closedir(dir);
 	if (err) {
-		PyMem_RawFree(all);
+		free(all);
 		return err;
 	}
 	qsort(all, n, sizeof(*all), compare_pids);
@@ -913,70 +1081,128 @@ static int list_proc(struct record **recs, Py_ssize_t *count)
 	return 0;
 }
 
+/* The errnos to skip, into skip[]: each a positive int, at most MAX_SKIP_ERRNOS
+ * different ones. Returns how many, or -1 with an exception set. */
+static int parse_skip(PyObject *skip_errnos, int *skip)
+{
+	PyObject *iter, *item;
+	int n_skip = 0;
+
+	iter = PyObject_GetIter(skip_errnos);
+	if (!iter)
+		return -1;
+	while ((item = PyIter_Next(iter))) {
+		long value = PyLong_AsLong(item);
+
+		Py_DECREF(item);
+		if (value == -1 && PyErr_Occurred())
+			break;
+		if (value <= 0 || value > INT_MAX) {
+			PyErr_Format(PyExc_ValueError, "scan(): %ld is not an errno", value);
+			break;
+		}
+		if (is_skipped((int)value, skip, n_skip))
+			continue;
+		if (n_skip == MAX_SKIP_ERRNOS) {
+			PyErr_SetString(PyExc_ValueError, "scan(): at most 16 errnos to skip");
+			break;
+		}
+		skip[n_skip++] = (int)value;
+	}
+	Py_DECREF(iter);
+	return PyErr_Occurred() ? -1 : n_skip;
+}
+
+/*
+ * The pids into new records (*recs, *count). The items are converted from a tuple
+ * of the caller's: converting one may run Python code (__index__), which may change
+ * the caller's list but not the tuple, whose references keep every item alive.
+ */
+static int parse_pids(PyObject *pids, struct record **recs, Py_ssize_t *count)
+{
+	PyObject *tuple = PySequence_Tuple(pids);
+	Py_ssize_t i, n;
+
+	if (!tuple)
+		return -1;
+	n = PyTuple_GET_SIZE(tuple);
+	*recs = calloc(n ? n : 1, sizeof(**recs));
+	if (!*recs) {
+		Py_DECREF(tuple);
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		long pid = PyLong_AsLong(PyTuple_GET_ITEM(tuple, i));
+
+		if (pid == -1 && PyErr_Occurred())
+			break;
+		if (pid < 0) {
+			PyErr_Format(PyExc_ValueError, "scan(): %ld is not a pid", pid);
+			break;
+		}
+		(*recs)[i].pid = pid;
+	}
+	Py_DECREF(tuple);
+	if (PyErr_Occurred()) {
+		free(*recs);
+		*recs = NULL;
+		return -1;
+	}
+	*count = n;
+	return 0;
+}
+
 static PyObject *scan(PyObject *self, PyObject *args)
 {
-	PyObject *pids, *skip_errnos, *cls_obj, *item, *iter, *result = NULL;
+	PyObject *pids, *skip_errnos, *cls_obj, *result = NULL;
 	PyTypeObject *cls;
 	struct record *recs = NULL;
 	int skip[MAX_SKIP_ERRNOS];
 	int wanted_threads = 0;
 	int hold = 0;
-	int n_skip = 0;
+	Py_ssize_t max_bytes = KEPT_BYTES_DEFAULT;
+	int n_skip;
 	Py_ssize_t n = 0, i;
 	int failed_errno = 0;
 	const char *failed_what = "/proc";
 	long failed_pid = 0;
 
 	(void)self;
-	if (!PyArg_ParseTuple(args, "OO!O|ip", &pids, &PyType_Type, &cls_obj, &skip_errnos,
-			      &wanted_threads, &hold))
+	if (!PyArg_ParseTuple(args, "OO!O|ipn", &pids, &PyType_Type, &cls_obj, &skip_errnos,
+			      &wanted_threads, &hold, &max_bytes))
 		return NULL;
 	cls = (PyTypeObject *)cls_obj;
 	if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
 		PyErr_SetString(PyExc_TypeError, "scan() needs a tuple subclass");
 		return NULL;
 	}
-	iter = PyObject_GetIter(skip_errnos);
-	if (!iter)
+	if (max_bytes < 0) {
+		PyErr_SetString(PyExc_ValueError, "scan(): max_bytes must not be negative");
 		return NULL;
-	while ((item = PyIter_Next(iter))) {
-		if (n_skip < MAX_SKIP_ERRNOS)
-			skip[n_skip++] = (int)PyLong_AsLong(item);
-		Py_DECREF(item);
 	}
-	Py_DECREF(iter);
-	if (PyErr_Occurred())
+	n_skip = parse_skip(skip_errnos, skip);
+	if (n_skip < 0)
 		return NULL;
-	if (pids != Py_None) {
-		PyObject *fast = PySequence_Fast(pids, "scan() needs a sequence of pids or None");
-
-		if (!fast)
-			return NULL;
-		n = PySequence_Fast_GET_SIZE(fast);
-		recs = PyMem_RawCalloc(n ? n : 1, sizeof(*recs));
-		if (!recs) {
-			Py_DECREF(fast);
-			return PyErr_NoMemory();
-		}
-		for (i = 0; i < n; i++) {
-			recs[i].pid = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
-			if (recs[i].pid == -1 && PyErr_Occurred()) {
-				Py_DECREF(fast);
-				goto out_free;
-			}
-		}
-		Py_DECREF(fast);
-	}
-	/* No Python object is touched here: other threads run while /proc is read. */
+	if (pids != Py_None && parse_pids(pids, &recs, &n))
+		return NULL;
+	/*
+	 * No Python object is touched here: other threads run while /proc is read. Nor
+	 * is any Python code run from here on until the records are built (the arguments
+	 * were converted above), so a caller cannot come back in while kept is taken.
+	 */
 	Py_BEGIN_ALLOW_THREADS
-	if (!recs)
+	if (!recs) {
+		fds_lock();
 		failed_errno = list_proc(&recs, &n);
+		fds_unlock();
+	}
 	if (!failed_errno) {
 		Py_ssize_t failed_index;
 
 		/* Kept files are matched by pid to the records of a full scan only. */
 		failed_errno = run_scan(recs, n, skip, n_skip, scan_threads(n, wanted_threads),
-					hold && pids == Py_None, &failed_index);
+					hold && pids == Py_None, (long)max_bytes, &failed_index);
 		if (failed_errno && failed_index >= 0) {
 			failed_pid = recs[failed_index].pid;
 			failed_what = NULL;
@@ -1010,7 +1236,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 		Py_DECREF(obj);
 	}
 out_free:
-	PyMem_RawFree(recs);
+	free(recs);
 	return result;
 }
 
@@ -1027,21 +1253,82 @@ static PyObject *release(PyObject *self, PyObject *unused)
 }
 
 /*
- * In the child of os.fork(): the kept fds are copies of the parent's (closing them
- * leaves the parent's open). A scan that had them at the fork has no thread here,
- * and its job's files stay with it; kept is then already empty.
+ * fork()'s handlers (pthread_atfork, so for every fork of the process, os.fork() or
+ * a library's): the child gets copies of the parent's fds, and closing them there
+ * leaves the parent's open. Only the forking thread lives in the child: the jobs of
+ * the others (a scan in another thread, detached workers finishing) will never be
+ * left, and are freed by forget_in_child once Python runs again. Only what is safe
+ * in a child runs here: close, fstat, and a lock that nothing else may hold.
  */
+static void before_fork(void)
+{
+	pthread_rwlock_wrlock(&fd_lock);
+}
+
+static void after_fork_in_parent(void)
+{
+	pthread_rwlock_unlock(&fd_lock);
+}
+
+static void init_fd_lock(void)
+{
+	pthread_rwlockattr_t attr;
+
+	pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+	pthread_rwlock_init(&fd_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+}
+
+static void after_fork_in_child(void)
+{
+	struct scan_job *job, *last = NULL;
+	Py_ssize_t i;
+	int t;
+
+	for (i = 0; i < kept.n; i++)
+		held_close(&kept.slots[i]);
+	for (job = jobs; job; job = job->next_job) {
+		for (i = 0; job->held && i < job->n; i++)
+			held_close(&job->held[i]);
+		for (t = 0; t < MAX_THREADS; t++) {
+			if (job->dirfds[t] >= 0)
+				close(job->dirfds[t]);
+			job->dirfds[t] = -1;
+		}
+		last = job;
+	}
+	if (last) {
+		last->next_job = orphans;
+		orphans = jobs;
+		jobs = NULL;
+	}
+	/* A scan, release() or kept_fds() of a thread left behind had it. */
+	kept.busy = 0;
+	/* Held for writing by the thread that forked, which is this one under a new id. */
+	init_fd_lock();
+}
+
+/* In the child of os.fork(): frees what the scans of threads left in the parent had
+ * (their fds were closed at the fork); nothing elsewhere. */
 static PyObject *forget_in_child(PyObject *self, PyObject *unused)
 {
 	(void)self;
 	(void)unused;
-	if (!kept.busy)
-		close_kept();
-	kept.busy = 0;
+	while (orphans) {
+		struct scan_job *job = orphans;
+
+		orphans = job->next_job;
+		/* job->lock may be held by a thread left behind: never destroyed. */
+		free_job(job);
+	}
 	Py_RETURN_NONE;
 }
 
-/* The fds kept: a list, empty while a scan has them. */
+/* The fds kept (a list, empty while a scan has them), or with bytes=True the kernel
+ * memory they are counted as. */
 static PyObject *kept_fds(PyObject *self, PyObject *unused)
 {
 	PyObject *list = PyList_New(0);
@@ -1072,24 +1359,49 @@ out:
 	return list;
 }
 
+/* The kernel memory the kept files are counted as (see KEPT_FILE_COST). */
+static PyObject *kept_bytes(PyObject *self, PyObject *unused)
+{
+	long long total = 0;
+	Py_ssize_t j;
+	int k;
+
+	(void)self;
+	(void)unused;
+	if (__atomic_exchange_n(&kept.busy, 1, __ATOMIC_ACQUIRE))
+		return PyLong_FromLong(0);
+	for (j = 0; j < kept.n; j++)
+		for (k = 0; k < N_HELD; k++)
+			if (kept.slots[j].f[k].fd >= 0)
+				total += kept.slots[j].f[k].cost;
+	__atomic_store_n(&kept.busy, 0, __ATOMIC_RELEASE);
+	return PyLong_FromLongLong(total);
+}
+
 static PyMethodDef methods[] = {
 	{ "scan", scan, METH_VARARGS,
 	  "scan(pids, cls, skip_errnos) -> list: cls(pid, name, reserved_kb, committed_kb,\n"
 	  "committed_pct, anon_kb, file_kb, shmem_kb, swap_kb, oom_score, oom_score_adj)\n"
 	  "for each process with an address space, in the order of pids (None: every\n"
 	  "process in /proc, by increasing pid); one whose reads fail with an errno in\n"
-	  "skip_errnos is left out, any other errno raises OSError (the first in pids).\n"
+	  "skip_errnos (at most 16) is left out, any other errno raises OSError (the\n"
+	  "first in pids).\n"
 	  "threads: how many threads read /proc (at most 4); 0 (default): one per 256\n"
 	  "processes, at most one per CPU this process may use.\n"
 	  "hold: with pids None, read again the files the last such scan kept open and\n"
 	  "keep this scan's open for the next (fds at or above half the soft\n"
-	  "RLIMIT_NOFILE, close-on-exec)." },
+	  "RLIMIT_NOFILE, close-on-exec), pinning at most max_bytes of kernel memory\n"
+	  "(default KEPT_BYTES_DEFAULT; about 9.5 KiB a process)." },
 	{ "release", release, METH_NOARGS,
 	  "release() -> bool: close every file kept open; False while a scan has them." },
 	{ "forget_in_child", forget_in_child, METH_NOARGS,
-	  "forget_in_child(): in a forked child, close the parent's kept files." },
+	  "forget_in_child(): in a forked child, free what scans of other threads had\n"
+	  "(their fds, and the kept ones, were closed at the fork)." },
 	{ "kept_fds", kept_fds, METH_NOARGS,
 	  "kept_fds() -> list: the fds kept open (empty while a scan has them)." },
+	{ "kept_bytes", kept_bytes, METH_NOARGS,
+	  "kept_bytes() -> int: the kernel memory the kept files are counted as\n"
+	  "(0 while a scan has them)." },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -1101,7 +1413,36 @@ static struct PyModuleDef module = {
 	.m_methods = methods,
 };
 
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+static int fork_handlers_err;
+
+static void install_fork_handlers(void)
+{
+	long size = sysconf(_SC_PAGESIZE);
+
+	if (size > 0)
+		page_size = size;
+	init_fd_lock();
+	fork_handlers_err = pthread_atfork(before_fork, after_fork_in_parent,
+					   after_fork_in_child);
+}
+
 PyMODINIT_FUNC PyInit__procscan(void)
 {
-	return PyModule_Create(&module);
+	PyObject *mod;
+
+	pthread_once(&fork_handlers_once, install_fork_handlers);
+	if (fork_handlers_err) {
+		/* Without them a child would keep the parent's files: procfs.py scans in
+		 * Python instead. */
+		errno = fork_handlers_err;
+		PyErr_SetFromErrno(PyExc_ImportError);
+		return NULL;
+	}
+	mod = PyModule_Create(&module);
+	if (mod && PyModule_AddIntConstant(mod, "KEPT_BYTES_DEFAULT", KEPT_BYTES_DEFAULT)) {
+		Py_DECREF(mod);
+		return NULL;
+	}
+	return mod;
 }

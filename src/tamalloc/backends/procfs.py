@@ -33,17 +33,25 @@ from ..errors import (
 from ..models import MemStats, OomTask, TotalMemStats
 from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
 from ..process_visibility import procfs_hides_nothing
+from ..sizes import parse_size
 from ..system import read_meminfo
 from .base import BackendName
 
 _c_scan: Callable[..., list[MemStats]] | None
 try:
-    from ._procscan import forget_in_child
+    from ._procscan import KEPT_BYTES_DEFAULT, forget_in_child
     from ._procscan import scan as _c_scan
 except ImportError:  # installed without a C compiler: _scan below does the same
     _c_scan = None
+    KEPT_BYTES_DEFAULT = 0  # nothing is kept without it
 else:
+    # The fds were closed in the child by the C scan's own pthread_atfork handler;
+    # this frees the memory of scans that other threads had running at the fork.
     os.register_at_fork(after_in_child=forget_in_child)
+
+# The kernel memory (bytes) the files kept open between scans may pin: about 9.5 KiB
+# a process (see the README), 8 MiB unless set here or by the backend's argument.
+KEPT_BYTES_ENV = "TAMALLOC_KEPT_BYTES"
 
 _PROC = "/proc"
 _full_scans = 0  # all_mem_stats() calls in this process
@@ -283,8 +291,33 @@ def process_uid(pid: int) -> int:
     return int(match[2])
 
 
+def kept_bytes_budget(value: int | str | None = None) -> int:
+    """The byte budget of kept files: ``value`` (bytes, or a size such as "8M"; 0
+    keeps nothing), else ``$TAMALLOC_KEPT_BYTES``, else the C scan's default.
+    Raises ValueError for anything else."""
+    origin = "kept_bytes"
+    if value is None:
+        value = os.environ.get(KEPT_BYTES_ENV, "").strip() or None
+        origin = f"${KEPT_BYTES_ENV}"
+    if value is None:
+        return KEPT_BYTES_DEFAULT
+    if value in (0, "0"):
+        return 0
+    try:
+        return parse_size(value)
+    except ValueError as err:
+        raise ValueError(f"{origin}: {err}") from None
+
+
 class ProcfsBackend:
+    """``kept_bytes``: the budget of the files a repeated full scan keeps open (see
+    :func:`kept_bytes_budget`), decided here so that a bad one is an error at once
+    (the CLI resolves its backend before running)."""
+
     name: BackendName = "procfs"
+
+    def __init__(self, kept_bytes: int | str | None = None) -> None:
+        self.kept_bytes = kept_bytes_budget(kept_bytes)
 
     def mem_stats(self, pid: int) -> MemStats:
         base = f"{_PROC}/{pid}/"
@@ -315,7 +348,8 @@ class ProcfsBackend:
         hold = _full_scans > 0 and procfs_hides_nothing()
         _full_scans += 1
         try:
-            return _c_scan(None, MemStats, SKIPPED_IN_SCANS, 0, hold)  # None: lists /proc
+            # None: lists /proc
+            return _c_scan(None, MemStats, SKIPPED_IN_SCANS, 0, hold, self.kept_bytes)
         except OSError as err:
             raise exception_for_errno(err.errno or errno.EIO, what=err.filename) from err
 
