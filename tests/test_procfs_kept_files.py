@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from _support import Child, assert_memory_matches_status, read_int, subprocess_env
+from _support import (
+    Child,
+    assert_memory_matches_status,
+    read_between_equal_statuses,
+    read_int,
+    stopped,
+    subprocess_env,
+)
 from tamalloc.errors import SKIPPED_IN_SCANS
 from tamalloc.models import MemStats
 
@@ -171,9 +178,13 @@ def test_a_reused_pid_reads_the_new_process() -> None:
     else:
         pytest.fail("could not get the same pid twice in 20 tries")
     try:
-        record = held_scan()[pid]
+        # Stopped, the new interpreter cannot move its memory between the scan and
+        # the status it is compared with.
+        with stopped(pid):
+            scanned, status = read_between_equal_statuses(pid, held_scan)
+        record = scanned[pid]
         assert record.name == "tamalloc-reused"
-        assert_memory_matches_status(record, pid)
+        assert_memory_matches_status(record, pid, status)
         # Its files are the new process's now, and kept for the next scan.
         assert set(kept_for(pid)) == {"status", "oom_score", "oom_score_adj"}
         assert held_scan()[pid].name == "tamalloc-reused"
@@ -193,9 +204,11 @@ def test_a_kept_number_the_caller_reused_is_neither_read_nor_closed(
         mine.write(b"Name:\tnot-a-status\nVmSize:\t1 kB\n")
         mine.flush()
         os.dup2(mine.fileno(), fd)
-        record = held_scan()[child.pid]
+        with stopped(child.pid):
+            scanned, status = read_between_equal_statuses(child.pid, held_scan)
+        record = scanned[child.pid]
         assert record.name != "not-a-status"
-        assert_memory_matches_status(record, child.pid)
+        assert_memory_matches_status(record, child.pid, status)
         assert os.pread(fd, 64, 0).startswith(b"Name:\tnot-a-status")  # still the caller's
         assert fd not in _procscan.kept_fds()
         os.close(fd)
