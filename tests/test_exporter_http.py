@@ -267,11 +267,12 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
         thread.join(timeout=WAIT)
 
 
-@pytest.fixture
-def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+@contextmanager
+def running_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """`tamalloc exporter --listen 127.0.0.1:0 --top 2 ARGS` (procfs): (process, address)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", "--backend", "procfs", "exporter", "--listen",
-         "127.0.0.1:0", "--top", "2"],
+         "127.0.0.1:0", "--top", "2", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=subprocess_env(),
     )
@@ -285,6 +286,12 @@ def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    with running_exporter() as started:
+        yield started
 
 
 def reset(s: socket.socket) -> None:
@@ -657,3 +664,21 @@ def test_silent_and_trickling_clients_hold_bounded_threads_and_fds(
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=WAIT)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_the_server_options_reach_the_server() -> None:
+    # Each closing below comes from its option alone: the other deadlines are an hour.
+    with running_exporter("--max-connections", "2", "--header-timeout", "3600",
+                          "--idle-timeout", "0.5") as (_proc, address):
+        scraper = http.client.HTTPConnection(*address, timeout=WAIT)
+        assert request(scraper, "GET")[0] == 200
+        assert scraper.sock is not None
+        assert scraper.sock.recv(1) == b""  # idle for 0.5 s after its answer
+        scraper.close()
+        silent = [socket.create_connection(address, timeout=WAIT) for _ in range(3)]
+        assert silent[0].recv(1) == b""  # the third took its place
+        for s in silent:
+            s.close()
+    with running_exporter("--header-timeout", "0.5") as (_proc, address), \
+            socket.create_connection(address, timeout=WAIT) as s:
+        assert trickle(s, b"GET /metrics HTTP/1.1\r\n") == b""
