@@ -25,6 +25,7 @@ from ..exporter_server import (
     MAX_HEAD_BYTES,
     TIMEOUT_RANGE,
     Limits,
+    make_server,
 )
 from .env import Environment, ExitStatus, UsageError, positive_float, positive_int
 
@@ -271,8 +272,6 @@ def _write_textfiles(
 def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
            env: Environment, limits: Limits | None = None) -> int:
     from prometheus_client.exposition import make_wsgi_app
-
-    from ..exporter_server import make_server
 
     try:
         server = make_server(address.host, address.port, address.family,
