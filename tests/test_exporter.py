@@ -401,6 +401,31 @@ def test_conflicting_or_bad_options_are_usage_errors(args: list[str], tmp_path: 
     assert not (tmp_path / "x.prom").exists()
 
 
+@pytest.mark.parametrize("args", [
+    ["--max-connections", "0"],
+    ["--max-connections", "10001"],
+    ["--max-connections", "many"],
+    ["--header-timeout", "0"],
+    ["--header-timeout", "0.01"],
+    ["--header-timeout", "1e300"],  # beyond what a socket timeout can hold
+    ["--header-timeout", "nan"],
+    ["--idle-timeout", "inf"],
+    ["--idle-timeout", "-5"],
+    ["--textfile", "x.prom", "--max-connections", "5"],
+    ["--textfile", "x.prom", "--header-timeout", "5"],
+    ["--textfile", "x.prom", "--idle-timeout", "5"],
+])
+def test_bad_server_limits_are_usage_errors(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "tamalloc", "exporter", *args],
+                            capture_output=True, text=True, timeout=WAIT, cwd=tmp_path,
+                            env=subprocess_env(), stdin=subprocess.DEVNULL)
+    line = assert_clean_error(result, 2)
+    assert next(arg for arg in args if arg.endswith(("-connections", "-timeout"))) in line
+    # what is wrong with it: the value, or that it has no use with --textfile
+    assert repr(args[-1]) in line or "is for the server, not --textfile" in line
+    assert not (tmp_path / "x.prom").exists()
+
+
 def test_unwritable_textfile_is_one_line_exit_1(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("")

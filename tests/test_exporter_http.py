@@ -1,13 +1,16 @@
-"""The HTTP server of `tamalloc exporter` (tamalloc.cli.exporter.metrics_handler): it
+"""The HTTP server of `tamalloc exporter` (tamalloc.exporter_server): it
 answers with prometheus_client's own WSGI app, byte for byte, over HTTP/1.1 with
-keep-alive. The scrape's content is tested in test_exporter.py; here a fixed registry
-makes every answer predictable. Also the kernel emulation of bench/bench_exporter.py."""
+keep-alive, and bounds what a client can hold (connections, head time and size). The
+scrape's content is tested in test_exporter.py; here a fixed registry makes every answer
+predictable. Also the kernel emulation of bench/bench_exporter.py."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import http.server
+import os
 import select
 import signal
 import socket
@@ -15,7 +18,9 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,10 +37,17 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import tamalloc
-from _support import subprocess_env
+from _support import proc_status, subprocess_env
 from conftest import IN_VM
-from tamalloc.cli.exporter import metrics_handler
 from tamalloc.exporter import _read_commit_meminfo
+from tamalloc.exporter_server import (
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_HEAD_BYTES,
+    Limits,
+    WSGIApp,
+    make_server,
+    metrics_handler,
+)
 from tamalloc.system import read_meminfo
 from test_exporter_prometheus import ensure_loopback
 
@@ -229,7 +241,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
     registry: CollectorRegistry,
 ) -> None:
     handler = metrics_handler(make_wsgi_app(registry))
-    handler.timeout = 0.2  # the exporter's is minutes: a vanished scraper's thread ends
+    handler.idle_timeout = 0.2  # the default is minutes: a vanished scraper's thread ends
     errors: list[BaseException | None] = []
 
     class Server(ThreadingHTTPServer):
@@ -255,11 +267,12 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
         thread.join(timeout=WAIT)
 
 
-@pytest.fixture
-def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+@contextmanager
+def running_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """`tamalloc exporter --listen 127.0.0.1:0 --top 2 ARGS` (procfs): (process, address)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", "--backend", "procfs", "exporter", "--listen",
-         "127.0.0.1:0", "--top", "2"],
+         "127.0.0.1:0", "--top", "2", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=subprocess_env(),
     )
@@ -273,6 +286,12 @@ def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def exporter_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    with running_exporter() as started:
+        yield started
 
 
 def reset(s: socket.socket) -> None:
@@ -403,3 +422,263 @@ def test_a_sigterm_while_a_request_starts_still_stops_the_server() -> None:
             socket.create_connection(server.server_address[:2], timeout=10), \
             pytest.raises(_Stop):
         server.handle_request()
+
+
+@contextmanager
+def serving(app: WSGIApp, limits: Limits) -> Iterator[tuple[Any, tuple[str, int], list[str]]]:
+    """make_server's server on loopback in a thread: (server, address, error lines)."""
+    errors: list[str] = []
+    httpd = make_server("127.0.0.1", 0, socket.AF_INET, app, limits, on_error=errors.append)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd, ("127.0.0.1", httpd.server_address[1]), errors
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=WAIT)
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.01)
+
+
+def read_to_end(s: socket.socket) -> bytes:
+    """What the server sends until it closes (a reset ends it too)."""
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_past_the_limit_the_longest_waiting_connection_makes_room(
+    registry: CollectorRegistry,
+) -> None:
+    limits = Limits(max_connections=3, header_timeout=WAIT * 10)
+    with serving(make_wsgi_app(registry), limits) as (httpd, address, errors):
+        silent = []
+        for count in range(1, 4):  # one at a time: the server sees them in this order
+            silent.append(socket.create_connection(address, timeout=WAIT))
+            wait_until(lambda count=count: len(httpd.connections) == count)
+        conn = http.client.HTTPConnection(*address, timeout=WAIT)
+        assert request(conn, "GET")[2] == generate_latest(registry)  # the 4th is served
+        assert silent[0].recv(1) == b""  # the one that waited longest closed, unanswered
+        assert select.select(silent[1:], [], [], 0)[0] == []  # the others still open
+        wait_until(lambda: httpd.connections.counts() == (3, 0))  # conn answered
+        # Each newcomer closes the longest waiting: the two silent ones, then the
+        # kept-alive connection idle since its answer (its scraper reconnects).
+        newcomers = []
+        for old in (silent[1], silent[2], conn.sock):
+            assert old is not None
+            newcomers.append(socket.create_connection(address, timeout=WAIT))
+            assert old.recv(1) == b""
+        for s in newcomers:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(12) == b"HTTP/1.1 200"
+            s.close()
+        for s in silent:
+            s.close()
+        conn.close()
+    assert errors == []
+
+
+def test_when_every_connection_is_answering_a_new_one_is_answered_503() -> None:
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def slow_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.release()
+        release.wait(WAIT)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+
+    with serving(slow_app, Limits(max_connections=2)) as (_httpd, address, errors):
+        busy = [socket.create_connection(address, timeout=WAIT) for _ in range(2)]
+        for s in busy:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in busy:
+            assert entered.acquire(timeout=WAIT)
+        with socket.create_connection(address, timeout=WAIT) as refused:
+            answer = read_to_end(refused)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"\r\nConnection: close\r\n" in answer
+        release.set()
+        for s in busy:  # the two being answered were not cut
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+            s.close()
+        conn = http.client.HTTPConnection(*address, timeout=WAIT)
+        assert request(conn, "GET")[2] == b"ok\n"  # room again
+        conn.close()
+    assert errors == []
+
+
+def trickle(s: socket.socket, head: bytes) -> bytes:
+    """Send ``head`` then one more header byte every 0.05 s until the server closes;
+    what it answered. A per-read timeout would never close this connection."""
+    s.sendall(head)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if select.select([s], [], [], 0.05)[0]:
+            return read_to_end(s)
+        try:
+            s.send(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            return b""
+    raise AssertionError("the server kept a trickling connection open")
+
+
+@pytest.mark.parametrize("kept_alive", [False, True])
+def test_a_trickled_head_is_closed_at_its_deadline_not_per_byte(
+    registry: CollectorRegistry, kept_alive: bool
+) -> None:
+    # The idle timeout is long: a kept-alive connection's head has its own deadline,
+    # from its first byte.
+    limits = Limits(header_timeout=0.5, idle_timeout=WAIT * 10)
+    with serving(make_wsgi_app(registry), limits) as (httpd, address, errors), \
+            socket.create_connection(address, timeout=WAIT) as s:
+        if kept_alive:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = s.recv(65536)  # the whole answer: small, one write
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert trickle(s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ") == b""
+        wait_until(lambda: len(httpd.connections) == 0)
+    assert errors == []
+
+
+def test_an_answer_read_slowly_is_cut_at_its_deadline() -> None:
+    """A client that takes its answer 1 MiB at a time every 0.01 s lets no send wait
+    long, so a timeout per send would not cut it; the whole answer takes 0.64 s or more,
+    past its deadline."""
+    body = b"x" * (64 << 20)
+
+    def big_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    with serving(big_app, Limits(header_timeout=0.2)) as (httpd, address, errors), \
+            socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.settimeout(WAIT)
+        s.connect(address)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+                time.sleep(0.01)
+        assert received < len(body)
+        wait_until(lambda: len(httpd.connections) == 0)
+    assert errors == []
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"GET /" + b"m" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    (b"GET /metrics HTTP/1.1\r\n" + b"".join(
+        b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_HEAD_BYTES // 1000 + 1)) + b"\r\n",
+     b"431"),
+    (b"GET /metrics HTTP/1.1\r\nX: " + b"v" * (MAX_HEAD_BYTES - 32) + b"\r\n\r\n", b"200"),
+])
+def test_the_request_head_is_bounded_in_size(
+    server: tuple[str, int], head: bytes, status: bytes
+) -> None:
+    with socket.create_connection(server, timeout=WAIT) as s:
+        s.sendall(head)
+        if status != b"200":  # refused, and the connection closed
+            assert read_to_end(s).startswith(b"HTTP/1.1 " + status + b" ")
+        else:
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def exporter_threads_and_fds(pid: int) -> tuple[int, int, int]:
+    """(threads, sockets, other fds but the procfs scan's kept /proc files)."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    sockets = sum(link.startswith("socket:") for link in links)
+    others = sum(not link.startswith(("socket:", "/proc/")) for link in links)
+    return int(proc_status(pid)["Threads"]), sockets, others
+
+
+def test_silent_and_trickling_clients_hold_bounded_threads_and_fds(
+    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]]
+) -> None:
+    """200 connections that never finish their heads, against the default limits: the
+    exporter keeps at most --max-connections of them (a thread and a socket each),
+    closes every one by the header deadline without a word on stderr, and answers a
+    scrape meanwhile."""
+    proc, address = exporter_process
+    conn = http.client.HTTPConnection(*address, timeout=WAIT)
+    assert request(conn, "GET")[0] == 200
+    conn.close()
+    base_threads, _, base_others = exporter_threads_and_fds(proc.pid)
+    silent = [socket.create_connection(address, timeout=WAIT) for _ in range(150)]
+    tricklers = [socket.create_connection(address, timeout=WAIT) for _ in range(50)]
+    for s in tricklers:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    open_ = set(silent + tricklers)
+    peaks = [0, 0, 0]
+    answered: list[bytes] = []
+    scraped = None
+
+    def sample() -> None:
+        peaks[:] = map(max, peaks, exporter_threads_and_fds(proc.pid))
+
+    try:
+        deadline = time.monotonic() + WAIT
+        while open_ and time.monotonic() < deadline:
+            sample()
+            if scraped is None:
+                conn = http.client.HTTPConnection(*address, timeout=WAIT)
+                scraped = request(conn, "GET")
+                conn.close()
+                sample()
+            for s in select.select(list(open_), [], [], 0.2)[0]:
+                data = read_to_end(s)
+                if data:
+                    answered.append(data)
+                open_.discard(s)
+                s.close()
+            for s in open_.intersection(tricklers):
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    s.send(b"a")  # a closed one is seen at the next round
+    finally:
+        for s in silent + tricklers:
+            s.close()
+    assert scraped is not None and scraped[0] == 200
+    assert b"\ntamalloc_scrape_success 1.0\n" in scraped[2]
+    assert not open_, f"{len(open_)} connections left open"
+    assert answered == []
+    threads, sockets, others = peaks
+    # Each connection a thread and a socket; one more of each while one closes for
+    # another, and the listening socket.
+    assert threads <= base_threads + DEFAULT_MAX_CONNECTIONS + 2, peaks
+    assert sockets <= DEFAULT_MAX_CONNECTIONS + 3, peaks
+    assert others <= base_others + 2, peaks
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, err) == (0, "")
+
+
+def test_the_server_options_reach_the_server() -> None:
+    # Each closing below comes from its option alone: the other deadlines are an hour.
+    with running_exporter("--max-connections", "2", "--header-timeout", "3600",
+                          "--idle-timeout", "0.5") as (_proc, address):
+        scraper = http.client.HTTPConnection(*address, timeout=WAIT)
+        assert request(scraper, "GET")[0] == 200
+        assert scraper.sock is not None
+        assert scraper.sock.recv(1) == b""  # idle for 0.5 s after its answer
+        scraper.close()
+        silent = [socket.create_connection(address, timeout=WAIT) for _ in range(3)]
+        assert silent[0].recv(1) == b""  # the third took its place
+        for s in silent:
+            s.close()
+    with running_exporter("--header-timeout", "0.5") as (_proc, address), \
+            socket.create_connection(address, timeout=WAIT) as s:
+        assert trickle(s, b"GET /metrics HTTP/1.1\r\n") == b""

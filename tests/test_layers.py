@@ -56,6 +56,7 @@ LAYERS = {
     "tamalloc.cli.total": FRONT,
     "tamalloc.cli.watch": FRONT,
     "tamalloc.exporter": FRONT,
+    "tamalloc.exporter_server": FRONT,
 }
 
 

@@ -9,15 +9,24 @@ import errno
 import resource
 import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TamallocError
+from ..exporter_server import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_CONNECTIONS_RANGE,
+    MAX_HEAD_BYTES,
+    TIMEOUT_RANGE,
+    Limits,
+    make_server,
+)
 from .env import (
     Environment,
     ExitStatus,
@@ -28,12 +37,7 @@ from .env import (
 )
 
 if TYPE_CHECKING:
-    from http.server import BaseHTTPRequestHandler
-
     from prometheus_client.registry import CollectorRegistry
-
-# A WSGI application (PEP 3333), as prometheus_client's make_wsgi_app returns.
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # Not among the ports of the Prometheus project's list of exporter defaults that we
 # know of; --listen changes it.
@@ -92,6 +96,20 @@ def listen_address(text: str) -> ListenAddress:
     return ListenAddress(str(sockaddr[0]), port, family)
 
 
+def max_connections(text: str) -> int:
+    value, (low, high) = positive_int(text), MAX_CONNECTIONS_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low}-{high}, not {text!r}")
+    return value
+
+
+def timeout(text: str) -> float:
+    value, (low, high) = positive_float(text), TIMEOUT_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low:g}-{high:g} seconds, not {text!r}")
+    return value
+
+
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "exporter",
@@ -129,6 +147,19 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                    help="with --oom: export the N cgroups with the least headroom, besides"
                    " the system (default 20; 0: the system alone); tamalloc_oom_domains"
                    " counts them all")
+    p.add_argument("--max-connections", type=max_connections, default=None, metavar="N",
+                   help=f"serve at most N connections at once, one thread each (default"
+                   f" {DEFAULT_MAX_CONNECTIONS}); past N, a new connection takes the place"
+                   " of the one that has waited longest for its request, or is answered"
+                   " 503 when all N are answering one")
+    p.add_argument("--header-timeout", type=timeout, default=None, metavar="SECONDS",
+                   help="close a connection that has not sent its whole request head"
+                   f" (at most {MAX_HEAD_BYTES // 1024} KiB) within SECONDS of connecting"
+                   " or of its first byte, and one that does not take its answer within"
+                   f" SECONDS (default {DEFAULT_HEADER_TIMEOUT:g})")
+    p.add_argument("--idle-timeout", type=timeout, default=None, metavar="SECONDS",
+                   help="close a kept-alive connection that sends no new request for"
+                   f" SECONDS (default {DEFAULT_IDLE_TIMEOUT:g}; Prometheus reopens it)")
     p.set_defaults(run=run, needs_backend=True)
 
 
@@ -176,6 +207,11 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                          " asks)")
     if args.textfile is not None and args.listen is not None:
         raise UsageError("--listen and --textfile exclude each other: serve, or write a file")
+    server_options = [f"--{name.replace('_', '-')}" for name in
+                      ("max_connections", "header_timeout", "idle_timeout")
+                      if getattr(args, name) is not None]
+    if args.textfile is not None and server_options:
+        raise UsageError(f"{server_options[0]} is for the server, not --textfile")
     if args.oom_domains is not None and not args.oom:
         raise UsageError("--oom-domains needs --oom (the OOM prediction is exported only"
                          " when asked)")
@@ -195,8 +231,13 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     raise_open_files_limit()
     if args.textfile is not None:
         return _write_textfiles(args.textfile, args.interval, registry, env)
+    limits = Limits(
+        max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS,
+        header_timeout=args.header_timeout or DEFAULT_HEADER_TIMEOUT,
+        idle_timeout=args.idle_timeout or DEFAULT_IDLE_TIMEOUT,
+    )
     return _serve(args.listen or listen_address(DEFAULT_LISTEN), registry,
-                  collector.backend.name, env)
+                  collector.backend.name, env, limits)
 
 
 def _write_textfiles(
@@ -227,30 +268,14 @@ def _write_textfiles(
     return ExitStatus.SUCCESS
 
 
-# An idle kept-alive connection is closed after this long (Prometheus reopens one when
-# it scrapes next): a scraper that vanished never holds a thread for ever.
-_IDLE_TIMEOUT = 300.0
-
-
 def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
-           env: Environment) -> int:
-    # Imported here: http.server and its imports (~27 ms) would slow every other
-    # command's start.
-    from http.server import ThreadingHTTPServer
-
+           env: Environment, limits: Limits | None = None) -> int:
     from prometheus_client.exposition import make_wsgi_app
 
-    class Server(ThreadingHTTPServer):
-        address_family = address.family
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            # socketserver would print a traceback (a scraper that hung up mid-answer).
-            err = sys.exc_info()[1]
-            env.warn(f"error: answering {client_address[0]}: {type(err).__name__}: {err}")
-
-    handler = metrics_handler(make_wsgi_app(registry))
     try:
-        server = Server((address.host, address.port), handler)
+        server = make_server(address.host, address.port, address.family,
+                             make_wsgi_app(registry), limits or Limits(),
+                             on_error=lambda message: env.warn(f"error: {message}"))
     except OSError as err:
         hint = ""
         if err.errno == errno.EADDRINUSE:
@@ -263,112 +288,3 @@ def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
         with _stop_on_sigterm():
             server.serve_forever()
     return ExitStatus.SUCCESS
-
-
-def metrics_handler(app: WSGIApp) -> type[BaseHTTPRequestHandler]:
-    """An http.server request handler that answers every request with the WSGI ``app``
-    (prometheus_client's ``make_wsgi_app``: content negotiation, gzip, 405 and the rest
-    stay the library's), over HTTP/1.1 with keep-alive.
-
-    Why not wsgiref, which served before: on the kernel backend the scan of 1,000
-    processes costs about as much as the fixed work of an answer, and most of that was
-    HTTP plumbing. wsgiref's handler closes the connection after every answer (so each
-    scrape paid a TCP handshake and a new thread), copies os.environ into every request
-    and sends the status line, headers and body in several writes. Here a scraper that
-    keeps its connection (Prometheus does) pays for none of that, and the answer leaves
-    in one write."""
-    # Loaded by _serve already (http.server imports urllib.parse); here for the names.
-    from http.server import BaseHTTPRequestHandler
-    from urllib.parse import unquote
-
-    class MetricsHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive; Content-Length is always sent
-        wbufsize = -1  # buffered: head and body leave in one write (flushed per request)
-        disable_nagle_algorithm = True  # a body larger than the buffer is never held back
-        timeout = _IDLE_TIMEOUT
-        _answered = 0
-        _waiting = True  # no request line read yet on this round of the connection
-
-        def handle_one_request(self) -> None:
-            self._waiting = True
-            try:
-                super().handle_one_request()
-            except ConnectionError:
-                # A scraper closing (or resetting) a kept-alive connection between two
-                # scrapes is its normal end; during a request it is an error (one line).
-                if self._waiting and self._answered:
-                    self.close_connection = True
-                    return
-                raise
-
-        def parse_request(self) -> bool:
-            self._waiting = False
-            return super().parse_request()
-
-        def __getattr__(self, name: str) -> Any:
-            # Every method goes to the app, which answers 405 to all but GET and
-            # OPTIONS (http.server would answer 501 to a method it has no do_X for).
-            if name.startswith("do_"):
-                return self._answer
-            raise AttributeError(name)
-
-        def _answer(self) -> None:
-            path, _, query = self.path.partition("?")
-            server_address: Any = self.server.server_address
-            environ: dict[str, Any] = {
-                "REQUEST_METHOD": self.command,
-                "SCRIPT_NAME": "",
-                "PATH_INFO": unquote(path, "iso-8859-1"),  # as wsgiref decodes it
-                "QUERY_STRING": query,
-                "SERVER_NAME": server_address[0],
-                "SERVER_PORT": str(server_address[1]),
-                "SERVER_PROTOCOL": self.request_version,
-                "REMOTE_ADDR": self.client_address[0],
-                "wsgi.version": (1, 0),
-                "wsgi.url_scheme": "http",
-                "wsgi.input": self.rfile,
-                "wsgi.errors": sys.stderr,
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": False,
-                "wsgi.run_once": False,
-            }
-            for key, value in self.headers.items():  # as wsgiref: repeated ones joined
-                key = "HTTP_" + key.replace("-", "_").upper()
-                value = value.strip()
-                environ[key] = f"{environ[key]},{value}" if key in environ else value
-            answer: list[tuple[str, list[tuple[str, str]]]] = []
-            parts: list[bytes] = []  # PEP 3333's write(), which the library's app skips
-
-            def start_response(status: str, headers: list[tuple[str, str]],
-                               exc_info: Any = None) -> Callable[[bytes], object]:
-                answer[:] = [(status, headers)]
-                return parts.append
-
-            result = app(environ, start_response)
-            try:
-                parts.extend(result)  # the whole answer first: its length is a header
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-            body = b"".join(parts)
-            (status, headers), = answer
-            code, _, reason = status.partition(" ")
-            self.send_response(int(code), reason)
-            for name, value in headers:
-                self.send_header(name, value)
-            if self.headers.get("Transfer-Encoding") or self.headers.get(
-                    "Content-Length", "0").strip() != "0":
-                # A request body the app left unread would be taken for the next request.
-                self.send_header("Connection", "close")  # sets close_connection
-            if not any(name.lower() == "content-length" for name, _ in headers):
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":  # the length is HEAD's answer, the body is not
-                self.wfile.write(body)
-            self._answered += 1
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """No access log line per scrape on stderr (a journal fills with them)."""
-
-    return MetricsHandler
