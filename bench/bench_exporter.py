@@ -51,9 +51,10 @@ from _timing import (
 
 # isort: split
 import tamalloc
-from tamalloc import abi, exporter
+from tamalloc import abi
 from tamalloc.backends.kernel import _from_records
-from tamalloc.exporter import DEFAULT_TOP, MemoryCollector, make_registry, render
+from tamalloc.exporter import collector as exporter
+from tamalloc.exporter.collector import DEFAULT_TOP, MemoryCollector, make_registry, render
 from tamalloc.models import MemStats
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from _timing import (
 # isort: split
 import tamalloc
 from tamalloc.backends import procfs
-from tamalloc.cli.exporter import raise_open_files_limit
+from tamalloc.exporter.service import raise_open_files_limit
 
 GiB = 1 << 30
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)

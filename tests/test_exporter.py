@@ -29,8 +29,9 @@ import tamalloc
 import tamalloc.oom
 from _support import Child, assert_clean_error, run_cli, subprocess_env
 from conftest import IN_VM
-from tamalloc.cli.exporter import OPEN_FILES_WANTED
-from tamalloc.exporter import MemoryCollector, make_registry, render, top_processes, write_textfile
+from tamalloc.exporter.collector import MemoryCollector, make_registry, render, top_processes
+from tamalloc.exporter.service import OPEN_FILES_WANTED
+from tamalloc.exporter.textfile import write_textfile
 from tamalloc.models import MemStats, OomTask, TotalMemStats
 from tamalloc.oom import OomCgroup, OomInputs
 from test_exporter_prometheus import ensure_loopback
@@ -212,7 +213,7 @@ def test_kernel_backend_asks_for_the_hidden_count_only_when_some_may_be_hidden(
     restrict: str, cap_eff: str, calls: int, hidden: int, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import tamalloc.exporter as exporter
+    import tamalloc.exporter.collector as exporter
 
     (tmp_path / "restrict").write_text(restrict)
     (tmp_path / "status").write_text(f"Name:\tx\nCapInh:\t0\nCapEff:\t{cap_eff}\n")
@@ -445,7 +446,7 @@ def test_without_prometheus_client_the_error_says_what_to_install() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=WAIT, env=subprocess_env(), stdin=subprocess.DEVNULL)
     line = assert_clean_error(result, 1)
-    assert "pip install 'tamalloc[exporter]'" in line
+    assert "pip install prometheus_client" in line and "pip install '.[exporter]'" in line
 
 
 def test_textfile_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The HTTP server of `tamalloc exporter` (tamalloc.exporter_server): it
+"""The HTTP server of `tamalloc exporter` (tamalloc.exporter.server): it
 answers with prometheus_client's own WSGI app, byte for byte, over HTTP/1.1 with
 keep-alive, and bounds what a client can hold (connections, head time and size). The
 scrape's content is tested in test_exporter.py; here a fixed registry makes every answer
@@ -39,8 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 import tamalloc
 from _support import proc_status, subprocess_env
 from conftest import IN_VM
-from tamalloc.exporter import _read_commit_meminfo
-from tamalloc.exporter_server import (
+from tamalloc.exporter.server import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_HEAD_BYTES,
     Limits,
@@ -48,7 +47,6 @@ from tamalloc.exporter_server import (
     make_server,
     metrics_handler,
 )
-from tamalloc.system import read_meminfo
 from test_exporter_prometheus import ensure_loopback
 
 WAIT = 600.0 if IN_VM else 120.0
@@ -331,19 +329,10 @@ def test_scrapers_ending_kept_alive_connections_are_no_error(
     assert all(line.startswith("tamalloc: error: answering 127.0.0.1: ") for line in lines)
 
 
-def test_commit_fields_are_read_meminfos() -> None:
-    fields = _read_commit_meminfo()
-    full = read_meminfo()
-    # Committed_AS moves between two reads; the two limits do not.
-    assert fields[b"MemTotal"] == full["MemTotal"]
-    assert fields[b"CommitLimit"] == full["CommitLimit"]
-    assert set(fields) == {b"Committed_AS", b"CommitLimit", b"MemTotal"}
-
-
 def test_cap_sys_ptrace_is_read_once_per_collector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tamalloc.exporter as exporter
+    import tamalloc.exporter.collector as exporter
 
     status = tmp_path / "status"
     status.write_text("CapEff:\t0000000000080000\n")
@@ -409,7 +398,7 @@ def test_a_sigterm_while_a_request_starts_still_stops_the_server() -> None:
     # The SIGTERM handler raises _Stop in the main thread wherever it is; when that is
     # socketserver starting a request's thread, socketserver treats an Exception as the
     # request's failure and serves on (the exporter then ignored systemctl stop).
-    from tamalloc.cli.exporter import _Stop
+    from tamalloc.exporter.service import _Stop
 
     class Server(ThreadingHTTPServer):
         def process_request(self, request: Any, client_address: Any) -> None:

@@ -56,7 +56,10 @@ LAYERS = {
     "tamalloc.cli.total": FRONT,
     "tamalloc.cli.watch": FRONT,
     "tamalloc.exporter": FRONT,
-    "tamalloc.exporter_server": FRONT,
+    "tamalloc.exporter.collector": FRONT,
+    "tamalloc.exporter.server": FRONT,
+    "tamalloc.exporter.service": FRONT,
+    "tamalloc.exporter.textfile": FRONT,
 }
 
 

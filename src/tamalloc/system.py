@@ -130,6 +130,11 @@ def read_meminfo() -> dict[str, int]:
     return info
 
 
+def read_overcommit_memory() -> int:
+    """``vm.overcommit_memory``: 0 (heuristic), 1 (always) or 2 (never)."""
+    return int(_read_text("/proc/sys/vm/overcommit_memory"))
+
+
 def _memory_from_meminfo(info: dict[str, int]) -> MemoryInfo:
     total = info["MemTotal"]
     free = info["MemFree"]

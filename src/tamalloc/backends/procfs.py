@@ -34,7 +34,7 @@ from ..models import MemStats, OomTask, TotalMemStats
 from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
 from ..process_visibility import procfs_hides_nothing
 from ..sizes import parse_size
-from ..system import read_meminfo
+from ..system import read_meminfo, read_overcommit_memory
 from .base import BackendName
 
 _c_scan: Callable[..., list[MemStats]] | None
@@ -369,7 +369,7 @@ class ProcfsBackend:
                 committed += memory[1]
                 swap += memory[5]
         meminfo = read_meminfo()
-        overcommit = int(_read(f"{_PROC}/sys/vm/overcommit_memory"))
+        overcommit = read_overcommit_memory()
         return TotalMemStats(
             processes=processes,
             reserved_kb=reserved,

@@ -1,23 +1,17 @@
-"""``tamalloc exporter``: the Prometheus metrics over HTTP, or into a textfile for
-node_exporter. The metrics themselves are in :mod:`tamalloc.exporter`."""
+"""``tamalloc exporter``: its options, and the one-line errors of a port in use or an
+unwritable textfile. The metrics, the server and the textfile writer are in the
+:mod:`tamalloc.exporter` package."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
-import resource
-import signal
 import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TamallocError
-from ..exporter_server import (
+from ..exporter.server import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -27,6 +21,7 @@ from ..exporter_server import (
     Limits,
     make_server,
 )
+from ..exporter.service import raise_open_files_limit, stop_on_sigterm
 from .env import (
     Environment,
     ExitStatus,
@@ -44,8 +39,8 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 _MISSING = (
-    "tamalloc exporter needs prometheus_client: pip install 'tamalloc[exporter]'"
-    " (or Debian's python3-prometheus-client)"
+    "tamalloc exporter needs prometheus_client: pip install prometheus_client"
+    " (from a checkout: pip install '.[exporter]'; Debian: python3-prometheus-client)"
 )
 
 
@@ -163,44 +158,6 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run, needs_backend=True)
 
 
-class _Stop(BaseException):
-    """SIGTERM: the normal way out of a server (systemd stop). A BaseException, as
-    KeyboardInterrupt is: socketserver answers an Exception raised while it starts a
-    request's thread with handle_error() and serves on, so a SIGTERM arriving then was
-    swallowed and the exporter never stopped."""
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
-
-
-@contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
-    try:
-        yield
-    except (_Stop, KeyboardInterrupt):
-        pass  # Ctrl-C or SIGTERM ends a server normally: exit 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# The procfs scan keeps its files open from one scrape to the next only above half
-# the soft limit on open files, so that the numbers a program gives select() stay
-# below 1024; the usual soft limit of 1024 leaves no room. A program that needs many
-# fds and never calls select() raises its soft limit towards the hard one (systemd's
-# advice); the exporter is one (http.server waits with poll).
-OPEN_FILES_WANTED = 65536
-
-
-def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 def run(args: argparse.Namespace, env: Environment) -> int:
     if args.interval is not None and args.textfile is None:
         raise UsageError("--interval needs --textfile (a server is scraped when Prometheus"
@@ -217,7 +174,12 @@ def run(args: argparse.Namespace, env: Environment) -> int:
                          " when asked)")
     try:
         # prometheus_client: ~50 ms of every other command's start-up.
-        from ..exporter import DEFAULT_OOM_DOMAINS, DEFAULT_TOP, MemoryCollector, make_registry
+        from ..exporter.collector import (
+            DEFAULT_OOM_DOMAINS,
+            DEFAULT_TOP,
+            MemoryCollector,
+            make_registry,
+        )
     except ImportError as err:
         raise ExporterError(f"{_MISSING} ({err})") from None
     collector = MemoryCollector(
@@ -243,28 +205,18 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 def _write_textfiles(
     path: str, interval: float | None, registry: CollectorRegistry, env: Environment
 ) -> int:
-    from ..exporter import write_textfile  # prometheus_client: see run
+    from ..exporter.textfile import write_every, write_textfile  # prometheus_client: see run
 
-    def write() -> None:
-        try:
-            write_textfile(path, registry)
-        except OSError as err:
-            raise ExporterError(f"cannot write textfile {path}: {err.strerror or err}") from None
-
-    write()  # the first write must work: a wrong path is an error, not a warning
+    try:  # the first write must work: a wrong path is an error, not a warning
+        write_textfile(path, registry)
+    except OSError as err:
+        raise ExporterError(f"cannot write textfile {path}: {err.strerror or err}") from None
     if not path.endswith(".prom"):
         env.warn(f"note: node_exporter's textfile collector reads only *.prom files, not {path}")
-    if interval is None:
-        return ExitStatus.SUCCESS
-    with _stop_on_sigterm():
-        deadline = time.monotonic()
-        while True:
-            deadline += interval
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            try:
-                write()
-            except ExporterError as err:  # a full disk may pass: say so and go on
-                env.warn(f"error: {err}")
+    if interval is not None:
+        with stop_on_sigterm():
+            write_every(path, interval, registry, lambda err: env.warn(
+                f"error: cannot write textfile {path}: {err.strerror or err}"))
     return ExitStatus.SUCCESS
 
 
@@ -285,6 +237,6 @@ def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
     with server:
         bound = ListenAddress(address.host, server.server_address[1], address.family)
         env.info(f"tamalloc exporter: serving http://{bound}/metrics (backend {backend})")
-        with _stop_on_sigterm():
+        with stop_on_sigterm():
             server.serve_forever()
     return ExitStatus.SUCCESS

@@ -1,5 +1,5 @@
-"""Prometheus metrics of tamalloc: a ``prometheus_client`` collector and an atomic
-textfile writer (for node_exporter's textfile collector).
+"""What a scrape of ``tamalloc exporter`` reads and exports: a ``prometheus_client``
+collector and its registry.
 
 Everything is read when Prometheus scrapes, not on a timer: one ``all_mem_stats()``
 call gives the per-process figures and their sums (so the totals and the top processes
@@ -14,18 +14,13 @@ system and every cgroup with a finite memory.max), their headroom and the victim
 would kill. It is opt-in because it walks every process a second time and reads the
 cgroup tree, which the default scrape (benchmarked at most twice the scan) must not pay.
 
-Needs the ``exporter`` extra: ``pip install 'tamalloc[exporter]'``.
+Needs the ``exporter`` extra (prometheus_client).
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import operator
-import os
-import re
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,13 +35,14 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import oom as oom_model
-from ._version import __version__
-from .backends import Backend, get_backend
-from .errors import TamallocError
-from .models import MemStats
-from .oom import OomDomain
-from .process_visibility import kernel_visibility, procfs_visibility
+from .. import oom as oom_model
+from .._version import __version__
+from ..backends import Backend, get_backend
+from ..errors import TamallocError
+from ..models import MemStats
+from ..oom import OomDomain
+from ..process_visibility import kernel_visibility, procfs_visibility
+from ..system import read_meminfo, read_overcommit_memory
 
 __all__ = [
     "DEFAULT_OOM_DOMAINS",
@@ -56,14 +52,11 @@ __all__ = [
     "make_registry",
     "render",
     "top_processes",
-    "write_textfile",
 ]
 
 DEFAULT_TOP = 10
 DEFAULT_OOM_DOMAINS = 20
 _KIB = 1024
-_OVERCOMMIT_PATH = "/proc/sys/vm/overcommit_memory"
-_MEMINFO_PATH = "/proc/meminfo"
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
 _CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
 _STATUS_PATH = "/proc/self/status"
@@ -129,24 +122,6 @@ def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[Oom
     return system + sorted(cgroups, key=lambda d: d.cgroup or "")
 
 
-def _read_overcommit() -> int:
-    with open(_OVERCOMMIT_PATH, "rb") as f:
-        return int(f.read())
-
-
-# The three /proc/meminfo fields a scrape exports, found by one C scan of the file
-# rather than a dict of all ~55 (tamalloc.system.read_meminfo), as the kernel backend's
-# scan is so cheap that a scrape's fixed work shows.
-_MEMINFO_FIELDS = re.compile(rb"^(Committed_AS|CommitLimit|MemTotal):\s*(\d+)", re.MULTILINE)
-
-
-def _read_commit_meminfo() -> dict[bytes, int]:
-    """{b"Committed_AS": kB, b"CommitLimit": kB, b"MemTotal": kB}, the fields present."""
-    with open(_MEMINFO_PATH, "rb") as f:
-        data = f.read()
-    return {key: int(value) for key, value in _MEMINFO_FIELDS.findall(data)}
-
-
 def _restrict_off() -> bool | None:
     """Whether ``vm.tamalloc_stats_restrict`` is 0; None when it cannot be read."""
     try:
@@ -186,7 +161,7 @@ def _system(backend: Backend,
     costs a get_total_mem_stats call, which walks every process again: it is made only
     when the caller may miss some, so that a privileged exporter's scrape stays within
     twice the scan."""
-    meminfo = _read_commit_meminfo()
+    meminfo = read_meminfo()
     if backend.name == "kernel":
         hidden = (0 if _kernel_hides_nothing(has_cap_sys_ptrace)
                   else backend.total_mem_stats().hidden_processes)
@@ -194,10 +169,10 @@ def _system(backend: Backend,
     else:
         visibility = procfs_visibility()
     return _System(
-        meminfo.get(b"Committed_AS", 0),
-        meminfo.get(b"CommitLimit", 0),
-        meminfo.get(b"MemTotal", 0),
-        _read_overcommit(),
+        meminfo.get("Committed_AS", 0),
+        meminfo.get("CommitLimit", 0),
+        meminfo.get("MemTotal", 0),
+        read_overcommit_memory(),
         visibility.hidden,
         visibility.complete,
     )
@@ -474,31 +449,3 @@ def make_registry(collector: MemoryCollector) -> CollectorRegistry:
 def render(registry: CollectorRegistry) -> bytes:
     """One scrape in the Prometheus text format (0.0.4)."""
     return generate_latest(registry)
-
-
-def write_textfile(path: str | os.PathLike[str], registry: CollectorRegistry) -> None:
-    """Write one scrape to ``path`` atomically: a temporary file in the same directory
-    (named ``.NAME.*.tmp``, which node_exporter's ``*.prom`` glob skips), written in
-    full, fsynced, made world-readable and renamed over ``path``; the directory is
-    fsynced so the rename survives a crash. A reader sees the old file or the new
-    one, never a part. Raises OSError (the temporary file is then removed)."""
-    data = render(registry)
-    target = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
