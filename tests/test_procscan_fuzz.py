@@ -209,10 +209,12 @@ def vandal():
 threads = [threading.Thread(target=vandal) for _ in range(2)]
 for t in threads:
     t.start()
-ok = all(me_in(scan(None, MemStats, SKIP, n % 5, True)) for n in range(300))
-stop.set()
-for t in threads:
-    t.join()
+try:
+    ok = all(me_in(scan(None, MemStats, SKIP, n % 5, True)) for n in range(300))
+finally:  # an exception must not leave the vandals running (the process would hang)
+    stop.set()
+    for t in threads:
+        t.join()
 print(ok)
 """, "True"),
     "many threads scanning with hold at once": ("""

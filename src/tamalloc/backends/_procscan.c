@@ -344,21 +344,35 @@ static int read_file(struct proc_path *pp, const char *path, int which, struct b
 	return err;
 }
 
+static int parse_long(const struct buffer *buf, long *value)
+{
+	char *end;
+
+	errno = 0;
+	*value = strtol(buf->data, &end, 10);
+	return errno || end == buf->data ? EINVAL : 0;
+}
+
 static int read_long(struct proc_path *pp, const char *path, int which, struct buffer *buf,
 		     long *value)
 {
+	struct held_file *hf = which != H_NONE && pp->slot ? &pp->slot->f[which] : NULL;
 	size_t len;
-	char *end;
 	int err;
 
 	err = read_file(pp, path, which, buf, &len);
-	if (err)
+	if (err || !parse_long(buf, value))
 		return err;
-	errno = 0;
-	*value = strtol(buf->data, &end, 10);
-	if (errno || end == buf->data)
+	/*
+	 * No number: a kept fd that another thread replaced between its fstat and its
+	 * read (dup2 over it) gave someone else's file.  The kernel's own file always
+	 * holds a number, so it is read once more, opened afresh and not kept.
+	 */
+	if (!hf || hf->fd < 0)
 		return EINVAL;
-	return 0;
+	drop(pp, hf);
+	err = read_file(pp, path, H_NONE, buf, &len);
+	return err ? err : parse_long(buf, value);
 }
 
 /* The Name line, with the kernel's escapes of "\n" and "\\" undone. */
