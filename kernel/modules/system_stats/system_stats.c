@@ -38,6 +38,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/overflow.h>
 #include <linux/path.h>
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
@@ -58,6 +59,14 @@
 #include <linux/vmstat.h>
 
 #define SSTAT_KB(pages)	((u64)(pages) << (PAGE_SHIFT - 10))
+
+/* @a + @b, or U64_MAX where the sum does not fit: a counter never wraps. */
+static u64 sstat_add_sat(u64 a, u64 b)
+{
+	u64 sum;
+
+	return check_add_overflow(a, b, &sum) ? U64_MAX : sum;
+}
 
 /* ------------------------------------------------------------------ */
 /* Memory                                                              */
@@ -118,16 +127,30 @@ static const char * const sstat_cpu_names[SSTAT_CPU_NR] = {
 	"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
 };
 
-/* nsec_to_clock_t() of kernel/time/time.c, which is not exported. */
+/*
+ * nsec_to_clock_t() of kernel/time/time.c, which is not exported.  Where
+ * that multiplies before dividing (USER_HZ not a divisor of NSEC_PER_SEC,
+ * not x86), the product is kept in 96 bits here so that it cannot wrap: the
+ * multiplier is below the divisor, so the quotient fits and cannot trap.
+ */
 static u64 sstat_nsec_to_clock_t(u64 x)
 {
 #if (NSEC_PER_SEC % USER_HZ) == 0
 	return div_u64(x, NSEC_PER_SEC / USER_HZ);
 #elif (USER_HZ % 512) == 0
-	return div_u64(x * USER_HZ / 512, NSEC_PER_SEC / 512);
+	return mul_u64_u32_div(x, USER_HZ, NSEC_PER_SEC);
 #else
-	return div_u64(x * 9, (9ull * NSEC_PER_SEC + (USER_HZ / 2)) / USER_HZ);
+	return mul_u64_u32_div(x, 9,
+			       (9ull * NSEC_PER_SEC + (USER_HZ / 2)) / USER_HZ);
 #endif
+}
+
+/* Microseconds of idle accounting in nanoseconds, saturated. */
+static u64 sstat_usecs_to_ns(u64 usecs)
+{
+	u64 ns;
+
+	return check_mul_overflow(usecs, (u64)NSEC_PER_USEC, &ns) ? U64_MAX : ns;
 }
 
 /*
@@ -144,7 +167,7 @@ static u64 sstat_idle_ns(const struct kernel_cpustat *kcs, int cpu)
 #endif
 	if (usecs == -1ULL)
 		return kcs->cpustat[CPUTIME_IDLE];
-	return usecs * NSEC_PER_USEC;
+	return sstat_usecs_to_ns(usecs);
 }
 
 static u64 sstat_iowait_ns(const struct kernel_cpustat *kcs, int cpu)
@@ -157,23 +180,31 @@ static u64 sstat_iowait_ns(const struct kernel_cpustat *kcs, int cpu)
 #endif
 	if (usecs == -1ULL)
 		return kcs->cpustat[CPUTIME_IOWAIT];
-	return usecs * NSEC_PER_USEC;
+	return sstat_usecs_to_ns(usecs);
 }
 
-/* Adds the times of @cpu, in nanoseconds, to @ns. */
+/*
+ * Adds the times of @cpu, in nanoseconds, to @ns.  The sum over all CPUs
+ * saturates where /proc/stat's wraps (2^64 ns: 584 CPU-years, a few months
+ * of a machine with a thousand CPUs).
+ */
 static void sstat_cpu_add_ns(int cpu, u64 *ns)
 {
 	struct kernel_cpustat kcs;
+	u64 t[SSTAT_CPU_NR];
+	int i;
 
 	kcpustat_cpu_fetch(&kcs, cpu);
-	ns[SSTAT_CPU_USER] += kcs.cpustat[CPUTIME_USER];
-	ns[SSTAT_CPU_NICE] += kcs.cpustat[CPUTIME_NICE];
-	ns[SSTAT_CPU_SYSTEM] += kcs.cpustat[CPUTIME_SYSTEM];
-	ns[SSTAT_CPU_IDLE] += sstat_idle_ns(&kcs, cpu);
-	ns[SSTAT_CPU_IOWAIT] += sstat_iowait_ns(&kcs, cpu);
-	ns[SSTAT_CPU_IRQ] += kcs.cpustat[CPUTIME_IRQ];
-	ns[SSTAT_CPU_SOFTIRQ] += kcs.cpustat[CPUTIME_SOFTIRQ];
-	ns[SSTAT_CPU_STEAL] += kcs.cpustat[CPUTIME_STEAL];
+	t[SSTAT_CPU_USER] = kcs.cpustat[CPUTIME_USER];
+	t[SSTAT_CPU_NICE] = kcs.cpustat[CPUTIME_NICE];
+	t[SSTAT_CPU_SYSTEM] = kcs.cpustat[CPUTIME_SYSTEM];
+	t[SSTAT_CPU_IDLE] = sstat_idle_ns(&kcs, cpu);
+	t[SSTAT_CPU_IOWAIT] = sstat_iowait_ns(&kcs, cpu);
+	t[SSTAT_CPU_IRQ] = kcs.cpustat[CPUTIME_IRQ];
+	t[SSTAT_CPU_SOFTIRQ] = kcs.cpustat[CPUTIME_SOFTIRQ];
+	t[SSTAT_CPU_STEAL] = kcs.cpustat[CPUTIME_STEAL];
+	for (i = 0; i < SSTAT_CPU_NR; i++)
+		ns[i] = sstat_add_sat(ns[i], t[i]);
 }
 
 static void sstat_ns_to_ticks(const u64 *ns, u64 *ticks)
@@ -215,6 +246,65 @@ struct sstat_disk {
 	unsigned int used_permille;	/* 1000 * used / (used + available) */
 };
 
+/*
+ * Every figure of a statfs is the file system's word, and a FUSE server
+ * (which any user may mount in a user namespace) chooses its own: up to
+ * 2^64 - 1 blocks of up to 4 GiB.  So nothing below multiplies, adds or
+ * divides without knowing that the result fits, and no division has a
+ * divisor that can be 0 or a quotient that can exceed 64 bits (x86's divq
+ * raises #DE, an oops, on either).
+ */
+
+/* @blocks of @frsize bytes in kB, rounded down; U64_MAX where that does not fit. */
+static u64 sstat_blocks_kb(u64 blocks, u64 frsize)
+{
+	u64 whole, kb;
+
+	/*
+	 * blocks * frsize / 1024 = blocks * (frsize / 1024) +
+	 * blocks * (frsize % 1024) / 1024, exactly; the second term is below
+	 * blocks, and computed in 96 bits without a division.
+	 */
+	if (check_mul_overflow(blocks, frsize >> 10, &whole) ||
+	    check_add_overflow(whole, mul_u64_u32_shr(blocks, frsize & 1023, 10),
+			       &kb))
+		return U64_MAX;
+	return kb;
+}
+
+/*
+ * As df(1): of what an ordinary user can fill (the blocks kept for root
+ * count as neither), the share in use, in tenths of a percent rounded to
+ * the nearest; 0..1000 whatever the figures.
+ */
+static unsigned int sstat_used_permille(u64 blocks, u64 bfree, u64 bavail)
+{
+	u64 used, whole;
+	int excess;
+
+	/* More free blocks than blocks: nothing is in use. */
+	if (bfree >= blocks)
+		return 0;
+	used = blocks - bfree;
+	/* used + bavail in 65 bits: halve both terms where the sum does not fit. */
+	if (check_add_overflow(used, bavail, &whole)) {
+		used >>= 1;
+		whole = used + (bavail >> 1);
+	}
+	/*
+	 * used <= whole, and whole > 0 since used > 0.  Drop low bits of both
+	 * until 2000 * whole fits in 64 bits (only past 2^53 blocks, where a
+	 * tenth of a percent cannot see them), so that the division is exact
+	 * 64-bit arithmetic that cannot trap.
+	 */
+	excess = fls64(whole) - 53;
+	if (excess > 0) {
+		used >>= excess;
+		whole >>= excess;
+	}
+	return (div64_u64(used * 2000, whole) + 1) / 2;
+}
+
 /* statfs() of the reader's root directory, without a path lookup. */
 static int sstat_disk_fetch(struct sstat_disk *disk)
 {
@@ -229,24 +319,18 @@ static int sstat_disk_fetch(struct sstat_disk *disk)
 	if (err)
 		return err;
 
-	/* statvfs(3) counts blocks in f_frsize units (f_bsize when unset). */
-	frsize = st.f_frsize ? st.f_frsize : st.f_bsize;
-	disk->total_kb = mul_u64_u64_div_u64(st.f_blocks, frsize, 1024);
-	disk->free_kb = mul_u64_u64_div_u64(st.f_bfree, frsize, 1024);
-	disk->available_kb = mul_u64_u64_div_u64(st.f_bavail, frsize, 1024);
-	disk->used_permille = 0;
-	if (st.f_bfree <= st.f_blocks &&
-	    st.f_blocks - st.f_bfree + st.f_bavail) {
-		/*
-		 * As df(1): of what an ordinary user can fill (the blocks kept
-		 * for root count as neither), the share in use, rounded to the
-		 * nearest tenth of a percent.
-		 */
-		u64 used = st.f_blocks - st.f_bfree;
-		u64 x = mul_u64_u64_div_u64(used, 2000, used + st.f_bavail);
-
-		disk->used_permille = (x + 1) / 2;
-	}
+	/*
+	 * statvfs(3) counts blocks in f_frsize units (f_bsize when unset);
+	 * both are longs that a file system may set to anything, taken as
+	 * unsigned: a "negative" size saturates like a huge one.
+	 */
+	frsize = st.f_frsize ? (unsigned long)st.f_frsize :
+			       (unsigned long)st.f_bsize;
+	disk->total_kb = sstat_blocks_kb(st.f_blocks, frsize);
+	disk->free_kb = sstat_blocks_kb(st.f_bfree, frsize);
+	disk->available_kb = sstat_blocks_kb(st.f_bavail, frsize);
+	disk->used_permille = sstat_used_permille(st.f_blocks, st.f_bfree,
+						  st.f_bavail);
 	return 0;
 }
 
@@ -602,9 +686,15 @@ static void *sstat_all_next(struct seq_file *m, void *v, loff_t *pos)
 		*pos = 1;
 	} else {
 		if (st->shown) {
+			/*
+			 * Any user can map 64 PiB (2^46 kB, la57) with
+			 * MAP_NORESERVE; 2^22 processes of that wrap a u64.
+			 */
 			st->processes++;
-			st->vm_size_kb += st->rec.reserved_kb;
-			st->vm_rss_kb += st->rec.committed_kb;
+			st->vm_size_kb = sstat_add_sat(st->vm_size_kb,
+						       st->rec.reserved_kb);
+			st->vm_rss_kb = sstat_add_sat(st->vm_rss_kb,
+						      st->rec.committed_kb);
 		}
 		put_task_struct(v);
 		*pos = (loff_t)st->tgid + 2;
