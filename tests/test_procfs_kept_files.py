@@ -72,12 +72,15 @@ def test_kept_files_give_what_new_ones_give(spawn_child: Callable[..., Child]) -
         f.write("321")
     held_scan()
     assert set(kept_for(big.pid)) == {"status", "oom_score", "oom_score_adj"}
-    from_kept = held_scan()  # reads the files kept by the first
-    fresh = {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, False)}
-    for child in (small, big):
-        assert from_kept[child.pid] == fresh[child.pid]
-        assert_memory_matches_status(from_kept[child.pid], child.pid)
-        assert from_kept[child.pid].oom_score == read_int(f"/proc/{child.pid}/oom_score")
+    # Stopped, the children cannot move their memory between the two scans and the
+    # reads of /proc they are compared with.
+    with stopped(small.pid), stopped(big.pid):
+        from_kept = held_scan()  # reads the files kept by the first
+        fresh = {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, False)}
+        for child in (small, big):
+            assert from_kept[child.pid] == fresh[child.pid]
+            assert_memory_matches_status(from_kept[child.pid], child.pid)
+            assert from_kept[child.pid].oom_score == read_int(f"/proc/{child.pid}/oom_score")
     assert from_kept[small.pid].oom_score_adj == 321
     # A kept file is generated anew at each read: a change shows at the next scan.
     with open(f"/proc/{small.pid}/oom_score_adj", "w") as f:
