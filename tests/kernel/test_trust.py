@@ -8,6 +8,7 @@ mirror in the package cannot make these tests agree with it.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import errno
 import os
@@ -200,7 +201,9 @@ def test_nobody_cannot_follow_a_root_process_start_and_exit(restrict: Path) -> N
     # one. Nobody reads everything it can before root starts a process, while it runs,
     # and after it has been reaped: all of it must be the same each time.
     restrict.write_text("1")
-    _nobody_view()  # as root first: every lazy import is done before nobody cannot read them
+    # As root first: every lazy import is done before nobody cannot read the venv.
+    _nobody_view()
+    codecs.lookup("ascii")  # process_visibility reads the sysctl as ascii
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     pid = os.fork()
@@ -228,20 +231,25 @@ def test_nobody_cannot_follow_a_root_process_start_and_exit(restrict: Path) -> N
     os.close(to_child_r)
     os.close(to_parent_w)
     with os.fdopen(to_parent_r, "rb") as from_child:
-        assert from_child.read(1) == b"r"  # read before
-        root_process = subprocess.Popen(["sleep", "600"])
-        os.write(to_child_w, b"g")
-        assert from_child.read(1) == b"r"  # read while it runs
-        root_process.kill()
-        root_process.wait()
-        os.write(to_child_w, b"g")
-        assert from_child.read(1) == b"r"  # read after it has been reaped
-        os.write(to_child_w, b"g")
+
+        def child_has_read() -> bool:
+            return from_child.read(1) == b"r"  # else "M" and the child's failure
+
+        if child_has_read():  # before
+            root_process = subprocess.Popen(["sleep", "600"])
+            os.write(to_child_w, b"g")
+            ready = child_has_read()  # while it runs
+            root_process.kill()
+            root_process.wait()
+            if ready:
+                os.write(to_child_w, b"g")
+                if child_has_read():  # after it has been reaped
+                    os.write(to_child_w, b"g")
+                    from_child.read(1)
         message = from_child.read().decode()
     os.close(to_child_w)
     _, status = os.waitpid(pid, 0)
-    assert message.startswith("M")
-    assert status == 0 and message == "M", message[1:] or f"child status {status}"
+    assert status == 0 and not message, message or f"child status {status}"
 
 
 def test_thread_id_reports_the_process_under_its_name() -> None:
