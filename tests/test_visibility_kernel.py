@@ -86,7 +86,8 @@ def test_restricted_by_default_and_hiding_is_reported() -> None:
     assert hidden is True  # that some are, never how many
     assert seen["total_hidden"] is True
     line = str(seen["stderr"])
-    assert f"tamalloc: {len(pids)} processes shown; others are hidden from you:" in line
+    noun = "process" if len(pids) == 1 else "processes"
+    assert f"tamalloc: {len(pids)} {noun} shown; others are hidden from you:" in line
     assert "vm.tamalloc_stats_restrict=1; run as root" in line
     assert seen["status"] == 0
     # init asked for by pid: ESRCH as if absent, and the CLI says why it may be
