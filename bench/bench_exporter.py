@@ -274,7 +274,7 @@ class EmulatedKernel:
 
     def total_mem_stats(self) -> tamalloc.TotalMemStats:
         # Not called when the capability check passes (root, as in the guest).
-        return tamalloc.TotalMemStats(0, 0, 0, 0, 0, 0, 0, 0, hidden_processes=0)
+        return tamalloc.TotalMemStats(0, 0, 0, 0, 0, 0, 0, 0, some_hidden=False)
 
 
 def emulated_registry(records: bytes, restrict_file: str) -> CollectorRegistry:

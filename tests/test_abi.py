@@ -33,7 +33,7 @@ def test_record_layouts_match_the_documented_sizes() -> None:
     assert abi.TamallocMemStats.oom_flags.offset == 96
     assert abi.TamallocTotalMemStats.overcommit_memory.offset == 56
     assert abi.TamallocTotalMemStats.size.offset == 60
-    assert abi.TamallocTotalMemStats.hidden_processes.offset == 64
+    assert abi.TamallocTotalMemStats.some_hidden.offset == 64
 
 
 def test_struct_format_decodes_what_ctypes_encodes() -> None:

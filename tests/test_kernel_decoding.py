@@ -90,7 +90,7 @@ def test_one_process_and_errors(
 
 def _fake_total(size: int, hidden: int, processes: int = 12) -> object:
     def fake(rec: abi.TamallocTotalMemStats) -> int:
-        # What a kernel writes, as raw bytes: VER1 fills size and hidden_processes, a
+        # What a kernel writes, as raw bytes: VER1 fills size and some_hidden, a
         # VER0 kernel leaves the old __reserved 0 and zero-fills the bytes past its own.
         raw = abi.TOTAL_MEM_STATS_STRUCT.pack(
             processes, 1000, 500, 0, 700, 9000, 16000, 0, size, hidden)
@@ -101,17 +101,19 @@ def _fake_total(size: int, hidden: int, processes: int = 12) -> object:
 
 @pytest.mark.parametrize(
     ("size", "hidden", "expected"),
-    [(72, 45, 45), (72, 0, 0), (0, 0, None), (64, 45, None), (4096, 3, 3)],
+    # A kernel of this series writes 0 or 1; an earlier one of it wrote a count.
+    [(72, 1, True), (72, 45, True), (72, 0, False), (0, 0, None), (64, 1, None),
+     (4096, 1, True)],
 )
-def test_total_decodes_the_hidden_count_only_from_a_ver1_record(
+def test_total_decodes_the_hidden_flag_only_from_a_ver1_record(
     kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch,
-    size: int, hidden: int, expected: int | None,
+    size: int, hidden: int, expected: bool | None,
 ) -> None:
     monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(size, hidden))
     total = kbackend.total_mem_stats()
     assert total.processes == 12
     assert (total.reserved_kb, total.committed_kb, total.committed_as_kb) == (1000, 500, 700)
-    assert total.hidden_processes == expected
+    assert total.some_hidden is expected
 
 
 def test_the_backend_asks_for_the_ver1_record() -> None:
@@ -126,7 +128,7 @@ def test_total_errors_are_translated(
         kbackend.total_mem_stats()
 
 
-def test_visibility_on_the_kernel_backend_uses_the_hidden_count(
+def test_visibility_on_the_kernel_backend_uses_the_hidden_flag(
     kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> None:
     import tamalloc.process_visibility as pv
@@ -135,13 +137,14 @@ def test_visibility_on_the_kernel_backend_uses_the_hidden_count(
     sysctl = tmp_path / "restrict"  # type: ignore[operator]
     sysctl.write_text("1\n")
     monkeypatch.setattr(pv, "_RESTRICT_PATH", str(sysctl))
-    monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(72, 45))
+    monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(72, 1))
     monkeypatch.setattr(tamalloc.stats, "get_backend", lambda name=None: kbackend)
     vis = tamalloc.stats.visibility(backend="kernel")
-    assert vis.hidden == 45
+    assert vis.some_hidden is True
+    # No total: the kernel says only that some are hidden, never how many.
     assert vis.describe(12) == (
-        "12 of 57 processes visible to you (vm.tamalloc_stats_restrict=1; run as root or"
-        " use --backend procfs to see what /proc shows)"
+        "12 processes shown; others are hidden from you: vm.tamalloc_stats_restrict=1;"
+        " run as root or use --backend procfs to see what /proc shows"
     )
     monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(0, 0))  # VER0 kernel
     assert tamalloc.stats.visibility(backend="kernel").describe(12) is None

@@ -19,6 +19,8 @@ packages=(
 	time
 	# tests/test_exporter_*.py: a real Prometheus server and promtool
 	prometheus
+	# tests/test_man_pages.py: groff renders docs/man/*.2 (man -l uses it too)
+	groff-base man-db
 )
 # One dpkg-query for the whole list: `make test` and `make kernel` call this every time.
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null |

@@ -25,7 +25,7 @@ TAMALLOC_HUGE = 0x1
 TAMALLOC_MEM_STATS_SIZE_VER0 = 88
 TAMALLOC_MEM_STATS_SIZE_VER1 = 104  # + cgroup_id, oom_flags
 TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 = 64
-TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 = 72  # + hidden_processes
+TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 = 72  # + some_hidden
 # The kernel rejects record sizes above this.
 TAMALLOC_MAX_RECORD_SIZE = 4096
 
@@ -64,7 +64,7 @@ class TamallocMemStats(ctypes.Structure):
 
 
 class TamallocTotalMemStats(ctypes.Structure):
-    """``struct tamalloc_total_mem_stats`` (VER1; VER0 ends before hidden_processes)."""
+    """``struct tamalloc_total_mem_stats`` (VER1; VER0 ends before some_hidden)."""
 
     _fields_ = (
         ("processes", ctypes.c_uint64),
@@ -77,9 +77,10 @@ class TamallocTotalMemStats(ctypes.Structure):
         ("overcommit_memory", ctypes.c_uint32),
         # As in tamalloc_mem_stats: what the kernel filled; 0 from a VER0 kernel.
         ("size", ctypes.c_uint32),
-        # User processes in the caller's pid namespace that the caller may not see
-        # (vm.tamalloc_stats_restrict); valid only when size >= VER1.
-        ("hidden_processes", ctypes.c_uint64),
+        # Nonzero when at least one user process of the caller's pid namespace was
+        # hidden from it (vm.tamalloc_stats_restrict); a flag, not a count, so that
+        # it tells nothing of single processes. Valid only when size >= VER1.
+        ("some_hidden", ctypes.c_uint64),
     )
 
 
@@ -122,8 +123,8 @@ def _check_layout() -> None:
             TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
         "offsetof(tamalloc_mem_stats, size)": (TamallocMemStats.size.offset, 12),
         "offsetof(tamalloc_total_mem_stats, size)": (TamallocTotalMemStats.size.offset, 60),
-        "offsetof(tamalloc_total_mem_stats, hidden_processes)": (
-            TamallocTotalMemStats.hidden_processes.offset, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+        "offsetof(tamalloc_total_mem_stats, some_hidden)": (
+            TamallocTotalMemStats.some_hidden.offset, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
         "offsetof(tamalloc_mem_stats, comm)": (TamallocMemStats.comm.offset, 16),
         "offsetof(tamalloc_mem_stats, reserved_kb)": (TamallocMemStats.reserved_kb.offset, 32),
         "offsetof(tamalloc_total_mem_stats, overcommit_memory)": (

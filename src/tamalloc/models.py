@@ -111,10 +111,12 @@ class TotalMemStats:
     commit_limit_kb: int  # /proc/meminfo CommitLimit
     mem_total_kb: int  # /proc/meminfo MemTotal
     overcommit_memory: int  # vm.overcommit_memory: 0, 1 or 2
-    # User processes the caller may not see and that the sums leave out: 0 when every
-    # process is counted, None when some may be hidden but how many is unknown (a
-    # kernel older than the count, /proc mounted hidepid). See tamalloc.visibility().
-    hidden_processes: int | None = None
+    # Whether the sums leave out processes the caller may not see: False when every
+    # process is counted, True when at least one is left out, None when some may be
+    # but nothing says (a kernel older than the flag, /proc mounted hidepid). Never a
+    # count: a count of hidden processes would let a caller follow other users'
+    # process starts and exits. See tamalloc.visibility().
+    some_hidden: bool | None = None
 
     @property
     def overcommit_mode(self) -> str:

@@ -1,10 +1,11 @@
-"""Whether the caller sees every process, and if not, how many it misses and why.
+"""Whether the caller sees every process, and if not, why.
 
 A list of processes must never be silently short. Two things hide processes:
 
 - the kernel backend: the syscalls show an unprivileged caller only the processes it
   may ptrace-read while ``vm.tamalloc_stats_restrict`` is 1 (the default); the kernel
-  counts the others in ``tamalloc_total_mem_stats.hidden_processes``;
+  says in ``tamalloc_total_mem_stats.some_hidden`` whether it left any out, never how
+  many (a count would let the caller follow other users' process starts and exits);
 - the procfs backend: ``/proc`` mounted with ``hidepid`` hides (or locks) other
   users' processes from whoever lacks the right; /proc gives no count of them.
 """
@@ -25,18 +26,20 @@ _HIDING = frozenset({"1", "2", "4", "noaccess", "invisible", "ptraceable"})
 class Visibility:
     """What the caller of a backend can see.
 
-    ``hidden`` counts the user processes left out of lists and totals: 0 when none
-    are, None when some may be but the count is unknown. ``reason`` says why processes
-    are hidden and what would show them; None when nothing hides any.
+    ``some_hidden`` says whether user processes are left out of lists and totals:
+    False when none are, True when at least one is, None when some may be but nothing
+    says. It is never a count: neither the kernel nor /proc tells how many processes
+    are hidden. ``reason`` says why processes are hidden and what would show them;
+    None when nothing hides any.
     """
 
-    hidden: int | None
+    some_hidden: bool | None
     reason: str | None
 
     @property
     def complete(self) -> bool:
         """True when the caller sees every process."""
-        return self.reason is None or self.hidden == 0
+        return self.reason is None or self.some_hidden is False
 
     def describe(self, visible: int) -> str | None:
         """One sentence for a person who was shown ``visible`` processes; None when the
@@ -44,24 +47,23 @@ class Visibility:
         if self.complete:
             return None
         noun = "process" if visible == 1 else "processes"
-        if self.hidden is None:
+        if self.some_hidden is None:
             return f"{visible} {noun} shown; others may be hidden from you: {self.reason}"
-        total = visible + self.hidden
-        return f"{visible} of {total} processes visible to you ({self.reason})"
+        return f"{visible} {noun} shown; others are hidden from you: {self.reason}"
 
 
-EVERYTHING = Visibility(hidden=0, reason=None)
+EVERYTHING = Visibility(some_hidden=False, reason=None)
 
 
-def kernel_visibility(hidden: int | None) -> Visibility:
-    """From ``hidden_processes`` of get_total_mem_stats (None from a kernel older than
-    the count, which restricted nothing either)."""
-    if not hidden:
-        return Visibility(hidden=hidden, reason=None) if hidden is None else EVERYTHING
+def kernel_visibility(some_hidden: bool | None) -> Visibility:
+    """From ``some_hidden`` of get_total_mem_stats (None from a kernel older than the
+    flag, which restricted nothing either)."""
+    if not some_hidden:
+        return EVERYTHING if some_hidden is False else Visibility(None, reason=None)
     setting = _read_first_line(_RESTRICT_PATH)
     value = f"={setting}" if setting else ""
     return Visibility(
-        hidden=hidden,
+        some_hidden=True,
         reason=f"{RESTRICT_SYSCTL}{value}; run as root or use --backend procfs to see what"
         " /proc shows",
     )
@@ -89,7 +91,7 @@ def procfs_visibility() -> Visibility:
     if hidepid is None or hidepid not in _HIDING or _sees_all(options.get("gid")):
         return EVERYTHING
     return Visibility(
-        hidden=None,
+        some_hidden=None,
         reason=f"/proc is mounted hidepid={hidepid}, which hides other users' processes"
         " (run as root to see them)",
     )

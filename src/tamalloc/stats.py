@@ -57,12 +57,12 @@ def all_mem_stats(*, backend: str | None = None) -> list[MemStats]:
 
 def total_mem_stats(*, backend: str | None = None) -> TotalMemStats:
     """Sums over every user process the caller may see, plus the system's commit
-    accounting; ``hidden_processes`` counts those left out."""
+    accounting; ``some_hidden`` says whether any were left out (not how many)."""
     chosen = get_backend(backend)
     total = chosen.total_mem_stats()
-    if chosen.name == "procfs" and total.hidden_processes is None:
-        # /proc has no count of what it hides: 0, or unknown under hidepid.
-        total = dataclasses.replace(total, hidden_processes=procfs_visibility().hidden)
+    if chosen.name == "procfs" and total.some_hidden is None:
+        # /proc does not say whether it hides anything: False, or unknown under hidepid.
+        total = dataclasses.replace(total, some_hidden=procfs_visibility().some_hidden)
     return total
 
 
@@ -76,11 +76,12 @@ def oom_tasks(*, backend: str | None = None) -> list[OomTask]:
 def visibility(*, backend: str | None = None) -> Visibility:
     """Whether :func:`all_mem_stats` and :func:`total_mem_stats` see every process.
 
-    On the kernel backend the kernel counts what it hides from the caller (one
-    get_total_mem_stats call); on procfs only the ``hidepid`` mount option of /proc
-    can hide processes, and then their number is unknown (``hidden`` None).
+    On the kernel backend the kernel says whether it hides any process from the caller
+    (one get_total_mem_stats call), never how many; on procfs only the ``hidepid``
+    mount option of /proc can hide processes, and then whether any are is unknown
+    (``some_hidden`` None).
     """
     chosen = get_backend(backend)
     if chosen.name == "kernel":
-        return kernel_visibility(chosen.total_mem_stats().hidden_processes)
+        return kernel_visibility(chosen.total_mem_stats().some_hidden)
     return procfs_visibility()

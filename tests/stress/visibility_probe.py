@@ -69,7 +69,7 @@ def totals() -> dict[str, int | None] | str:
         return os.strerror(ctypes.get_errno())
     raw = buf.raw
     size = int.from_bytes(raw[60:64], "little")  # __reserved (VER0) / the kernel's size
-    hidden = int.from_bytes(raw[64:72], "little") if size >= 72 else None
+    hidden = int.from_bytes(raw[64:72], "little") if size >= 72 else None  # some_hidden
     return {"processes": int.from_bytes(raw[0:8], "little"), "size": size, "hidden": hidden}
 
 

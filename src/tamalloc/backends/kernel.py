@@ -17,7 +17,7 @@ _c_int = ctypes.c_int
 _c_ulong = ctypes.c_ulong
 
 _MEM_STATS_SIZE = ctypes.sizeof(abi.TamallocMemStats)
-_TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)  # VER1: asks for hidden_processes
+_TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)  # VER1: asks for some_hidden
 _MAX_OVERFLOW_RETRIES = 8
 
 
@@ -103,7 +103,8 @@ def _get_total_mem_stats(rec: abi.TamallocTotalMemStats) -> int:
 
 def _total_from_record(rec: abi.TamallocTotalMemStats) -> TotalMemStats:
     # The kernel reports how much of the record it filled; a VER0 kernel (size 0, the
-    # old __reserved) knows no hidden count, and zero-fills the bytes beyond its own.
+    # old __reserved) does not say whether any process is hidden, and zero-fills the
+    # bytes beyond its own.
     known = rec.size >= abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1
     return TotalMemStats(
         processes=rec.processes,
@@ -114,7 +115,7 @@ def _total_from_record(rec: abi.TamallocTotalMemStats) -> TotalMemStats:
         commit_limit_kb=rec.commit_limit_kb,
         mem_total_kb=rec.mem_total_kb,
         overcommit_memory=rec.overcommit_memory,
-        hidden_processes=rec.hidden_processes if known else None,
+        some_hidden=bool(rec.some_hidden) if known else None,
     )
 
 

@@ -74,7 +74,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="memory of processes (all, or the PIDs given)",
         description="Reserved (VSZ, virtual) and committed (RSS, resident) memory, swap"
         " and OOM score per process. No PID or 0 lists every process; when some are"
-        " hidden from you, a line on stderr says how many.",
+        " hidden from you, a line on stderr says so.",
     )
     p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
     p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",

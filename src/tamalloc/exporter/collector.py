@@ -5,8 +5,8 @@ Everything is read when Prometheus scrapes, not on a timer: one ``all_mem_stats(
 call gives the per-process figures and their sums (so the totals and the top processes
 of a scrape are one consistent picture), and the system's commit accounting comes from
 ``/proc/meminfo`` (``total_mem_stats()`` would walk every process a second time; on
-the kernel backend it is called only for the count of hidden processes, when some may
-be). Scrapes are serialized: two Prometheus servers scraping at once cost one scan
+the kernel backend it is called only to learn whether processes are hidden, when some
+may be). Scrapes are serialized: two Prometheus servers scraping at once cost one scan
 each, never more.
 
 With ``oom=True`` a scrape also makes one ``predict_oom()``: the OOM domains (the
@@ -92,7 +92,6 @@ class _System:
     commit_limit_kb: int
     mem_total_kb: int
     overcommit_memory: int
-    hidden_processes: int | None  # None: some may be hidden, how many is unknown
     complete: bool  # the exporter sees every user process
 
 
@@ -147,7 +146,7 @@ def _has_cap_sys_ptrace() -> bool:
 def _kernel_hides_nothing(has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace) -> bool:
     """Whether the kernel backend can hide no process from this caller, known without a
     system call: ``vm.tamalloc_stats_restrict`` is 0, or the caller has CAP_SYS_PTRACE.
-    An unreadable sysctl counts as restricting (the hidden count is then asked for)."""
+    An unreadable sysctl counts as restricting (the kernel is then asked)."""
     off = _restrict_off()
     if off is None:
         return False
@@ -157,15 +156,15 @@ def _kernel_hides_nothing(has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_
 def _system(backend: Backend,
             has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace) -> _System:
     """Commit accounting from /proc/meminfo on both backends (the syscall reports the
-    same kernel counters), and who is hidden. On the kernel backend the hidden count
+    same kernel counters), and whether processes are hidden. On the kernel backend that
     costs a get_total_mem_stats call, which walks every process again: it is made only
     when the caller may miss some, so that a privileged exporter's scrape stays within
     twice the scan."""
     meminfo = read_meminfo()
     if backend.name == "kernel":
-        hidden = (0 if _kernel_hides_nothing(has_cap_sys_ptrace)
-                  else backend.total_mem_stats().hidden_processes)
-        visibility = kernel_visibility(hidden)
+        some_hidden = (False if _kernel_hides_nothing(has_cap_sys_ptrace)
+                       else backend.total_mem_stats().some_hidden)
+        visibility = kernel_visibility(some_hidden)
     else:
         visibility = procfs_visibility()
     return _System(
@@ -173,7 +172,6 @@ def _system(backend: Backend,
         meminfo.get("CommitLimit", 0),
         meminfo.get("MemTotal", 0),
         read_overcommit_memory(),
-        visibility.hidden,
         visibility.complete,
     )
 
@@ -318,14 +316,8 @@ class MemoryCollector(Collector):
                    " hidden from it and left out of every figure (run it as root).",
                    1 if system.complete else 0),
         ]
-        if system.hidden_processes is not None:
-            metrics.append(_gauge(
-                "tamalloc_processes_hidden",
-                "User processes hidden from the exporter (vm.tamalloc_stats_restrict)"
-                " and left out of every figure; absent when their number is unknown"
-                " (/proc mounted hidepid).",
-                system.hidden_processes,
-            ))
+        # No count of hidden processes: the kernel gives none, since a count would let
+        # any caller follow other users' process starts and exits.
         return metrics
 
     def _process_metrics(self, stats: list[MemStats]) -> list[Metric]:
