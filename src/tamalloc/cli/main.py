@@ -1,7 +1,8 @@
 """Entry point of the ``tamalloc`` command: argument parsing, exit status, error lines.
 
-Each sub-command lives in its own module with ``add_parser`` and ``run``; rich and
-the heavier parts of the package are imported by the commands only when they need them.
+The options of every command are in ``commands``; each command's code is in a module
+of its own with a ``run``, imported once the command line is parsed, so that a command
+loads its own module and not the others' (the exporter's server, the OOM model, rich).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .._version import __version__
 from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
 from ..errors import TamallocError
-from . import demo, exporter, oom, stats, system, total, watch
+from .commands import add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
@@ -78,8 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="print the version, the backend in use and whether the C"
                         " scan is, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (stats, total, system, oom, watch, demo, exporter):
-        module.add_parser(commands, common)
+    add_commands(commands, common)
     return parser
 
 
@@ -135,13 +135,37 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     return _run(args, env)
 
 
+Run = Callable[[argparse.Namespace, Environment], int]
+
+
+def _command(name: str) -> Run:
+    """The ``run`` of command ``name``: its module is imported here, the chosen one only."""
+    if name == "stats":
+        from .stats import run
+    elif name == "total":
+        from .total import run
+    elif name == "system":
+        from .system import run
+    elif name == "oom":
+        from .oom import run
+    elif name == "watch":
+        from .watch import run
+    elif name == "demo":
+        from .demo import run
+    elif name == "exporter":
+        from .exporter import run
+    else:  # argparse admits only the commands above
+        raise AssertionError(f"unknown command {name!r}")
+    return run
+
+
 def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
         if args.needs_backend:
             _check_backend(args)
         else:
             _check_backend_name()
-        return int(args.run(args, env))
+        return int(_command(args.command)(args, env))
     except UsageError as err:
         env.error(str(err))
         return ExitStatus.USAGE
