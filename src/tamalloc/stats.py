@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 
 from .backends import get_backend
@@ -62,7 +61,7 @@ def total_mem_stats(*, backend: str | None = None) -> TotalMemStats:
     total = chosen.total_mem_stats()
     if chosen.name == "procfs" and total.hidden_processes is None:
         # /proc has no count of what it hides: 0, or unknown under hidepid.
-        total = dataclasses.replace(total, hidden_processes=procfs_visibility().hidden)
+        total = total._replace(hidden_processes=procfs_visibility().hidden)
     return total
 
 
