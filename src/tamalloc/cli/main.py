@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
@@ -25,7 +25,41 @@ __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 DEBUG_ENV = "TAMALLOC_DEBUG"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, which asks for the terminal's width when it first formats.
+
+    argparse makes a formatter at every add_argument, only to check the metavar, and
+    its __init__ asks shutil.get_terminal_size(): importing shutil (and the zlib, bz2
+    and lzma modules it loads) was ~2 ms of every command's start-up, for help that is
+    printed only when asked. Until an attribute that __init__ sets is read, nothing is
+    set: the metavar check reads none; whatever does is served after the real __init__.
+    """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        self._deferred = (prog, indent_increment, max_help_position, width)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names not yet set, hence once: the real __init__ sets them all.
+        deferred = self.__dict__.pop("_deferred", None)
+        if deferred is None:
+            raise AttributeError(name)
+        super().__init__(*deferred)
+        return getattr(self, name)
+
+
 class _Parser(argparse.ArgumentParser):
+    """Usage errors as UsageError (one line, exit status 2), and _HelpFormatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -62,7 +96,7 @@ class _VersionAction(argparse.Action):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--backend",
         choices=BACKEND_NAMES,
@@ -78,7 +112,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, nargs=0,
                         help="print the version, the backend in use and whether the C"
                         " scan is, then exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # prog given: argparse would format the usage to find it (the same "tamalloc").
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, prog=PROG
+    )
     add_commands(commands, common)
     return parser
 
