@@ -66,6 +66,9 @@ SORT_KEYS: dict[str, tuple[str, bool]] = {
 for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
     SORT_KEYS.setdefault(_field, (_field, _field not in ("pid", "name")))
 
+# The commands, in the order --help lists them.
+COMMANDS = ("stats", "total", "system", "oom", "watch", "demo", "exporter")
+
 # `tamalloc oom --top`'s default.
 DEFAULT_TOP = 10
 
@@ -76,10 +79,16 @@ MAX_HISTORY = 1000
 _MIB = 1 << 20
 
 
-def add_commands(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
-    """Every command's sub-parser, in the order ``--help`` lists them."""
-    for add in (_stats, _total, _system, _oom, _watch, _demo, _exporter):
-        add(commands, common)
+def add_commands(
+    commands: _SubParsers, common: argparse.ArgumentParser, only: str | None = None
+) -> None:
+    """Every command's sub-parser, in the order ``--help`` lists them; with ``only``,
+    that command's alone, which parses a command line that starts with its name just
+    as all of them would (see ``main._parse``)."""
+    adders = (_stats, _total, _system, _oom, _watch, _demo, _exporter)
+    for name, add in zip(COMMANDS, adders, strict=True):
+        if only is None or name == only:
+            add(commands, common)
 
 
 def _user(text: str) -> int:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from .._version import __version__
 from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
 from ..errors import TamallocError
-from .commands import add_commands
+from .commands import COMMANDS, add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
@@ -95,7 +95,8 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the top level and that command's sub-parser."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--backend",
@@ -116,19 +117,23 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, prog=PROG
     )
-    add_commands(commands, common)
+    add_commands(commands, common, only)
     return parser
 
 
 def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
-    parser = _build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A command line that starts with a command's name needs that sub-parser alone:
+    # the other six (each an ArgumentParser, its options and argparse's translations
+    # looked up) were a tenth of the start-up. Anything else (--help, --backend first,
+    # a typo) gets them all, for the list of commands or the "choose from" error.
+    parser = _build_parser(words[0] if words and words[0] in COMMANDS else None)
     # argparse prints --help/--version to sys.stdout; route it to the environment's.
     with contextlib.redirect_stdout(env.stdout):
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(words)
     if extra:
         # argparse reports these from the top-level parser, whose --help does not
         # list the sub-command's options: point to the one that does.
-        words = list(sys.argv[1:] if argv is None else argv)
         command = getattr(args, "command", None)
         first = words.index(extra[0]) if extra[0] in words else len(words)
         after = command in words and words.index(command) < first
