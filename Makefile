@@ -27,8 +27,8 @@ fresh-test: ## the README's commands in a new minimal Debian 12 root (root, abou
 	$(PYTHON) vm/fresh_test.py
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
-$(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/backends/_procscan.c \
-		src/tamalloc/_mapping.c
+$(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/_mapping.c \
+		$(wildcard src/tamalloc/backends/_procscan_c/*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'

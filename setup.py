@@ -8,11 +8,17 @@ buffer is advised for transparent huge pages but not 2 MiB aligned (see buffer.p
 
 from setuptools import Extension, setup
 
+# Not a directory named _procscan: with the module unbuilt, Python would import that
+# directory as an empty namespace package under the module's name.
+PROCSCAN = "src/tamalloc/backends/_procscan_c"
+
 setup(
     ext_modules=[
         Extension(
             "tamalloc.backends._procscan",
-            ["src/tamalloc/backends/_procscan.c"],
+            [f"{PROCSCAN}/{name}.c" for name in ("module", "scan", "kept", "parse")],
+            # The headers: a change to one rebuilds the module, and the sdist has them.
+            depends=[f"{PROCSCAN}/{name}.h" for name in ("procscan", "scan", "kept", "parse")],
             optional=True,
         ),
         Extension("tamalloc._mapping", ["src/tamalloc/_mapping.c"], optional=True),

@@ -9,6 +9,7 @@ dependency of the importing module."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,10 +76,18 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of the package: its .py files and its C extensions (by source)."""
+    """Every module of the package: its .py files and its C extensions, each by the
+    source of its PyInit_ function, in the package of the nearest directory above it
+    with an __init__.py (an extension's sources may sit in a directory of their own)."""
     found = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    for c in PACKAGE.rglob("_*.c"):
-        found.setdefault(_module_name(c), c)
+    for c in PACKAGE.rglob("*.c"):
+        init = re.search(r"^PyMODINIT_FUNC\s+PyInit_(\w+)", c.read_text(encoding="utf-8"), re.M)
+        if init is None:
+            continue
+        package = c.parent
+        while not (package / "__init__.py").exists():
+            package = package.parent
+        found.setdefault(f"{_module_name(package / '__init__.py')}.{init[1]}", c)
     return found
 
 

@@ -72,12 +72,15 @@ def test_kept_files_give_what_new_ones_give(spawn_child: Callable[..., Child]) -
         f.write("321")
     held_scan()
     assert set(kept_for(big.pid)) == {"status", "oom_score", "oom_score_adj"}
-    from_kept = held_scan()  # reads the files kept by the first
-    fresh = {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, False)}
-    for child in (small, big):
-        assert from_kept[child.pid] == fresh[child.pid]
-        assert_memory_matches_status(from_kept[child.pid], child.pid)
-        assert from_kept[child.pid].oom_score == read_int(f"/proc/{child.pid}/oom_score")
+    # Stopped, the children cannot move their memory between the two scans and the
+    # reads of /proc they are compared with.
+    with stopped(small.pid), stopped(big.pid):
+        from_kept = held_scan()  # reads the files kept by the first
+        fresh = {s.pid: s for s in _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 0, False)}
+        for child in (small, big):
+            assert from_kept[child.pid] == fresh[child.pid]
+            assert_memory_matches_status(from_kept[child.pid], child.pid)
+            assert from_kept[child.pid].oom_score == read_int(f"/proc/{child.pid}/oom_score")
     assert from_kept[small.pid].oom_score_adj == 321
     # A kept file is generated anew at each read: a change shows at the next scan.
     with open(f"/proc/{small.pid}/oom_score_adj", "w") as f:
@@ -422,9 +425,12 @@ def test_kept_files_stay_within_the_byte_budget(many_sleepers: None, budget: int
 def test_threads_keep_within_the_budget_together(many_sleepers: None) -> None:
     for _ in range(5):
         _procscan.scan(None, MemStats, SKIPPED_IN_SCANS, 4, True, 100_000)
-    for _ in range(1000):  # detached workers may still have the kept files a moment
-        if _procscan.kept_fds():
-            break
+    # Detached workers may still hold files a moment after the scan returned: wait
+    # until every /proc file open here is a kept one (a leak never gets there).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        not _procscan.kept_fds() or _proc_files_open_here() != len(_procscan.kept_fds())
+    ):
         time.sleep(0.01)
     assert 0 < _procscan.kept_bytes() <= 100_000
     assert_counted_as_modelled()

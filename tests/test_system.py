@@ -157,6 +157,25 @@ def test_disk_used_pct_formula() -> None:
     assert disk_used_pct(0, 0, 0) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("total", "free", "available"),
+    [(10, 2**64 - 1, 2**64 - 1), (10, 12, 5), (10, 11, 0), (0, 5, 3), (2**64 - 1, 0, 2**64 - 1),
+     (2**64 - 1, 2**64 - 1, 2**64 - 1), (5, 0, 0)],
+)
+def test_disk_used_pct_of_hostile_figures_is_a_percentage(
+    total: int, free: int, available: int
+) -> None:
+    """statfs figures are the filesystem's word (a FUSE server's, the module passes them
+    on saturated): whatever they are, the share is within 0..100, as the module's own."""
+    from tamalloc.models import disk_used_pct
+
+    assert 0.0 <= disk_used_pct(total, free, available) <= 100.0
+    text = SAMPLE.split("[disk /]")[0] + (
+        f"[disk /]\ntotal_kb {total}\nfree_kb {free}\navailable_kb {available}\nused_pct 0.0\n"
+    )
+    assert 0.0 <= parse_system_stats(text).disk.used_pct <= 100.0
+
+
 def test_swap_comes_from_meminfo_whatever_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
     import tamalloc.system as system
 

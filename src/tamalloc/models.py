@@ -192,8 +192,10 @@ class SwapInfo(NamedTuple):
 def disk_used_pct(total_kb: int, free_kb: int, available_kb: int) -> float:
     """Used share of a filesystem as df computes it: used / (used + available), where
     used = total - free. The blocks reserved for root count as neither, so this is the
-    share an ordinary user has filled of what he can fill."""
-    used = total_kb - free_kb
+    share an ordinary user has filled of what he can fill. The figures are the
+    filesystem's word (a FUSE server chooses them): more free than total counts as
+    nothing used, so the result is always within 0..100."""
+    used = max(total_kb - free_kb, 0)
     return round(used / (used + available_kb) * 100, 2) if used + available_kb > 0 else 0.0
 
 

@@ -61,6 +61,7 @@ SPLAT = re.compile(
     r"|sleeping function called from invalid context|possible recursive locking"
     r"|circular locking dependency|suspicious RCU usage|INFO: task .* blocked"
     r"|soft lockup|rcu_sched detected stalls|rcu: INFO|Call Trace:|refcount_t:"
+    r"|divide error:|invalid opcode:"
 )
 
 TEXT_FORMAT = re.compile(
@@ -707,6 +708,111 @@ def test_bind_mount_over_root_directory_is_harmless() -> None:
                     "cat /proc/system_stats.json'")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["disk"]["path"] == "/"
+
+
+# --- a hostile file system as the reader's root ------------------------------------
+
+U64_MAX = (1 << 64) - 1
+U32_MAX = (1 << 32) - 1
+# The guest's init chroots, and the kernel creates no user namespace from a chroot:
+# unchroot.py puts the command where it would be on a normal system (see there).
+UNCHROOT = ["/usr/bin/python3", str(REPO / "tests" / "stress" / "unchroot.py")]
+
+
+@pytest.fixture(scope="module")
+def hostile_fuse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """tests/module/hostile_fuse.c built where nobody can run it, and /dev/fuse 0666 as
+    distributions ship it (devtmpfs makes it 0600; udev's rule opens it to all)."""
+    fuse = Path("/dev/fuse")
+    if not fuse.exists():
+        pytest.fail("/dev/fuse missing: the guest kernel needs CONFIG_FUSE_FS "
+                    "(kernel/config/guest.config)")
+    directory = tmp_path_factory.mktemp("fuse")
+    for path in (directory, *directory.parents):
+        if path == Path("/"):
+            break
+        path.chmod(path.stat().st_mode | 0o005)
+    binary = directory / "hostile_fuse"
+    source = Path(__file__).with_name("hostile_fuse.c")
+    build = subprocess.run(
+        ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", str(source), "-o", str(binary)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert build.returncode == 0, f"gcc hostile_fuse.c:\n{build.stderr}"
+    mode = fuse.stat().st_mode & 0o7777
+    fuse.chmod(0o666)
+    try:
+        yield binary
+    finally:
+        fuse.chmod(mode)
+
+
+def expected_kb(blocks: int, frsize: int) -> int:
+    return min(blocks * frsize // 1024, U64_MAX)
+
+
+def exact_used_pct(blocks: int, bfree: int, bavail: int) -> float:
+    """df's figure, with unbounded integers: used / (used + available), in percent."""
+    used = blocks - bfree if bfree < blocks else 0
+    return 100 * used / (used + bavail) if used else 0.0
+
+
+# (blocks, bfree, bavail, bsize, frsize) a FUSE server answers statfs with.
+HOSTILE_STATFS = {
+    # 2^86 kB: once mul_u64_u64_div_u64's quotient overflowed: divide error, an oops.
+    "huge-blocks-and-frsize": (U64_MAX, U64_MAX, U64_MAX, U32_MAX, U32_MAX),
+    # used + available = 2^64 + 1 wraps to 1: the percentage's divisor.
+    "used-plus-avail-wraps-to-1": (U64_MAX, 0, 2, 1, 1),
+    "used-plus-avail-wraps-to-0": (U64_MAX, 0, 1, 4096, 4096),
+    "used-plus-avail-wraps-small": (U64_MAX - 5, 3, 100, 512, 512),
+    "all-zero": (0, 0, 0, 0, 0),
+    "free-exceeds-blocks": (10, U64_MAX, U64_MAX, 1024, 1024),
+    "avail-exceeds-free": (1 << 62, 1 << 40, U64_MAX, 4096, 4096),
+    # frsize 0: statfs reports bsize in its place.
+    "frsize-zero-uses-bsize": (1 << 63, 1 << 62, 1 << 61, U32_MAX, 0),
+    "kb-fits-though-bytes-do-not": ((1 << 64) // 3, 1 << 60, 1 << 59, 1536, 1536),
+    "ordinary": (1000, 400, 300, 4096, 4096),
+}
+
+
+@pytest.mark.usefixtures("loaded")
+@pytest.mark.parametrize("figures", list(HOSTILE_STATFS.values()), ids=list(HOSTILE_STATFS))
+def test_hostile_fuse_root_as_nobody(hostile_fuse: Path,
+                                     figures: tuple[int, int, int, int, int]) -> None:
+    """The disk figures are statfs of the reader's root, which any user can make a FUSE
+    mount in a user namespace of its own: nobody (unshare -Urm) opens both files, chroots
+    into a FUSE root whose server answers statfs with any figures, and reads them. The
+    reader must exit normally (no oops: the fixture checks the kernel log too), and the
+    figures must be the server's in kB, saturated at 2^64 - 1, with 0 <= used_pct <= 100."""
+    blocks, bfree, bavail, bsize, frsize = figures
+    run = subprocess.run(
+        [*UNCHROOT, *AS_NOBODY.split(), "unshare", "-Urm", str(hostile_fuse),
+         *(str(n) for n in figures)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    out = run.stdout
+    assert run.returncode == 0 and out.endswith("reader: exit 0\n"), out + run.stderr
+    head, _, rest = out.partition("--- system_stats ---\n")
+    text, _, rest = rest.partition("--- system_stats.json ---\n")
+    json_text = rest.rpartition("reader: exit 0\n")[0]
+
+    # The server's figures reached the reader's root (else this proves nothing).
+    frsize = frsize or bsize
+    assert head == f"statvfs {blocks} {bfree} {bavail} {bsize} {frsize}\n"
+
+    assert TEXT_FORMAT.match(text), text
+    disk = parse_text(text)["disk /"]
+    want = {"total_kb": expected_kb(blocks, frsize), "free_kb": expected_kb(bfree, frsize),
+            "available_kb": expected_kb(bavail, frsize)}
+    assert {k: disk[k] for k in want} == want
+    pct = disk["used_pct"]
+    assert isinstance(pct, float) and 0.0 <= pct <= 100.0
+    # Rounded to a tenth as df; past 2^53 blocks the module drops bits no tenth shows.
+    assert abs(pct - exact_used_pct(blocks, bfree, bavail)) <= 0.05 + 1e-9, pct
+
+    data = json.loads(json_text)
+    assert data["disk"] == {"path": "/", **want, "used_pct": pct}
+    assert data["memory"]["total_kb"] == parse_text(text)["memory"]["total_kb"]
 
 
 class NobodyView(NamedTuple):

@@ -8,9 +8,9 @@ every MemStats field. Kernel threads are recognised by a ``status`` without VmSi
 cost one read. A zombie leader (main thread gone, other threads alive) has no memory
 lines either but says Threads > 1: its memory is read from a live thread's status.
 
-The scan of every process runs in C (``_procscan.c``: 9 system calls a process, on
-one thread per CPU when there are many processes) where that was compiled at install,
-and in ``_scan`` here otherwise; both give the same results.
+The scan of every process runs in C (``_procscan``, from ``_procscan_c/``: 9 system
+calls a process, on one thread per CPU when there are many processes) where that was
+compiled at install, and in ``_scan`` here otherwise; both give the same results.
 """
 
 from __future__ import annotations
@@ -134,9 +134,9 @@ def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
     leader, after pthread_exit): its own status has no memory lines but says Threads
     > 1, and the first other thread in ``task/`` whose status has them gives them (the
     mm is the process's). None when no live thread has any. Only statuses without
-    memory lines come here, so the common path pays nothing. Mirrors
-    ``read_leaderless`` in _procscan.c: listing ``task/`` may raise OSError, a thread
-    that exits meanwhile is passed over."""
+    memory lines come here, so the common path pays nothing. Mirrors ``read_leaderless``
+    in _procscan_c/scan.c: listing ``task/`` may raise OSError, a thread that exits
+    meanwhile is passed over."""
     found = _live_thread_status(base, pid, status)
     return None if found is None else found[1]
 

@@ -36,6 +36,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Beyond the accept queue's first ones, a connection waits for the SYN retransmission
 # (a second or more): enough for a burst of connections at once.
 LISTEN_BACKLOG = 128
+# How long a new connection waits for the thread of the one closed for it to end;
+# past that it is refused (503), and the limit holds.
+_CLOSE_WAIT = 5.0
 
 _BUSY = b"503 Service Unavailable: too many connections, all answering a request\n"
 _BUSY_ANSWER = (
@@ -72,8 +75,11 @@ class ConnectionTable:
 
         self.limit = limit
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
         self._waiting: dict[socket.socket, float] = {}
         self._answering: set[socket.socket] = set()
+        # Closed for another, its thread not yet gone: still a thread and a socket.
+        self._closing: set[socket.socket] = set()
 
     def __len__(self) -> int:
         return sum(self.counts())
@@ -87,16 +93,23 @@ class ConnectionTable:
         """Take ``sock`` in, closing the longest-waiting connection if the table is
         full; False when every connection is answering a request."""
         with self._lock:
-            if len(self._waiting) + len(self._answering) >= self.limit:
+            if len(self._waiting) + len(self._answering) + len(self._closing) >= self.limit:
                 if not self._waiting:
                     return False
                 oldest = min(self._waiting, key=self._waiting.__getitem__)
                 del self._waiting[oldest]
+                self._closing.add(oldest)
                 # Its thread's read returns at once and it closes the socket; the socket
                 # stays open until then (closed after release()), so this cannot touch a
                 # reused descriptor.
                 with contextlib.suppress(OSError):
                     oldest.shutdown(socket.SHUT_RDWR)
+                # Its thread lets go before the new one starts, so that threads and
+                # sockets stay within the limit however fast connections come (on a
+                # busy machine a closed connection's thread may take a while to run).
+                if not self._released.wait_for(lambda: oldest not in self._closing,
+                                               _CLOSE_WAIT):
+                    return False
             self._waiting[sock] = time.monotonic()
             return True
 
@@ -125,6 +138,9 @@ class ConnectionTable:
         with self._lock:
             self._waiting.pop(sock, None)
             self._answering.discard(sock)
+            if sock in self._closing:
+                self._closing.remove(sock)
+                self._released.notify_all()
 
 
 class _HeadTooLarge(Exception):
