@@ -141,3 +141,19 @@ def test_a_command_line_is_parsed_alike_with_one_command_or_all() -> None:
     alone = _build_parser("stats").parse_args(argv)
     assert vars(alone) == vars(whole)
     assert vars(alone)["pids"] == [1] and vars(alone)["top"] == 3
+
+
+@pytest.mark.parametrize("columns", ["50", "72", "200"])
+def test_the_deferred_help_formatter_formats_as_argparse_s(
+    monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    """main's formatter sets itself up when it first formats (so that building the
+    parser does not load shutil): every help and usage text is argparse's own, at any
+    terminal width."""
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = _build_parser()
+    parsers = [parser, *(_sub_parser(parser, name) for name in COMMANDS)]
+    ours = [(p.format_help(), p.format_usage()) for p in parsers]
+    for p in parsers:
+        p.formatter_class = argparse.HelpFormatter
+    assert ours == [(p.format_help(), p.format_usage()) for p in parsers]
