@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -46,6 +48,7 @@ LAYERS = {
     "tamalloc": FRONT,
     "tamalloc.__main__": FRONT,
     "tamalloc.cli": FRONT,
+    "tamalloc.cli.commands": FRONT,
     "tamalloc.cli.demo": FRONT,
     "tamalloc.cli.env": FRONT,
     "tamalloc.cli.exporter": FRONT,
@@ -58,6 +61,7 @@ LAYERS = {
     "tamalloc.cli.watch": FRONT,
     "tamalloc.exporter": FRONT,
     "tamalloc.exporter.collector": FRONT,
+    "tamalloc.exporter.limits": FRONT,
     "tamalloc.exporter.server": FRONT,
     "tamalloc.exporter.service": FRONT,
     "tamalloc.exporter.textfile": FRONT,
@@ -196,3 +200,65 @@ def test_the_checks_see_function_level_imports_and_cycles(tmp_path: Path) -> Non
         "tamalloc.sub.c": {"tamalloc.a"},
     }
     assert find_cycle(graph) == ["tamalloc.a", "tamalloc.b", "tamalloc.sub.c", "tamalloc.a"]
+
+
+# What running one command imports: the child prints sys.modules once it is done.
+_COMMAND_CHILD = """
+import io, sys
+from tamalloc.cli.env import Environment
+from tamalloc.cli.main import main
+env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)
+status = main(sys.argv[1:], env)
+print(repr((status, sorted(sys.modules))))
+"""
+
+# The other commands' code, and what only they need.
+_NOT_FOR_STATS = {
+    "tamalloc.buffer",
+    "tamalloc.cli.demo",
+    "tamalloc.cli.exporter",
+    "tamalloc.cli.oom",
+    "tamalloc.cli.system",
+    "tamalloc.cli.total",
+    "tamalloc.cli.watch",
+    "tamalloc.exporter.collector",
+    "tamalloc.exporter.server",
+    "tamalloc.exporter.service",
+    "tamalloc.exporter.textfile",
+    "tamalloc.oom",
+    "tamalloc.oom_inputs",
+    # the standard library's that the piped table needs none of (dataclasses loads
+    # inspect, ast and dis; argparse's help formatter shutil and the compression modules)
+    "csv",
+    "dataclasses",
+    "inspect",
+    "json",
+    "shutil",
+    "socket",
+    "rich",
+}
+
+
+def _modules_after(*argv: str) -> tuple[int, set[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", _COMMAND_CHILD, *argv], capture_output=True, text=True, check=True
+    ).stdout
+    status, modules = ast.literal_eval(out)
+    return status, set(modules)
+
+
+def test_a_command_loads_its_own_module_and_not_the_others() -> None:
+    """The options of every command are in cli.commands; `tamalloc stats` then imports
+    the stats command's code and not the exporter's server, the OOM model or the other
+    commands (the start-up of every command: bench/bench_startup.py)."""
+    for argv in (["stats"], ["stats", "1", "--csv"], ["stats", "--json"]):
+        status, modules = _modules_after(*argv)
+        assert status == 0, argv
+        assert "tamalloc.cli.stats" in modules, argv
+        wanted = {"csv"} if "--csv" in argv else {"json"} if "--json" in argv else set()
+        assert sorted(modules & (_NOT_FOR_STATS - wanted)) == [], argv
+    status, modules = _modules_after("--help")
+    assert status == 0
+    assert sorted(m for m in modules if m.startswith("tamalloc.cli.")) == [
+        "tamalloc.cli.commands", "tamalloc.cli.env", "tamalloc.cli.main", "tamalloc.cli.output",
+    ]

@@ -1,8 +1,13 @@
-"""Result types shared by both backends (frozen, so results can be cached and compared)."""
+"""Result types shared by both backends (frozen, so results can be cached and compared).
 
-from __future__ import annotations
+NamedTuples rather than frozen dataclasses: the dataclasses module (and the inspect
+module it loads) cost each ``tamalloc`` command about as much as the interpreter's own
+start-up, and these records need no more than a tuple gives (fields, equality, hashing,
+a repr, ``_replace``, ``_asdict``). Their annotations are evaluated (no ``from
+__future__ import annotations``): NamedTuple compiles each annotation it is given as
+a string, ~1 ms of every start-up for these records' hundred fields.
+"""
 
-from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 OVERCOMMIT_MODES = {0: "heuristic", 1: "always", 2: "never"}
@@ -11,10 +16,6 @@ OVERCOMMIT_MODES = {0: "heuristic", 1: "always", 2: "never"}
 def committed_pct(committed_kb: int, reserved_kb: int) -> float:
     """Committed as a percentage of reserved (0 when nothing is reserved)."""
     return committed_kb / reserved_kb * 100 if reserved_kb else 0.0
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 class MemStats(NamedTuple):
@@ -50,7 +51,7 @@ class MemStats(NamedTuple):
         swap_kb: int,
         oom_score: int,
         oom_score_adj: int,
-    ) -> MemStats:
+    ) -> "MemStats":
         """Construct with ``committed_pct`` derived, so every backend computes it alike."""
         return cls(
             pid,
@@ -99,8 +100,7 @@ class OomTask(NamedTuple):
     oom_victim: bool
 
 
-@dataclass(frozen=True, slots=True)
-class TotalMemStats:
+class TotalMemStats(NamedTuple):
     """Sums over every user process, plus the system's commit accounting (kB)."""
 
     processes: int
@@ -124,11 +124,10 @@ class TotalMemStats:
         return OVERCOMMIT_MODES.get(self.overcommit_memory, str(self.overcommit_memory))
 
     def to_dict(self) -> dict[str, Any]:
-        return _as_dict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryInfo:
+class MemoryInfo(NamedTuple):
     total_kb: int
     used_kb: int  # total - available, as procps free 4.x
     free_kb: int
@@ -137,8 +136,7 @@ class MemoryInfo:
     cached_kb: int
 
 
-@dataclass(frozen=True, slots=True)
-class CpuTimes:
+class CpuTimes(NamedTuple):
     """Cumulative CPU time in USER_HZ ticks since boot; ``cpu`` is None for the total."""
 
     cpu: int | None
@@ -158,7 +156,7 @@ class CpuTimes:
             + self.iowait + self.irq + self.softirq + self.steal
         )
 
-    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+    def __sub__(self, earlier: "CpuTimes") -> "CpuTimes":
         """Ticks spent between ``earlier`` and this reading."""
         return CpuTimes(
             self.cpu, *(max(0, a - b) for a, b in zip(self._ticks(), earlier._ticks(), strict=True))
@@ -174,20 +172,18 @@ class CpuTimes:
         return getattr(self, name) / total * 100 if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
+        data = self._asdict()
         if self.cpu is None:
             del data["cpu"]
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class CpuStats:
+class CpuStats(NamedTuple):
     total: CpuTimes
     per_cpu: tuple[CpuTimes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SwapInfo:
+class SwapInfo(NamedTuple):
     """Swap space of the system (/proc/meminfo SwapTotal and SwapFree), kB."""
 
     total_kb: int
@@ -205,8 +201,7 @@ def disk_used_pct(total_kb: int, free_kb: int, available_kb: int) -> float:
     return round(used / (used + available_kb) * 100, 2) if used + available_kb > 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
+class DiskUsage(NamedTuple):
     path: str
     total_kb: int
     free_kb: int
@@ -214,8 +209,7 @@ class DiskUsage:
     used_pct: float  # disk_used_pct(): as df, 2 decimals
 
 
-@dataclass(frozen=True, slots=True)
-class SystemStats:
+class SystemStats(NamedTuple):
     """Memory, CPU and disk figures; ``source`` says where they came from."""
 
     memory: MemoryInfo
@@ -229,13 +223,13 @@ class SystemStats:
     def to_dict(self) -> dict[str, Any]:
         """The shape of /proc/system_stats.json, plus ``source`` and ``swap``."""
         data: dict[str, Any] = {
-            "memory": _as_dict(self.memory),
+            "memory": self.memory._asdict(),
             "cpu": cpu_to_dict(self.cpu),
-            "disk": _as_dict(self.disk),
+            "disk": self.disk._asdict(),
             "source": self.source,
         }
         if self.swap is not None:
-            data["swap"] = _as_dict(self.swap)
+            data["swap"] = self.swap._asdict()
         return data
 
 

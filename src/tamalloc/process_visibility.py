@@ -13,7 +13,7 @@ A list of processes must never be silently short. Two things hide processes:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 RESTRICT_SYSCTL = "vm.tamalloc_stats_restrict"
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
@@ -22,8 +22,7 @@ _MOUNTINFO_PATH = "/proc/self/mountinfo"
 _HIDING = frozenset({"1", "2", "4", "noaccess", "invisible", "ptraceable"})
 
 
-@dataclass(frozen=True, slots=True)
-class Visibility:
+class Visibility(NamedTuple):
     """What the caller of a backend can see.
 
     ``some_hidden`` says whether user processes are left out of lists and totals:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 
 from .backends import get_backend
@@ -62,7 +61,7 @@ def total_mem_stats(*, backend: str | None = None) -> TotalMemStats:
     total = chosen.total_mem_stats()
     if chosen.name == "procfs" and total.some_hidden is None:
         # /proc does not say whether it hides anything: False, or unknown under hidepid.
-        total = dataclasses.replace(total, some_hidden=procfs_visibility().some_hidden)
+        total = total._replace(some_hidden=procfs_visibility().some_hidden)
     return total
 
 

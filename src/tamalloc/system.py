@@ -3,7 +3,6 @@ loaded, /proc/meminfo, /proc/stat and statvfs(2) otherwise."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -200,10 +199,10 @@ def system_stats(path: str = "/") -> SystemStats:
     meminfo = read_meminfo()
     swap = _swap_from_meminfo(meminfo)
     if text is not None:
-        stats = dataclasses.replace(parse_system_stats(text), swap=swap)
+        stats = parse_system_stats(text)._replace(swap=swap)
         if os.path.realpath(path) == "/":
             return stats
-        return dataclasses.replace(stats, disk=disk_usage(path), source=SOURCE_MODULE_STATVFS)
+        return stats._replace(disk=disk_usage(path), source=SOURCE_MODULE_STATVFS)
     return SystemStats(
         memory=_memory_from_meminfo(meminfo),
         cpu=_cpu_from_proc_stat(_read_text("/proc/stat")),

@@ -22,7 +22,7 @@ from _support import (
 )
 from tamalloc.models import TotalMemStats
 
-TOTAL_FIELDS = tuple(TotalMemStats.__dataclass_fields__)
+TOTAL_FIELDS = TotalMemStats._fields
 
 
 # --- total and system ----------------------------------------------------------------

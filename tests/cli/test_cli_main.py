@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -10,7 +11,8 @@ import pytest
 
 import tamalloc.stats
 from tamalloc import AccessDenied
-from tamalloc.cli.main import Environment, ExitStatus, main
+from tamalloc.cli.commands import COMMANDS
+from tamalloc.cli.main import Environment, ExitStatus, _build_parser, main
 
 
 def _env(*, tty: bool = False, no_color: bool = False) -> Environment:
@@ -109,3 +111,49 @@ def test_commands_do_not_import_the_entry_point() -> None:
             ):
                 offenders.append(path.name)
     assert offenders == []
+
+
+def _sub_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[name]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_one_command_s_parser_is_the_whole_parser_s(name: str) -> None:
+    """A command line that starts with a command's name is parsed by a parser holding
+    that command alone: its sub-parser has the same options, help and usage as in the
+    parser with every command, and the top level the same options."""
+    whole, alone = _build_parser(), _build_parser(name)
+    assert list(_sub_parser(alone, name).format_help().splitlines()) == list(
+        _sub_parser(whole, name).format_help().splitlines()
+    )
+    assert [a.option_strings for a in alone._actions] == [
+        a.option_strings for a in whole._actions
+    ]
+    assert list(_sub_parser(alone, name)._option_string_actions) == list(
+        _sub_parser(whole, name)._option_string_actions
+    )
+
+
+def test_a_command_line_is_parsed_alike_with_one_command_or_all() -> None:
+    argv = ["stats", "1", "--sort", "committed", "-r", "--top", "3"]
+    whole = _build_parser().parse_args(argv)
+    alone = _build_parser("stats").parse_args(argv)
+    assert vars(alone) == vars(whole)
+    assert vars(alone)["pids"] == [1] and vars(alone)["top"] == 3
+
+
+@pytest.mark.parametrize("columns", ["50", "72", "200"])
+def test_the_deferred_help_formatter_formats_as_argparse_s(
+    monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    """main's formatter sets itself up when it first formats (so that building the
+    parser does not load shutil): every help and usage text is argparse's own, at any
+    terminal width."""
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = _build_parser()
+    parsers = [parser, *(_sub_parser(parser, name) for name in COMMANDS)]
+    ours = [(p.format_help(), p.format_usage()) for p in parsers]
+    for p in parsers:
+        p.formatter_class = argparse.HelpFormatter
+    assert ours == [(p.format_help(), p.format_usage()) for p in parsers]

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .. import stats as api
 from .._libc import PAGE_SIZE, page_round_up
 from ..backends import get_backend
-from ..sizes import format_bytes, parse_size
+from ..sizes import format_bytes
 from ..system import read_meminfo
-from .env import Environment, ExitStatus, UsageError, positive_float
+from .env import Environment, ExitStatus, UsageError
 from .output import COMMITTED, RESERVED, console
 
 if TYPE_CHECKING:
@@ -27,36 +27,6 @@ if TYPE_CHECKING:
 
 _MIB = 1 << 20
 _MAX_PLAIN_LINES = 100  # piped output: about one line per MiB, but not thousands
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "demo",
-        parents=[common],
-        help="demonstrate lazy zeroing on a fresh buffer",
-        description="Allocate a buffer, show reserved vs committed memory of this process,"
-        " then touch every page checking that each byte reads 0 before it is written.",
-    )
-    p.add_argument("--size", type=_size, default=10 * _MIB, help="bytes, e.g. 10M, 1GiB"
-                   " (default 10M)")
-    p.add_argument("--huge", action="store_true", help="2 MiB aligned, for huge pages")
-    p.add_argument("--pause", action="store_true",
-                   help="wait for Enter before allocating, before touching and before exit")
-    p.add_argument("--delay", type=positive_float, metavar="SECONDS",
-                   help="sleep after each MiB so the growth can be watched")
-    p.add_argument("--force", action="store_true",
-                   help="touch the buffer even when it is larger than the memory available"
-                   " now (MemAvailable): the buffer is mapped MAP_NORESERVE, so the"
-                   " allocation succeeds whatever its size, and touching it then ends in"
-                   " swapping and the OOM killer")
-    p.set_defaults(run=run, needs_backend=True)
 
 
 class _Demo:

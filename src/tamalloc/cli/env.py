@@ -8,12 +8,14 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TextIO
 
 from .. import stats as api
 from ..errors import TamallocError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 PROG = "tamalloc"
 
@@ -25,22 +27,40 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130  # Ctrl-C where it is not the normal way out
 
 
-@dataclass
 class Environment:
-    """The command's streams and terminal facts, swappable for tests."""
+    """The command's streams and terminal facts, swappable for tests.
 
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
-    stdout_isatty: bool | None = None
-    no_color: bool = field(default_factory=lambda: bool(os.environ.get("NO_COLOR")))
-    # Terminal width for tables; None: ask the terminal ($COLUMNS, then the tty).
-    width: int | None = None
+    A plain class, not a dataclass: the dataclasses module would be most of the
+    start-up of a ``tamalloc`` command that needs nothing else of it.
+    """
 
-    def __post_init__(self) -> None:
-        if self.stdout_isatty is None:
+    def __init__(
+        self,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        stdin: TextIO | None = None,
+        stdout_isatty: bool | None = None,
+        no_color: bool | None = None,
+        # Terminal width for tables; None: ask the terminal ($COLUMNS, then the tty).
+        width: int | None = None,
+    ) -> None:
+        # The streams of the moment (None: sys's), as a test's swapped sys.stdout.
+        self.stdout: TextIO = sys.stdout if stdout is None else stdout
+        self.stderr: TextIO = sys.stderr if stderr is None else stderr
+        self.stdin: TextIO = sys.stdin if stdin is None else stdin
+        if stdout_isatty is None:
             isatty = getattr(self.stdout, "isatty", None)
-            self.stdout_isatty = bool(isatty and isatty())
+            stdout_isatty = bool(isatty and isatty())
+        self.stdout_isatty: bool | None = stdout_isatty
+        self.no_color = bool(os.environ.get("NO_COLOR")) if no_color is None else no_color
+        self.width = width
+
+    def __repr__(self) -> str:
+        return (
+            f"Environment(stdout={self.stdout!r}, stderr={self.stderr!r},"
+            f" stdin={self.stdin!r}, stdout_isatty={self.stdout_isatty!r},"
+            f" no_color={self.no_color!r}, width={self.width!r})"
+        )
 
     @property
     def interactive(self) -> bool:

@@ -1,4 +1,4 @@
-"""``tamalloc exporter``: its options, and the one-line errors of a port in use or an
+"""``tamalloc exporter``: its option types, and the one-line errors of a port in use or an
 unwritable textfile. The metrics, the server and the textfile writer are in the
 :mod:`tamalloc.exporter` package."""
 
@@ -8,25 +8,23 @@ import argparse
 import errno
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import TamallocError
-from ..exporter.server import (
+from ..exporter.limits import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS,
     MAX_CONNECTIONS_RANGE,
-    MAX_HEAD_BYTES,
     TIMEOUT_RANGE,
-    Limits,
-    make_server,
 )
+from ..exporter.server import Limits, make_server
 from ..exporter.service import raise_open_files_limit, stop_on_sigterm
 from .env import (
     Environment,
     ExitStatus,
     UsageError,
-    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -34,10 +32,6 @@ from .env import (
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-# Not among the ports of the Prometheus project's list of exporter defaults that we
-# know of; --listen changes it.
-DEFAULT_PORT = 9847
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 _MISSING = (
     "tamalloc exporter needs prometheus_client: pip install prometheus_client"
     " (from a checkout: pip install '.[exporter]'; Debian: python3-prometheus-client)"
@@ -103,59 +97,6 @@ def timeout(text: str) -> float:
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(f"must be {low:g}-{high:g} seconds, not {text!r}")
     return value
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "exporter",
-        parents=[common],
-        help="Prometheus metrics over HTTP, or into a textfile",
-        description="Serve Prometheus metrics at /metrics: commit accounting (Committed_AS,"
-        " CommitLimit, MemTotal, overcommit mode), reserved (VSZ), resident (RSS) and swap"
-        " summed over every user process, the same per process for the top N by OOM score"
-        " and the top N by resident memory, and the scrape's own duration and errors;"
-        " read at each scrape. With --oom, also each OOM domain's limit, usage and"
-        " headroom and the victim its OOM killer would choose. With --textfile, write"
-        " them for node_exporter's textfile collector instead (atomically: a reader"
-        " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
-    )
-    p.add_argument("--listen", type=listen_address, default=None, metavar="ADDR:PORT",
-                   help=f"where to serve /metrics (default {DEFAULT_LISTEN}, loopback"
-                   " only; ':PORT' for every interface, port 0 for a free one)")
-    p.add_argument("--textfile", metavar="PATH",
-                   help="write the metrics to PATH (a *.prom file in node_exporter's"
-                   " --collector.textfile.directory) instead of serving them")
-    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
-                   help="with --textfile: write again every SECONDS until stopped"
-                   " (default: write once and exit)")
-    # positive_int as `stats --top`: the same option takes the same numbers.
-    p.add_argument("--top", type=positive_int, default=None, metavar="N",
-                   help="export per-process figures for the N processes with the highest"
-                   " OOM score and the N with the most resident memory (default 10)")
-    p.add_argument("--oom", action="store_true",
-                   help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
-                   " headroom of the system and of each cgroup with a memory.max, and the"
-                   " process its OOM killer would kill now. Off by default: each scrape"
-                   " then walks every process a second time and reads the whole cgroup"
-                   " tree")
-    p.add_argument("--oom-domains", type=non_negative_int, default=None, metavar="N",
-                   help="with --oom: export the N cgroups with the least headroom, besides"
-                   " the system (default 20; 0: the system alone); tamalloc_oom_domains"
-                   " counts them all")
-    p.add_argument("--max-connections", type=max_connections, default=None, metavar="N",
-                   help=f"serve at most N connections at once, one thread each (default"
-                   f" {DEFAULT_MAX_CONNECTIONS}); past N, a new connection takes the place"
-                   " of the one that has waited longest for its request, or is answered"
-                   " 503 when all N are answering one")
-    p.add_argument("--header-timeout", type=timeout, default=None, metavar="SECONDS",
-                   help="close a connection that has not sent its whole request head"
-                   f" (at most {MAX_HEAD_BYTES // 1024} KiB) within SECONDS of connecting"
-                   " or of its first byte, and one that does not take its answer within"
-                   f" SECONDS (default {DEFAULT_HEADER_TIMEOUT:g})")
-    p.add_argument("--idle-timeout", type=timeout, default=None, metavar="SECONDS",
-                   help="close a kept-alive connection that sends no new request for"
-                   f" SECONDS (default {DEFAULT_IDLE_TIMEOUT:g}; Prometheus reopens it)")
-    p.set_defaults(run=run, needs_backend=True)
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

@@ -1,7 +1,8 @@
 """Entry point of the ``tamalloc`` command: argument parsing, exit status, error lines.
 
-Each sub-command lives in its own module with ``add_parser`` and ``run``; rich and
-the heavier parts of the package are imported by the commands only when they need them.
+The options of every command are in ``commands``; each command's code is in a module
+of its own with a ``run``, imported once the command line is parsed, so that a command
+loads its own module and not the others' (the exporter's server, the OOM model, rich).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
 from ..errors import TamallocError
-from . import demo, exporter, oom, stats, system, total, watch
+from .commands import COMMANDS, add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
@@ -24,7 +25,41 @@ __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 DEBUG_ENV = "TAMALLOC_DEBUG"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, which asks for the terminal's width when it first formats.
+
+    argparse makes a formatter at every add_argument, only to check the metavar, and
+    its __init__ asks shutil.get_terminal_size(): importing shutil (and the zlib, bz2
+    and lzma modules it loads) was ~2 ms of every command's start-up, for help that is
+    printed only when asked. Until an attribute that __init__ sets is read, nothing is
+    set: the metavar check reads none; whatever does is served after the real __init__.
+    """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        self._deferred = (prog, indent_increment, max_help_position, width)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for names not yet set, hence once: the real __init__ sets them all.
+        deferred = self.__dict__.pop("_deferred", None)
+        if deferred is None:
+            raise AttributeError(name)
+        super().__init__(*deferred)
+        return getattr(self, name)
+
+
 class _Parser(argparse.ArgumentParser):
+    """Usage errors as UsageError (one line, exit status 2), and _HelpFormatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -60,8 +95,9 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the top level and that command's sub-parser."""
+    common = _Parser(add_help=False)
     common.add_argument(
         "--backend",
         choices=BACKEND_NAMES,
@@ -77,21 +113,27 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, nargs=0,
                         help="print the version, the backend in use and whether the C"
                         " scan is, then exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (stats, total, system, oom, watch, demo, exporter):
-        module.add_parser(commands, common)
+    # prog given: argparse would format the usage to find it (the same "tamalloc").
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, prog=PROG
+    )
+    add_commands(commands, common, only)
     return parser
 
 
 def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
-    parser = _build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A command line that starts with a command's name needs that sub-parser alone:
+    # the other six (each an ArgumentParser, its options and argparse's translations
+    # looked up) were a tenth of the start-up. Anything else (--help, --backend first,
+    # a typo) gets them all, for the list of commands or the "choose from" error.
+    parser = _build_parser(words[0] if words and words[0] in COMMANDS else None)
     # argparse prints --help/--version to sys.stdout; route it to the environment's.
     with contextlib.redirect_stdout(env.stdout):
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(words)
     if extra:
         # argparse reports these from the top-level parser, whose --help does not
         # list the sub-command's options: point to the one that does.
-        words = list(sys.argv[1:] if argv is None else argv)
         command = getattr(args, "command", None)
         first = words.index(extra[0]) if extra[0] in words else len(words)
         after = command in words and words.index(command) < first
@@ -135,13 +177,37 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     return _run(args, env)
 
 
+Run = Callable[[argparse.Namespace, Environment], int]
+
+
+def _command(name: str) -> Run:
+    """The ``run`` of command ``name``: its module is imported here, the chosen one only."""
+    if name == "stats":
+        from .stats import run
+    elif name == "total":
+        from .total import run
+    elif name == "system":
+        from .system import run
+    elif name == "oom":
+        from .oom import run
+    elif name == "watch":
+        from .watch import run
+    elif name == "demo":
+        from .demo import run
+    elif name == "exporter":
+        from .exporter import run
+    else:  # argparse admits only the commands above
+        raise AssertionError(f"unknown command {name!r}")
+    return run
+
+
 def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
         if args.needs_backend:
             _check_backend(args)
         else:
             _check_backend_name()
-        return int(args.run(args, env))
+        return int(_command(args.command)(args, env))
     except UsageError as err:
         env.error(str(err))
         return ExitStatus.USAGE

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..sizes import format_kb
-from .env import Environment, ExitStatus, positive_int, report_hidden, visible
+from .env import Environment, ExitStatus, report_hidden, visible
 from .output import (
     Column,
-    add_units_argument,
     console,
     format_size,
     render_table,
@@ -20,36 +19,6 @@ from .output import (
 
 if TYPE_CHECKING:
     from ..oom import OomCandidate, OomDomain
-
-DEFAULT_TOP = 10
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "oom",
-        parents=[common],
-        help="predict the OOM killer's victim, system-wide and per cgroup",
-        description="Predicts which process Linux's OOM killer (6.1's oom_badness) would"
-        " kill if memory ran out now: in the whole system (against RAM + swap), and in"
-        " each cgroup v2 with a finite memory.max (against that limit, its tasks only),"
-        " with memory.oom.group kills of a whole cgroup. POINTS is the kernel's badness"
-        " in pages (rss + swap + page tables + the oom_score_adj share), SCORE the 0..2000"
-        " of /proc/PID/oom_score against that domain. Notes under each table say what"
-        " the prediction cannot see: the allocating task (vm.oom_kill_allocating_task),"
-        " cpuset and mempolicy OOMs, vm.panic_on_oom, a victim still exiting, swapoff's"
-        " oom_origin, cgroup v1 limits.",
-    )
-    p.add_argument("--cgroup", metavar="PATH",
-                   help="only the OOM domains that are or contain cgroup PATH (as in"
-                   " /proc/PID/cgroup, e.g. /system.slice/foo.service)")
-    p.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N",
-                   help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
-                   " would die is shown as well")
-    add_units_argument(p, csv=False)
-    p.add_argument("--json", action="store_true",
-                   help="JSON list of the domains (sizes in kB and pages, plain numbers)")
-    p.set_defaults(run=run, needs_backend=True)
-
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     # The OOM model and its inputs: 2-5 ms of every other command's start-up.

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import pwd
 from collections.abc import Callable
 from typing import Any
 
@@ -15,85 +13,15 @@ from ..errors import AccessDenied, NoSuchProcess
 from ..models import FIELD_NAMES, MemStats, committed_pct
 from ..process_visibility import kernel_hidden_pid_hint, procfs_visibility
 from ..sizes import format_kb
-from .env import (
-    Environment,
-    ExitStatus,
-    ascii_int,
-    cannot_encode,
-    pid_or_zero,
-    positive_int,
-    report_hidden,
-)
+from .commands import SORT_KEYS
+from .env import Environment, ExitStatus, cannot_encode, report_hidden
 from .output import (
     Column,
-    add_units_argument,
     format_pct,
     render_table,
     size_header,
     write_json,
 )
-
-# CLI sort key → (MemStats field, biggest first?). Names sort A→Z, pids ascending,
-# everything else biggest first, which is what one looks for.
-SORT_KEYS: dict[str, tuple[str, bool]] = {
-    "pid": ("pid", False),
-    "name": ("name", False),
-    "reserved": ("reserved_kb", True),
-    "committed": ("committed_kb", True),
-    "committed_pct": ("committed_pct", True),
-    "pct": ("committed_pct", True),
-    "anon": ("anon_kb", True),
-    "file": ("file_kb", True),
-    "shmem": ("shmem_kb", True),
-    "swap": ("swap_kb", True),
-    "oom_score": ("oom_score", True),
-    "oom": ("oom_score", True),
-    "oom_score_adj": ("oom_score_adj", True),
-    "oom_adj": ("oom_score_adj", True),
-}
-for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
-    SORT_KEYS.setdefault(_field, (_field, _field not in ("pid", "name")))
-
-
-def _user(text: str) -> int:
-    uid = ascii_int(text)
-    if uid is not None:
-        if uid < 0:
-            raise argparse.ArgumentTypeError(f"not a user id: {text!r}")
-        return uid
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "stats",
-        parents=[common],
-        help="memory of processes (all, or the PIDs given)",
-        description="Reserved (VSZ, virtual) and committed (RSS, resident) memory, swap"
-        " and OOM score per process. No PID or 0 lists every process; when some are"
-        " hidden from you, a line on stderr says so.",
-    )
-    p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
-    p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",
-                   help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); biggest"
-                   " first except pid and name; ties go to the larger committed (resident)"
-                   " memory, then the lower pid. Default pid, or oom_score with --top")
-    p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
-    p.add_argument("--top", type=positive_int, metavar="N",
-                   help="show the first N only: by default the N likeliest OOM victims,"
-                   " ranked by OOM score, equal scores by committed (resident) memory")
-    p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
-    p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
-    add_units_argument(p, csv=True)
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
-    fmt.add_argument("--csv", action="store_true",
-                     help="CSV with the MemStats field names (sizes in kB; --units mb: MiB"
-                     " columns named *_mib), percentages to 2 decimals")
-    p.set_defaults(run=run, needs_backend=True)
 
 
 def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats], bool]:
@@ -211,6 +139,8 @@ def _csv(env: Environment, rows: list[MemStats], units: str) -> None:
         if mib and name.endswith("_kb"):
             return f"{value / 1024:.2f}"
         return value
+
+    import csv  # ~1 ms of every start-up, for --csv only
 
     mib = units == "mb"
     # The names are written exactly where the output can encode them; where it cannot

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..models import cpu_to_dict
 from ..system import cpu_sample, system_stats
-from .env import MIN_INTERVAL, Environment, ExitStatus, interval_or_zero
+from .env import Environment, ExitStatus
 from .output import (
     Column,
-    add_units_argument,
     format_pct,
     format_size,
     render_pairs,
@@ -22,27 +21,6 @@ if TYPE_CHECKING:
     from ..models import CpuStats
 
 _CPU_SHOWN = ("user", "system", "idle", "iowait")
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "system",
-        parents=[common],
-        help="system memory, CPU and disk",
-        description="Memory total/used/free/available, swap, CPU use over an interval"
-        " (as top) and CPU time shares since boot (all CPUs and each CPU), and disk usage"
-        " (used % as df computes it). Read from /proc/system_stats when the module is"
-        " loaded, else from /proc/meminfo, /proc/stat and statvfs; swap always from"
-        " /proc/meminfo.",
-    )
-    p.add_argument("--path", default="/", help="filesystem to report (default /)")
-    p.add_argument("--interval", type=interval_or_zero, default=0.5, metavar="SECONDS",
-                   help=f"sample CPU use over SECONDS, at least {MIN_INTERVAL:g}, as top"
-                   " does (default 0.5; 0: since boot only)")
-    add_units_argument(p, csv=False)
-    p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
-    # No backend is used, but a bad --backend/$TAMALLOC_BACKEND is still an error.
-    p.set_defaults(run=run, needs_backend=False)
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .. import stats as api
 from ..models import committed_pct
@@ -12,26 +11,11 @@ from .output import (
     COMMITTED,
     RESERVED,
     Column,
-    add_units_argument,
     format_pct,
     format_size,
     render_table,
     write_json,
 )
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "total",
-        parents=[common],
-        help="memory summed over all processes",
-        description="Reserved (VSZ), committed (RSS) and swap summed over every user"
-        " process you may see, with the kernel's commit accounting (Committed_AS: memory"
-        " promised to processes, not RSS; CommitLimit; overcommit mode).",
-    )
-    add_units_argument(p, csv=False)
-    p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
-    p.set_defaults(run=run, needs_backend=True)
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

@@ -15,50 +15,14 @@ from typing import TYPE_CHECKING, Any
 from .. import stats as api
 from ..errors import NoSuchProcess
 from ..models import MemStats
-from .env import MIN_INTERVAL, Environment, ExitStatus, interval, pid, positive_int, visible
-from .output import COMMITTED, RESERVED, add_units_argument, console, format_pct, format_size
+from .env import Environment, ExitStatus, visible
+from .output import COMMITTED, RESERVED, console, format_pct, format_size
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
 _BARS = "▁▂▃▄▅▆▇█"
 _ASCII_BARS = "_.-:=+*#"  # where the output cannot encode the blocks
-
-
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    p = commands.add_parser(
-        "watch",
-        parents=[common],
-        help="live view of one process",
-        description="Refresh one process's memory every INTERVAL seconds with a sparkline"
-        " history of committed vs reserved. Stops on Ctrl-C or when the process exits"
-        " (exit status 0 either way).",
-    )
-    p.add_argument("pid", type=pid, metavar="PID")
-    p.add_argument("--interval", type=interval, default=2.0, metavar="SECONDS",
-                   help=f"seconds between samples, at least {MIN_INTERVAL:g} (default 2)")
-    p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
-    p.add_argument("--history", type=_history, default=40, metavar="N",
-                   help=f"samples kept for the sparklines (default 40, at most"
-                   f" {MAX_HISTORY}), each scaled from its minimum to its maximum, the"
-                   " range printed beside it")
-    p.add_argument("--json", action="store_true",
-                   help="JSON lines: one object per sample (the MemStats keys and time),"
-                   " for as long as the process lives or --count N samples")
-    add_units_argument(p, csv=False)
-    p.set_defaults(run=run, needs_backend=True)
-
-
-# A sparkline is one character a sample: a longer one than any terminal is wide shows
-# nothing more (and 10**20 overflowed the deque's C size).
-MAX_HISTORY = 1000
-
-
-def _history(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_HISTORY:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_HISTORY}, not {text!r}")
-    return value
 
 
 def sparkline(values: Iterable[float], bars: str = _BARS) -> str:

@@ -20,27 +20,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .limits import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_HEAD_BYTES,
+)
+
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # A WSGI application (PEP 3333), as prometheus_client's make_wsgi_app returns.
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# node_exporter's --web.max-requests default: Prometheus needs one connection per
-# server scraping (two for a pair in HA), so 40 leaves room for people and probes.
-DEFAULT_MAX_CONNECTIONS = 40
-# A scraper sends its whole request head in one packet right after connecting.
-DEFAULT_HEADER_TIMEOUT = 10.0
-# Prometheus keeps an idle connection up to 5 minutes between scrapes; a scraper that
-# vanished never holds a thread for longer.
-DEFAULT_IDLE_TIMEOUT = 300.0
-# The accepted ranges of the three (the CLI's checks): beyond a day a timeout guards
-# nothing, and Python's socket timeouts overflow far beyond.
-MAX_CONNECTIONS_RANGE = (1, 10_000)
-TIMEOUT_RANGE = (0.1, 86_400.0)
-# The request line and headers of one request, in bytes. Prometheus sends about 300;
-# http.server alone allows 100 lines of 64 KiB each (6.4 MiB a connection).
-MAX_HEAD_BYTES = 16 * 1024
 # Beyond the accept queue's first ones, a connection waits for the SYN retransmission
 # (a second or more): enough for a burst of connections at once.
 LISTEN_BACKLOG = 128
