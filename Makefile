@@ -38,7 +38,7 @@ venv: $(VENV)/.test-tools ## create .venv with the package (editable) and the te
 
 lint: venv ## ruff on all Python code, mypy --strict on the package
 	$(VENV)/bin/ruff check src tests bench examples vm
-	$(VENV)/bin/ruff format --check vm
+	$(VENV)/bin/ruff format --check src tests bench examples vm
 	$(VENV)/bin/mypy
 
 host-test: venv ## the test suite on this machine's kernel (procfs backend)
