@@ -84,9 +84,7 @@ def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> fl
     return best
 
 
-def best_of_each(
-    *fns: Callable[[], object], repeat: int = 5, number: int = 1
-) -> list[float]:
+def best_of_each(*fns: Callable[[], object], repeat: int = 5, number: int = 1) -> list[float]:
     """best_of for several functions in alternating rounds, so that all meet the same
     conditions: measured one after the other, the first paid for whatever the machine
     was still doing (settling after a fleet of processes starts or is reaped)."""
@@ -97,9 +95,7 @@ def best_of_each(
     return best
 
 
-def best_of_each_wall_cpu(
-    *fns: Callable[[], object], repeat: int = 5
-) -> list[tuple[float, float]]:
+def best_of_each_wall_cpu(*fns: Callable[[], object], repeat: int = 5) -> list[tuple[float, float]]:
     """(wall, CPU) seconds per call of each function: the best of ``repeat`` alternating
     rounds of each, after one warm-up call. CPU time is this process's (user + system,
     every thread): on a machine shared with other work it counts what a call costs

@@ -66,8 +66,13 @@ TARGET = 2.0
 def start_exporter(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     """Start a server (its own process) that prints tamalloc exporter's "serving" line."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving http://" not in line:
@@ -78,9 +83,11 @@ def start_exporter(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 def new_connection_get(url: str) -> Callable[[], bytes]:
     """GET with urllib, a new connection each time (urllib sends Connection: close)."""
+
     def get() -> bytes:
         with urllib.request.urlopen(url, timeout=60) as response:
             return bytes(response.read())
+
     return get
 
 
@@ -107,7 +114,7 @@ class KeptAliveGet:
         data = b""
         while (end := data.find(b"\r\n\r\n")) < 0:
             data += self._recv(sock)
-        head, body = data[:end].lower(), data[end + 4:]
+        head, body = data[:end].lower(), data[end + 4 :]
         if not head.startswith((b"http/1.1 200 ", b"http/1.0 200 ")):
             raise RuntimeError(f"unexpected answer: {head[:80]!r}")
         length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
@@ -132,8 +139,9 @@ class KeptAliveGet:
             self.sock = None
 
 
-def measure(report: Report, title: str, fns: Sequence[Callable[[], object]], repeat: int,
-            runs: int) -> list[list[tuple[float, float]]]:
+def measure(
+    report: Report, title: str, fns: Sequence[Callable[[], object]], repeat: int, runs: int
+) -> list[list[tuple[float, float]]]:
     """``runs`` rounds of best_of_each_wall_cpu over (bare, render, HTTP new
     connection, HTTP kept alive); one report line a round."""
     rounds = []
@@ -150,56 +158,78 @@ def measure(report: Report, title: str, fns: Sequence[Callable[[], object]], rep
     return rounds
 
 
-NAMES = ("bare all_mem_stats", "render (collect + format)", "HTTP GET, new connection",
-         "HTTP GET, kept-alive connection")
+NAMES = (
+    "bare all_mem_stats",
+    "render (collect + format)",
+    "HTTP GET, new connection",
+    "HTTP GET, kept-alive connection",
+)
 
 
-def summarize(report: Report, title: str, rounds: list[list[tuple[float, float]]],
-              target_note: str) -> None:
+def summarize(
+    report: Report, title: str, rounds: list[list[tuple[float, float]]], target_note: str
+) -> None:
     """Medians and min-max spreads over the rounds, the fixed work (scrape minus bare),
     and the target lines."""
     runs = len(rounds)
     for i, name in enumerate(NAMES):
         lo, mid, hi = spread([r[i][0] for r in rounds])
-        report.note(f"{title}{name}, wall", f"median {fmt_time(mid)} (min {fmt_time(lo)},"
-                    f" max {fmt_time(hi)})")
+        report.note(
+            f"{title}{name}, wall",
+            f"median {fmt_time(mid)} (min {fmt_time(lo)}, max {fmt_time(hi)})",
+        )
     for i in (1, 2, 3):
         lo, mid, hi = spread([r[i][0] - r[0][0] for r in rounds])
-        report.note(f"{title}fixed work, {NAMES[i].split(' (')[0]} - bare",
-                    f"median {fmt_time(mid)} (min {fmt_time(lo)}, max {fmt_time(hi)})")
+        report.note(
+            f"{title}fixed work, {NAMES[i].split(' (')[0]} - bare",
+            f"median {fmt_time(mid)} (min {fmt_time(lo)}, max {fmt_time(hi)})",
+        )
 
     def ratio(label: str, i: int, k: int) -> float:
         lo, mid, hi = spread([r[i][k] / r[0][k] for r in rounds])
-        report.note(f"{title}{label}", f"median {mid:.2f}x (min {lo:.2f}x, max {hi:.2f}x,"
-                    f" {runs} runs)")
+        report.note(
+            f"{title}{label}", f"median {mid:.2f}x (min {lo:.2f}x, max {hi:.2f}x, {runs} runs)"
+        )
         return mid
 
     render_wall = ratio("render / bare, wall", 1, 0)
     render_cpu = ratio("render / bare, CPU", 1, 1)
     http_wall = ratio("HTTP new connection / bare, wall", 2, 0)
     kept_wall = ratio("HTTP kept alive / bare, wall", 3, 0)
-    report.target(f"{target_note}a scrape rendered <= {TARGET}x the bare call, wall"
-                  f" ({render_wall:.2f}x)", render_wall <= TARGET)
-    report.target(f"{target_note}the same in CPU time ({render_cpu:.2f}x)",
-                  render_cpu <= TARGET)
-    report.target(f"{target_note}an HTTP scrape, new connection (urllib) <= {TARGET}x the"
-                  f" bare call, wall ({http_wall:.2f}x)", http_wall <= TARGET)
-    report.target(f"{target_note}an HTTP scrape on a kept-alive connection (as Prometheus)"
-                  f" <= {TARGET}x the bare call, wall ({kept_wall:.2f}x)", kept_wall <= TARGET)
+    report.target(
+        f"{target_note}a scrape rendered <= {TARGET}x the bare call, wall ({render_wall:.2f}x)",
+        render_wall <= TARGET,
+    )
+    report.target(f"{target_note}the same in CPU time ({render_cpu:.2f}x)", render_cpu <= TARGET)
+    report.target(
+        f"{target_note}an HTTP scrape, new connection (urllib) <= {TARGET}x the"
+        f" bare call, wall ({http_wall:.2f}x)",
+        http_wall <= TARGET,
+    )
+    report.target(
+        f"{target_note}an HTTP scrape on a kept-alive connection (as Prometheus)"
+        f" <= {TARGET}x the bare call, wall ({kept_wall:.2f}x)",
+        kept_wall <= TARGET,
+    )
 
 
 def bench(report: Report, backend: str, repeat: int, runs: int) -> list[MemStats]:
     n = count_user_processes()
     report.note("user processes", str(n))
     registry = make_registry(MemoryCollector(backend=backend, top=DEFAULT_TOP))
-    proc, url = start_exporter(["-m", "tamalloc", "--backend", backend, "exporter",
-                                "--listen", "127.0.0.1:0"])
+    proc, url = start_exporter(
+        ["-m", "tamalloc", "--backend", backend, "exporter", "--listen", "127.0.0.1:0"]
+    )
     kept = KeptAliveGet(url)
     try:
         size = len(kept())
         report.note("scrape size", f"{size:,} bytes (--top {DEFAULT_TOP})")
-        fns = (lambda: tamalloc.all_mem_stats(backend=backend), lambda: render(registry),
-               new_connection_get(url), kept)
+        fns = (
+            lambda: tamalloc.all_mem_stats(backend=backend),
+            lambda: render(registry),
+            new_connection_get(url),
+            kept,
+        )
         rounds = measure(report, "", fns, repeat, runs)
     finally:
         kept.close()
@@ -252,10 +282,17 @@ def kernel_records(stats: Sequence[MemStats]) -> bytes:
     for s in stats:
         record = dict.fromkeys(fields, 0)
         record.update(
-            pid=s.pid, oom_score=s.oom_score, oom_score_adj=s.oom_score_adj,
-            size=abi.MEM_STATS_STRUCT.size, comm=s.name.encode()[:abi.COMM_LEN - 1],
-            reserved_kb=s.reserved_kb, committed_kb=s.committed_kb, anon_kb=s.anon_kb,
-            file_kb=s.file_kb, shmem_kb=s.shmem_kb, swap_kb=s.swap_kb,
+            pid=s.pid,
+            oom_score=s.oom_score,
+            oom_score_adj=s.oom_score_adj,
+            size=abi.MEM_STATS_STRUCT.size,
+            comm=s.name.encode()[: abi.COMM_LEN - 1],
+            reserved_kb=s.reserved_kb,
+            committed_kb=s.committed_kb,
+            anon_kb=s.anon_kb,
+            file_kb=s.file_kb,
+            shmem_kb=s.shmem_kb,
+            swap_kb=s.swap_kb,
         )
         out += abi.MEM_STATS_STRUCT.pack(*record.values())
     return bytes(out)
@@ -301,15 +338,23 @@ def bench_emulated(report: Report, stats: list[MemStats], repeat: int, runs: int
         records_file.write_bytes(records)
         restrict_file.write_text("1\n")
         registry = emulated_registry(records, str(restrict_file))
-        proc, url = start_exporter([__file__, "--serve-emulated", str(records_file),
-                                    str(restrict_file)])
+        proc, url = start_exporter(
+            [__file__, "--serve-emulated", str(records_file), str(restrict_file)]
+        )
         kept = KeptAliveGet(url)
         try:
-            report.note(f"{EMULATED}records", f"{len(stats)} recorded, decoded by"
-                        " tamalloc.backends.kernel._from_records; no system call, so the"
-                        " ratios are upper bounds of the guest's")
-            fns = (lambda: _from_records(view), lambda: render(registry),
-                   new_connection_get(url), kept)
+            report.note(
+                f"{EMULATED}records",
+                f"{len(stats)} recorded, decoded by"
+                " tamalloc.backends.kernel._from_records; no system call, so the"
+                " ratios are upper bounds of the guest's",
+            )
+            fns = (
+                lambda: _from_records(view),
+                lambda: render(registry),
+                new_connection_get(url),
+                kept,
+            )
             rounds = measure(report, EMULATED, fns, repeat, runs)
         finally:
             kept.close()
@@ -320,28 +365,43 @@ def bench_emulated(report: Report, stats: list[MemStats], repeat: int, runs: int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("kernel", "procfs"),
-                        default=tamalloc.default_backend_name(),
-                        help="default: the one in use (kernel where present)")
-    parser.add_argument("--processes", type=int, default=1000,
-                        help="extra idle processes (default 1000)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="each timing is the best of N calls (default 5)")
-    parser.add_argument("--runs", type=int, default=5,
-                        help="independent rounds, reported as min/median/max (default 5)")
-    parser.add_argument("--emulate-kernel", action="store_true",
-                        help="also time the kernel backend emulated on this host: its"
-                        " records decoded from a recorded buffer, without the system call"
-                        " (ratios labelled 'emulated kernel', upper bounds of the guest's)")
+    parser.add_argument(
+        "--backend",
+        choices=("kernel", "procfs"),
+        default=tamalloc.default_backend_name(),
+        help="default: the one in use (kernel where present)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1000, help="extra idle processes (default 1000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="each timing is the best of N calls (default 5)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="independent rounds, reported as min/median/max (default 5)",
+    )
+    parser.add_argument(
+        "--emulate-kernel",
+        action="store_true",
+        help="also time the kernel backend emulated on this host: its"
+        " records decoded from a recorded buffer, without the system call"
+        " (ratios labelled 'emulated kernel', upper bounds of the guest's)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
-    parser.add_argument("--serve-emulated", nargs=2, metavar=("RECORDS", "RESTRICT"),
-                        help=argparse.SUPPRESS)  # the server process of --emulate-kernel
+    parser.add_argument(
+        "--serve-emulated", nargs=2, metavar=("RECORDS", "RESTRICT"), help=argparse.SUPPRESS
+    )  # the server process of --emulate-kernel
     args = parser.parse_args()
     if args.serve_emulated:
         return serve_emulated(*args.serve_emulated)
 
-    report = Report(f"tamalloc exporter benchmark, backend {args.backend} (kernel"
-                    f" {os.uname().release}, {os.cpu_count()} CPUs, load {load_average()})")
+    report = Report(
+        f"tamalloc exporter benchmark, backend {args.backend} (kernel"
+        f" {os.uname().release}, {os.cpu_count()} CPUs, load {load_average()})"
+    )
     with idle_processes(args.processes):
         stats = bench(report, args.backend, args.repeat, args.runs)
         if args.emulate_kernel:

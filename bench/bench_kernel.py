@@ -97,23 +97,27 @@ def bench_stats(report: Report, repeat: int) -> None:
         report.note("ratio psutil+oom / syscall", f"{theirs / raw:.1f}x")
         report.note("ratio psutil+oom / all_mem_stats", f"{theirs / kernel:.1f}x")
         report.target("syscall >= 50x faster than psutil + oom_score", theirs / raw >= 50)
-        report.target("all_mem_stats(kernel) >= 50x faster than psutil + oom_score",
-                      theirs / kernel >= 50)
+        report.target(
+            "all_mem_stats(kernel) >= 50x faster than psutil + oom_score", theirs / kernel >= 50
+        )
     report.note("ratio minimal reader / syscall", f"{minimal / raw:.1f}x")
     report.note("ratio minimal reader / all_mem_stats", f"{minimal / kernel:.1f}x")
     report.note("ratio procfs / kernel", f"{procfs / kernel:.1f}x")
-    report.target("syscall >= 10x faster than a minimal statm + oom_score reader",
-                  minimal / raw >= 10)
-    report.target("all_mem_stats(kernel) >= 10x faster than the minimal reader",
-                  minimal / kernel >= 10)
+    report.target(
+        "syscall >= 10x faster than a minimal statm + oom_score reader", minimal / raw >= 10
+    )
+    report.target(
+        "all_mem_stats(kernel) >= 10x faster than the minimal reader", minimal / kernel >= 10
+    )
 
     total_k = best_of(lambda: tamalloc.total_mem_stats(backend="kernel"), repeat=repeat)
     total_p = best_of(lambda: tamalloc.total_mem_stats(backend="procfs"), repeat=repeat)
     report.time("total_mem_stats(kernel)", total_k)
     report.time("total_mem_stats(procfs): summing /proc", total_p)
     report.note("ratio procfs / kernel (totals)", f"{total_p / total_k:.1f}x")
-    report.target("total_mem_stats(kernel) >= 50x faster than summing /proc",
-                  total_p / total_k >= 50)
+    report.target(
+        "total_mem_stats(kernel) >= 50x faster than summing /proc", total_p / total_k >= 50
+    )
 
 
 def bench_alloc(report: Report, repeat: int) -> None:
@@ -162,18 +166,26 @@ def bench_first_touch(report: Report) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=1000,
-                        help="extra idle processes during the stats benchmark (default 1000)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1000,
+        help="extra idle processes during the stats benchmark (default 1000)",
+    )
     parser.add_argument("--ten-thousand", action="store_true", help="same as --processes 10000")
     parser.add_argument("--repeat", type=int, default=5, help="best of N runs (default 5)")
     args = parser.parse_args()
     if not tamalloc.kernel_available():
-        print("bench_kernel: needs the patched kernel with the tamalloc syscalls"
-              " (run `make bench-vm`); nothing measured on this kernel.")
+        print(
+            "bench_kernel: needs the patched kernel with the tamalloc syscalls"
+            " (run `make bench-vm`); nothing measured on this kernel."
+        )
         return 0
     processes = 10000 if args.ten_thousand else args.processes
-    report = Report(f"tamalloc kernel benchmark (kernel {os.uname().release},"
-                    f" {os.cpu_count()} CPUs, {processes} idle processes)")
+    report = Report(
+        f"tamalloc kernel benchmark (kernel {os.uname().release},"
+        f" {os.cpu_count()} CPUs, {processes} idle processes)"
+    )
     with idle_processes(processes):
         bench_stats(report, args.repeat)
     bench_alloc(report, args.repeat)

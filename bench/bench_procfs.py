@@ -104,8 +104,10 @@ def bench_stats(report: Report, repeat: int, runs: int) -> None:
             continue
         for kind, k in (("wall", 0), ("CPU", 1)):
             lo, mid, hi = spread([r[i][k] / n for r in rounds])
-            report.note(f"{name}, {kind}", f"{fmt_time(mid)} per process"
-                        f" (min {fmt_time(lo)}, max {fmt_time(hi)})")
+            report.note(
+                f"{name}, {kind}",
+                f"{fmt_time(mid)} per process (min {fmt_time(lo)}, max {fmt_time(hi)})",
+            )
 
     def ratio(label: str, num: int, den: int, k: int) -> tuple[float, float, float]:
         lo, mid, hi = spread([r[num][k] / r[den][k] for r in rounds])
@@ -133,8 +135,11 @@ def bench_stats(report: Report, repeat: int, runs: int) -> None:
         cold_time, ours_time = (w for w, _ in best_of_each_wall_cpu(cold, fns[0], repeat=repeat))
         report.time("psutil, first call (cache cleared)", cold_time, n)
         report.note("ratio psutil first call / tamalloc", f"{cold_time / ours_time:.2f}x")
-    report.target(f"all_mem_stats(procfs) >= 2.5x faster than psutil, wall, median of {runs}"
-                  f" runs ({wall_ratio:.2f}x)", wall_ratio >= 2.5)
+    report.target(
+        f"all_mem_stats(procfs) >= 2.5x faster than psutil, wall, median of {runs}"
+        f" runs ({wall_ratio:.2f}x)",
+        wall_ratio >= 2.5,
+    )
 
 
 def _creation_only(make: Callable[[], Any], count: int = 2000, repeat: int = 5) -> float:
@@ -171,12 +176,16 @@ def bench_alloc(report: Report, repeat: int, with_bytearray: bool) -> None:
     report.time('alloc("1GiB") alone', only_ours)
     report.time("mmap.mmap(1 GiB) alone", only_bare)
     report.note("ratio (allocation alone)", f"{only_ours / only_bare:.2f}x")
-    report.target(f'alloc("1GiB") + close within 2x of bare mmap + close ({t_ours / t_bare:.2f}x)',
-                  t_ours / t_bare <= 2)
+    report.target(
+        f'alloc("1GiB") + close within 2x of bare mmap + close ({t_ours / t_bare:.2f}x)',
+        t_ours / t_bare <= 2,
+    )
     # huge=True takes another path: a 2 MiB-aligned mapping moved into the buffer.
     t_huge, _ = best_of_each(
-        lambda: tamalloc.alloc("1GiB", huge=True, backend="procfs").close(), bare,
-        repeat=max(repeat, 7), number=2000,
+        lambda: tamalloc.alloc("1GiB", huge=True, backend="procfs").close(),
+        bare,
+        repeat=max(repeat, 7),
+        number=2000,
     )
     report.time('alloc("1GiB", huge=True) + close (procfs)', t_huge)
     report.note("ratio huge alloc / bare mmap", f"{t_huge / t_bare:.2f}x")
@@ -194,36 +203,55 @@ def bench_cli(report: Report, repeat: int) -> None:
     base = [exe] if exe else [sys.executable, "-m", "tamalloc"]
     env = {**os.environ, "TAMALLOC_BACKEND": "procfs"}
     for args in (["stats", "--json"], ["stats"]):
+
         def run(args: list[str] = args) -> None:
             subprocess.run([*base, *args], stdout=subprocess.DEVNULL, check=True, env=env)
 
         seconds = best_of(run, repeat=repeat)
         label = "tamalloc " + " ".join(args) + " (wall, piped)"
         report.time(label, seconds)
-        report.target(f"`{' '.join(['tamalloc', *args])}` under 0.5 s ({seconds:.3f} s)",
-                      seconds < 0.5)
+        report.target(
+            f"`{' '.join(['tamalloc', *args])}` under 0.5 s ({seconds:.3f} s)", seconds < 0.5
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=1000,
-                        help="extra idle processes during the stats benchmark (default 1000)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="each timing is the best of N calls (default 5)")
-    parser.add_argument("--runs", type=int, default=5,
-                        help="independent rounds of the stats comparison, reported as"
-                             " min/median/max (default 5)")
-    parser.add_argument("--stats-only", action="store_true",
-                        help="only the all_mem_stats comparison (no CLI, no alloc)")
-    parser.add_argument("--alloc-only", action="store_true",
-                        help="only the alloc() measurements (no idle processes, no stats)")
-    parser.add_argument("--no-bytearray", action="store_true",
-                        help="skip the one bytearray(1 GiB) measurement")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1000,
+        help="extra idle processes during the stats benchmark (default 1000)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="each timing is the best of N calls (default 5)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="independent rounds of the stats comparison, reported as min/median/max (default 5)",
+    )
+    parser.add_argument(
+        "--stats-only",
+        action="store_true",
+        help="only the all_mem_stats comparison (no CLI, no alloc)",
+    )
+    parser.add_argument(
+        "--alloc-only",
+        action="store_true",
+        help="only the alloc() measurements (no idle processes, no stats)",
+    )
+    parser.add_argument(
+        "--no-bytearray", action="store_true", help="skip the one bytearray(1 GiB) measurement"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     args = parser.parse_args()
 
-    report = Report(f"tamalloc procfs benchmark (kernel {os.uname().release},"
-                    f" {os.cpu_count()} CPUs, load {load_average()})")
+    report = Report(
+        f"tamalloc procfs benchmark (kernel {os.uname().release},"
+        f" {os.cpu_count()} CPUs, load {load_average()})"
+    )
     if not args.alloc_only:
         with idle_processes(args.processes):
             bench_stats(report, args.repeat, args.runs)

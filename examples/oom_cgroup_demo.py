@@ -56,13 +56,18 @@ def main() -> int:
         for name, mib, adj in MEMBERS:
             member = subprocess.Popen(
                 [sys.executable, "-c", MEMBER, str(path), name, str(mib), str(adj)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             members.append(member)
             assert member.stdout is not None and member.stdout.readline() == "ready\n"
         (domain,) = [d for d in tamalloc.predict_oom(cgroup=f"/{CGROUP}") if d.kind == "cgroup"]
         victim = domain.victim
-        print(f"/{CGROUP}: {domain.usage_kb >> 10} of {domain.limit_kb >> 10} MiB used, "
-              f"{domain.headroom_kb >> 10} MiB left before its OOM killer runs")
+        print(
+            f"/{CGROUP}: {domain.usage_kb >> 10} of {domain.limit_kb >> 10} MiB used, "
+            f"{domain.headroom_kb >> 10} MiB left before its OOM killer runs"
+        )
         for c in domain.candidates:
             points = "unkillable" if c.points is None else f"{c.points} points"
             mark = "  <- dies first" if victim is not None and c.pid == victim.pid else ""

@@ -9,8 +9,10 @@ from tamalloc import format_bytes
 
 def main() -> None:
     top = sorted(tamalloc.all_mem_stats(), key=lambda s: s.committed_kb, reverse=True)[:10]
-    print(f"{'PID':>7}  {'NAME':<16} {'RESERVED (VSZ)':>14} {'COMMITTED (RSS)':>15}"
-          f" {'%':>6} {'OOM':>5}")
+    print(
+        f"{'PID':>7}  {'NAME':<16} {'RESERVED (VSZ)':>14} {'COMMITTED (RSS)':>15}"
+        f" {'%':>6} {'OOM':>5}"
+    )
     for s in top:
         print(
             f"{s.pid:>7}  {s.name:<16.16} {format_bytes(s.reserved_kb * 1024):>14}"

@@ -68,7 +68,8 @@ def named_child(name: bytes, *, oom_score_adj: int | None = None) -> Iterator[in
     adj = "" if oom_score_adj is None else str(oom_score_adj)
     proc = subprocess.Popen(
         [sys.executable, "-c", NAMED_CHILD_SCRIPT, name.hex(), adj],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -145,8 +146,12 @@ def read_between_equal_statuses(pid: int, read: Callable[[], T]) -> tuple[T, dic
 
 
 _STATUS_FIELDS = {
-    "reserved_kb": "VmSize", "committed_kb": "VmRSS", "anon_kb": "RssAnon",
-    "file_kb": "RssFile", "shmem_kb": "RssShmem", "swap_kb": "VmSwap",
+    "reserved_kb": "VmSize",
+    "committed_kb": "VmRSS",
+    "anon_kb": "RssAnon",
+    "file_kb": "RssFile",
+    "shmem_kb": "RssShmem",
+    "swap_kb": "VmSwap",
 }
 
 
@@ -192,7 +197,9 @@ def run_on_pty(*args: str, columns: int = 160, **env: str) -> str:
     # no colour whatever stdout is.
     env = {"TERM": "xterm-256color", **env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tamalloc", *args], stdout=slave, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "tamalloc", *args],
+        stdout=slave,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=subprocess_env(COLUMNS=str(columns), LINES="50", **env),
     )

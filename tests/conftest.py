@@ -84,5 +84,3 @@ def spawn_child() -> Iterator[Callable[..., Child]]:
 @pytest.fixture
 def child(spawn_child: Callable[..., Child]) -> Child:
     return spawn_child()
-
-

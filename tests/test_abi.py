@@ -23,9 +23,21 @@ def test_record_layouts_match_the_documented_sizes() -> None:
     assert abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1 == 72
     assert abi.TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0 == 64
     assert [name for name, _ in abi.TamallocMemStats._fields_] == [
-        "pid", "oom_score", "oom_score_adj", "size", "comm", "reserved_kb",
-        "committed_kb", "anon_kb", "file_kb", "shmem_kb", "swap_kb", "pgtables_kb",
-        "cgroup_id", "oom_flags", "pad",
+        "pid",
+        "oom_score",
+        "oom_score_adj",
+        "size",
+        "comm",
+        "reserved_kb",
+        "committed_kb",
+        "anon_kb",
+        "file_kb",
+        "shmem_kb",
+        "swap_kb",
+        "pgtables_kb",
+        "cgroup_id",
+        "oom_flags",
+        "pad",
     ]
     assert abi.TamallocMemStats.size.offset == 12
     assert abi.TamallocMemStats.pgtables_kb.offset == 80
@@ -37,8 +49,9 @@ def test_record_layouts_match_the_documented_sizes() -> None:
 
 
 def test_struct_format_decodes_what_ctypes_encodes() -> None:
-    rec = abi.TamallocMemStats(pid=42, oom_score=666, oom_score_adj=-17, comm=b"bash",
-                               reserved_kb=1 << 40, pgtables_kb=7)
+    rec = abi.TamallocMemStats(
+        pid=42, oom_score=666, oom_score_adj=-17, comm=b"bash", reserved_kb=1 << 40, pgtables_kb=7
+    )
     fields = abi.MEM_STATS_STRUCT.unpack(bytes(rec))
     assert fields[:3] == (42, 666, -17)
     assert fields[4].rstrip(b"\0") == b"bash"
@@ -50,8 +63,11 @@ def test_struct_format_decodes_what_ctypes_encodes() -> None:
 
 def test_syscall_numbers_match_the_docs() -> None:
     doc = (ROOT / "docs" / "abi.md").read_text()
-    for name, nr in (("tamalloc", abi.NR_TAMALLOC), ("get_mem_stats", abi.NR_GET_MEM_STATS),
-                     ("get_total_mem_stats", abi.NR_GET_TOTAL_MEM_STATS)):
+    for name, nr in (
+        ("tamalloc", abi.NR_TAMALLOC),
+        ("get_mem_stats", abi.NR_GET_MEM_STATS),
+        ("get_total_mem_stats", abi.NR_GET_TOTAL_MEM_STATS),
+    ):
         assert re.search(rf"\|\s*{name}\s*\|\s*{nr}\s*\|", doc), name
 
 
@@ -63,8 +79,11 @@ def _patch_text() -> str:
 
 def test_syscall_numbers_match_the_syscall_table() -> None:
     text = _patch_text()
-    for name, nr in (("tamalloc", abi.NR_TAMALLOC), ("get_mem_stats", abi.NR_GET_MEM_STATS),
-                     ("get_total_mem_stats", abi.NR_GET_TOTAL_MEM_STATS)):
+    for name, nr in (
+        ("tamalloc", abi.NR_TAMALLOC),
+        ("get_mem_stats", abi.NR_GET_MEM_STATS),
+        ("get_total_mem_stats", abi.NR_GET_TOTAL_MEM_STATS),
+    ):
         match = re.search(rf"^\+(\d+)\s+\w+\s+{name}\s+sys_{name}\b", text, re.MULTILINE)
         if match is None:
             pytest.skip(f"no syscall_64.tbl line for {name} in the series")
@@ -83,8 +102,9 @@ def uapi_header(tmp_path_factory: pytest.TempPathFactory) -> str:
     tree = tmp_path_factory.mktemp("series")
     for patch in sorted(PATCHES.glob("*.patch")):
         # git apply works outside a repository, as patch(1) does.
-        subprocess.run(["git", "apply", f"--include={UAPI_HEADER}", str(patch)],
-                       cwd=tree, check=True)
+        subprocess.run(
+            ["git", "apply", f"--include={UAPI_HEADER}", str(patch)], cwd=tree, check=True
+        )
     return (tree / UAPI_HEADER).read_text()
 
 
@@ -113,12 +133,12 @@ _C_TYPES = {"__s32": ctypes.c_int32, "__u32": ctypes.c_uint32, "__u64": ctypes.c
 
 @pytest.mark.parametrize(
     ("c_name", "structure"),
-    [("tamalloc_mem_stats", abi.TamallocMemStats),
-     ("tamalloc_total_mem_stats", abi.TamallocTotalMemStats)],
+    [
+        ("tamalloc_mem_stats", abi.TamallocMemStats),
+        ("tamalloc_total_mem_stats", abi.TamallocTotalMemStats),
+    ],
 )
-def test_structures_match_the_uapi_header(
-    c_name: str, structure: type, uapi_header: str
-) -> None:
+def test_structures_match_the_uapi_header(c_name: str, structure: type, uapi_header: str) -> None:
     body = re.search(rf"^struct {c_name} {{\n(.*?)^}};", uapi_header, re.DOTALL | re.M)
     assert body is not None, f"struct {c_name} is not in the header"
     fields = []

@@ -20,8 +20,13 @@ PROBE = (
 
 
 def _probe(**env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          env=subprocess_env(**env), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**env),
+        timeout=60,
+    )
 
 
 def test_default_is_kernel_exactly_when_available() -> None:

@@ -159,8 +159,14 @@ def test_rlimit_as_is_a_memory_error(backend: str) -> None:
         f"try:\n    tamalloc.alloc('2G', backend={backend!r})\n"
         "except MemoryError as err:\n    print('MemoryError', err)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.startswith("MemoryError")
 
 
@@ -256,8 +262,13 @@ def test_numpy_view_of_a_closed_buffer_does_not_crash() -> None:
         "try:\n    np.frombuffer(buf, dtype=np.uint8)\nexcept (ValueError, TypeError):\n"
         "    print('closed')\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["refused", "0", "closed"]
 

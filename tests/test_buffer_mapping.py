@@ -36,8 +36,10 @@ def _built() -> None:
 
 def mapped_ranges() -> list[tuple[int, int]]:
     with open("/proc/self/maps") as f:
-        return [tuple(int(x, 16) for x in line.split(None, 1)[0].split("-"))  # type: ignore[misc]
-                for line in f]
+        return [
+            tuple(int(x, 16) for x in line.split(None, 1)[0].split("-"))  # type: ignore[misc]
+            for line in f
+        ]
 
 
 def is_mapped(address: int, length: int) -> bool:
@@ -53,8 +55,9 @@ def is_mapped(address: int, length: int) -> bool:
 
 def raw_mapping(length: int, advise_huge: bool = False) -> int:
     """A private anonymous MAP_NORESERVE mapping made through ctypes, as a backend's."""
-    address = _libc.mmap(None, length, _libc.PROT_READ_WRITE,
-                         _libc.MAP_PRIVATE_ANON_NORESERVE, -1, 0)
+    address = _libc.mmap(
+        None, length, _libc.PROT_READ_WRITE, _libc.MAP_PRIVATE_ANON_NORESERVE, -1, 0
+    )
     assert address not in (None, _libc.MAP_FAILED), ctypes.get_errno()
     if advise_huge:
         assert _libc.madvise(address, length, _libc.MADV_HUGEPAGE) == 0
@@ -66,7 +69,7 @@ def test_own_memory_is_lazily_zeroed_and_noreserve() -> None:
     try:
         assert len(m) == 3 * MiB + 5
         assert m.address % PAGE == 0
-        assert m[0] == 0 and m[-1] == 0 and m[MiB:MiB + 8] == bytes(8)
+        assert m[0] == 0 and m[-1] == 0 and m[MiB : MiB + 8] == bytes(8)
         assert "nr" in vm_flags(m.address)
         assert is_mapped(m.address, 3 * MiB + PAGE)
     finally:
@@ -105,8 +108,13 @@ def test_adopt_refuses_what_is_not_a_mapping() -> None:
     _libc.munmap(short + PAGE, PAGE)  # so that the page after it is a hole
     assert not is_mapped(hole, PAGE) and not is_mapped(short + PAGE, PAGE)
     try:
-        for address, length in ((0, PAGE), (short + 1, PAGE), (short, 0), (short, -5),
-                                (-PAGE, PAGE)):
+        for address, length in (
+            (0, PAGE),
+            (short + 1, PAGE),
+            (short, 0),
+            (short, -5),
+            (-PAGE, PAGE),
+        ):
             with pytest.raises((ValueError, OverflowError)):
                 adopt(Mapping, address, length)
         # msync: a range not wholly mapped is ENOMEM, and nothing is owned.
@@ -133,8 +141,13 @@ def test_close_refuses_while_a_view_exists() -> None:
     m.close()
     m.close()
     assert m.closed
-    for action in (lambda: m[0], lambda: len(m), lambda: m.address,
-                   lambda: memoryview(m), lambda: m.__setitem__(0, 1)):
+    for action in (
+        lambda: m[0],
+        lambda: len(m),
+        lambda: m.address,
+        lambda: memoryview(m),
+        lambda: m.__setitem__(0, 1),
+    ):
         with pytest.raises(ValueError, match="closed"):
             action()
 
@@ -167,8 +180,12 @@ def test_items_and_slices_as_bytearray() -> None:
         for bad, error in ((64, IndexError), (-65, IndexError), ("1", TypeError)):
             with pytest.raises(error):
                 m[bad]  # type: ignore[index]
-        for value, error in ((256, ValueError), (-1, ValueError), (1 << 70, ValueError),
-                             (b"x", TypeError)):
+        for value, error in (
+            (256, ValueError),
+            (-1, ValueError),
+            (1 << 70, ValueError),
+            (b"x", TypeError),
+        ):
             with pytest.raises(error):
                 m[0] = value  # type: ignore[assignment]
         with pytest.raises(IndexError, match="wrong size"):
@@ -201,11 +218,18 @@ def test_index_that_closes_the_buffer_is_a_value_error() -> None:
         "        except ValueError as err:\n"
         "            print(action, 'closed' in str(err))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["get", "True", "set", "True", "slice", "True", "value",
-                                  "True", "assign", "True"] * 2
+    assert (
+        run.stdout.split()
+        == ["get", "True", "set", "True", "slice", "True", "value", "True", "assign", "True"] * 2
+    )
 
 
 def test_without_the_c_type_a_buffer_is_an_mmap() -> None:
@@ -245,8 +269,9 @@ def test_without_the_c_type_a_buffer_is_an_mmap() -> None:
     )
     env = subprocess_env()
     env["PYTHONPATH"] = ":".join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [f"{b} {h} ok" for b in backends for h in (False, True)]
 

@@ -35,9 +35,11 @@ def test_readme_example_and_examples_pass_mypy_strict(tmp_path: Path) -> None:
     example.write_text(_readme_example())
     files = [str(example), *map(str, sorted((ROOT / "examples").glob("*.py")))]
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
-         *files],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), *files],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
         env=subprocess_env(MYPYPATH=str(SRC)),
     )
     assert run.returncode == 0, run.stdout + run.stderr
@@ -48,7 +50,12 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
     example = tmp_path / "readme_example.py"
     example.write_text(_readme_example())
-    run = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[0] == "4096"

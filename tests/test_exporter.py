@@ -44,6 +44,7 @@ def loopback() -> None:
     """The HTTP tests need TCP over 127.0.0.1 (down in the guest until brought up)."""
     ensure_loopback()
 
+
 FAMILIES = {
     "tamalloc_exporter_info": "gauge",  # an info metric is a gauge in the text format
     "tamalloc_system_committed_as_bytes": "gauge",
@@ -85,7 +86,7 @@ def scrape(collector: MemoryCollector) -> dict[str, list[tuple[dict[str, str], f
 
 
 def one(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
-    (_labels, value), = metrics[name]
+    ((_labels, value),) = metrics[name]
     return value
 
 
@@ -93,15 +94,20 @@ def fake_stats(count: int) -> list[MemStats]:
     """``count`` processes with distinct figures: OOM score rising with the pid, resident
     memory falling, so the two rankings pick different processes."""
     return [
-        MemStats.build(pid, f"p{pid}", 4 * pid, count - pid, count - pid, 0, 0, pid % 3,
-                       pid % 1000, 0)
+        MemStats.build(
+            pid, f"p{pid}", 4 * pid, count - pid, count - pid, 0, 0, pid % 3, pid % 1000, 0
+        )
         for pid in range(1, count + 1)
     ]
 
 
 class FakeBackend:
-    def __init__(self, stats: list[MemStats] | Exception, name: str = "procfs",
-                 some_hidden: bool | None = False) -> None:
+    def __init__(
+        self,
+        stats: list[MemStats] | Exception,
+        name: str = "procfs",
+        some_hidden: bool | None = False,
+    ) -> None:
         self.name = name
         self.stats = stats
         self.some_hidden = some_hidden
@@ -129,7 +135,7 @@ def test_every_family_with_its_type_and_help(backend: str) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert {name: f.type for name, f in families.items()} == FAMILIES
     assert all(len(f.documentation) > 20 for f in families.values())
-    info, = metrics["tamalloc_exporter_info"]
+    (info,) = metrics["tamalloc_exporter_info"]
     assert info[0] == {"backend": backend, "version": tamalloc.__version__}
     assert one(metrics, "tamalloc_scrape_success") == 1
     assert one(metrics, "tamalloc_scrape_errors_total") == 0
@@ -143,8 +149,10 @@ def test_sizes_are_bytes_of_the_python_api(backend: str, child: Child) -> None:
     assert one(metrics, "tamalloc_system_memory_bytes") == total.mem_total_kb * 1024
     assert one(metrics, "tamalloc_system_commit_limit_bytes") == total.commit_limit_kb * 1024
     assert one(metrics, "tamalloc_system_overcommit_mode") == total.overcommit_memory
-    mine = {name: [v for labels, v in samples if labels.get("pid") == str(child.pid)]
-            for name, samples in metrics.items()}
+    mine = {
+        name: [v for labels, v in samples if labels.get("pid") == str(child.pid)]
+        for name, samples in metrics.items()
+    }
     assert mine["tamalloc_process_reserved_bytes"] == [me.reserved_kb * 1024]
     assert abs(mine["tamalloc_process_resident_bytes"][0] - me.committed_kb * 1024) <= 256 * 1024
     assert mine["tamalloc_process_resident_bytes"][0] >= child.touch
@@ -155,8 +163,11 @@ def test_totals_and_top_processes_come_from_one_scan() -> None:
     stats = fake_stats(5000)
     metrics = scrape(with_backend(FakeBackend(stats), top=7))
     assert one(metrics, "tamalloc_processes") == 5000
-    for name, field in (("reserved", "reserved_kb"), ("resident", "committed_kb"),
-                        ("swap", "swap_kb")):
+    for name, field in (
+        ("reserved", "reserved_kb"),
+        ("resident", "committed_kb"),
+        ("swap", "swap_kb"),
+    ):
         expected = sum(getattr(s, field) for s in stats) * 1024
         assert one(metrics, f"tamalloc_processes_{name}_bytes") == expected
     pids = {labels["pid"] for labels, _ in metrics["tamalloc_process_resident_bytes"]}
@@ -165,8 +176,13 @@ def test_totals_and_top_processes_come_from_one_scan() -> None:
     assert pids == {str(s.pid) for s in by_oom + by_rss}
     assert len(pids) == 14
     for name in ("reserved", "resident", "swap", "oom_score"):
-        labels = [lab for lab, _ in metrics[f"tamalloc_process_{name}" + ("_bytes" if name in (
-            "reserved", "resident", "swap") else "")]]
+        labels = [
+            lab
+            for lab, _ in metrics[
+                f"tamalloc_process_{name}"
+                + ("_bytes" if name in ("reserved", "resident", "swap") else "")
+            ]
+        ]
         assert {lab["pid"] for lab in labels} == pids
         assert all(lab["name"] == f"p{lab['pid']}" for lab in labels)
 
@@ -183,10 +199,13 @@ def test_per_process_series_stay_bounded(count: int) -> None:
     assert top_processes(stats, 0) == []
 
 
-@pytest.mark.parametrize(("error", "line"), [
-    (OSError(5, "Input/output error"), "[Errno 5] Input/output error"),
-    (RuntimeError("unexpected"), "RuntimeError: unexpected"),
-])
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (OSError(5, "Input/output error"), "[Errno 5] Input/output error"),
+        (RuntimeError("unexpected"), "RuntimeError: unexpected"),
+    ],
+)
 def test_a_failed_part_still_answers_and_is_counted(error: Exception, line: str) -> None:
     errors: list[str] = []
     collector = with_backend(FakeBackend(error), on_error=errors.append)
@@ -199,14 +218,21 @@ def test_a_failed_part_still_answers_and_is_counted(error: Exception, line: str)
     assert errors == [f"scrape: cannot read the processes: {line}"] * 2
 
 
-@pytest.mark.parametrize(("restrict", "cap_eff", "calls", "hidden"), [
-    ("0\n", "0000000000000000", 0, False),  # nothing is restricted
-    ("1\n", "000001ffffffffff", 0, False),  # root's capabilities: CAP_SYS_PTRACE sees all
-    ("1\n", "0000000000080000", 0, False),  # CAP_SYS_PTRACE alone (the systemd unit)
-    ("1\n", "0000000000000000", 1, True),  # unprivileged: the kernel says some are hidden
-])
+@pytest.mark.parametrize(
+    ("restrict", "cap_eff", "calls", "hidden"),
+    [
+        ("0\n", "0000000000000000", 0, False),  # nothing is restricted
+        ("1\n", "000001ffffffffff", 0, False),  # root's capabilities: CAP_SYS_PTRACE sees all
+        ("1\n", "0000000000080000", 0, False),  # CAP_SYS_PTRACE alone (the systemd unit)
+        ("1\n", "0000000000000000", 1, True),  # unprivileged: the kernel says some are hidden
+    ],
+)
 def test_kernel_backend_asks_whether_any_is_hidden_only_when_some_may_be(
-    restrict: str, cap_eff: str, calls: int, hidden: bool, tmp_path: Path,
+    restrict: str,
+    cap_eff: str,
+    calls: int,
+    hidden: bool,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import tamalloc.exporter.collector as exporter
@@ -254,8 +280,9 @@ for pid in alive:
 
 @pytest.fixture
 def churn() -> Iterator[None]:
-    proc = subprocess.Popen([sys.executable, "-c", CHURN], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdin is not None
     assert select.select([proc.stdout], [], [], WAIT)[0], "the churning child did not start"
     assert proc.stdout.readline() == "ready\n"
@@ -287,8 +314,11 @@ def exporter() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
     def start(*args: str) -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tamalloc", *args, "exporter", "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
         )
         started.append(proc)
         assert proc.stdout is not None
@@ -346,7 +376,7 @@ def test_the_server_keeps_its_scan_files_open_between_scrapes(
 
 
 def test_a_scraper_hanging_up_gives_no_traceback(
-    exporter: Callable[..., tuple[subprocess.Popen[str], str]]
+    exporter: Callable[..., tuple[subprocess.Popen[str], str]],
 ) -> None:
     proc, url = exporter()
     host, port = url.split("/")[2].split(":")
@@ -372,47 +402,75 @@ def test_port_in_use_is_one_line_exit_1() -> None:
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
 
 
-@pytest.mark.parametrize("listen", [
-    "9847", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:http",
-    "::1:9847", "[not-ipv6]:9847", "no-such-host.invalid:9847",
-])
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "9847",
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "127.0.0.1:http",
+        "::1:9847",
+        "[not-ipv6]:9847",
+        "no-such-host.invalid:9847",
+    ],
+)
 def test_invalid_listen_is_a_usage_error(listen: str) -> None:
     line = assert_clean_error(run_cli("exporter", "--listen", listen), 2)
     assert "--listen" in line
 
 
-@pytest.mark.parametrize("args", [
-    ["--interval", "5"],
-    ["--textfile", "x.prom", "--listen", "127.0.0.1:0"],
-    ["--top", "-1"],
-    ["--textfile", "x.prom", "--interval", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--interval", "5"],
+        ["--textfile", "x.prom", "--listen", "127.0.0.1:0"],
+        ["--top", "-1"],
+        ["--textfile", "x.prom", "--interval", "0"],
+    ],
+)
 def test_conflicting_or_bad_options_are_usage_errors(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tamalloc", "exporter", *args],
-                            capture_output=True, text=True, timeout=WAIT, cwd=tmp_path,
-                            env=subprocess_env(), stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "tamalloc", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+    )
     assert_clean_error(result, 2)
     assert not (tmp_path / "x.prom").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["--max-connections", "0"],
-    ["--max-connections", "10001"],
-    ["--max-connections", "many"],
-    ["--header-timeout", "0"],
-    ["--header-timeout", "0.01"],
-    ["--header-timeout", "1e300"],  # beyond what a socket timeout can hold
-    ["--header-timeout", "nan"],
-    ["--idle-timeout", "inf"],
-    ["--idle-timeout", "-5"],
-    ["--textfile", "x.prom", "--max-connections", "5"],
-    ["--textfile", "x.prom", "--header-timeout", "5"],
-    ["--textfile", "x.prom", "--idle-timeout", "5"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-connections", "0"],
+        ["--max-connections", "10001"],
+        ["--max-connections", "many"],
+        ["--header-timeout", "0"],
+        ["--header-timeout", "0.01"],
+        ["--header-timeout", "1e300"],  # beyond what a socket timeout can hold
+        ["--header-timeout", "nan"],
+        ["--idle-timeout", "inf"],
+        ["--idle-timeout", "-5"],
+        ["--textfile", "x.prom", "--max-connections", "5"],
+        ["--textfile", "x.prom", "--header-timeout", "5"],
+        ["--textfile", "x.prom", "--idle-timeout", "5"],
+    ],
+)
 def test_bad_server_limits_are_usage_errors(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tamalloc", "exporter", *args],
-                            capture_output=True, text=True, timeout=WAIT, cwd=tmp_path,
-                            env=subprocess_env(), stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "tamalloc", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+    )
     line = assert_clean_error(result, 2)
     assert next(arg for arg in args if arg.endswith(("-connections", "-timeout"))) in line
     # what is wrong with it: the value, or that it has no use with --textfile
@@ -434,10 +492,18 @@ def test_unwritable_textfile_is_one_line_exit_1(tmp_path: Path) -> None:
 
 
 def test_without_prometheus_client_the_error_says_what_to_install() -> None:
-    code = ("import sys; sys.modules['prometheus_client'] = None\n"
-            "from tamalloc.cli.main import main; sys.exit(main(['exporter']))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=WAIT, env=subprocess_env(), stdin=subprocess.DEVNULL)
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from tamalloc.cli.main import main; sys.exit(main(['exporter']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+    )
     line = assert_clean_error(result, 1)
     assert "pip install prometheus_client" in line and "pip install '.[exporter]'" in line
 
@@ -456,16 +522,29 @@ def test_textfile_once(tmp_path: Path) -> None:
 def test_textfile_not_named_prom_gets_a_note(tmp_path: Path) -> None:
     result = run_cli("exporter", "--textfile", str(tmp_path / "tamalloc.txt"))
     assert result.returncode == 0
-    assert result.stderr == (f"tamalloc: note: node_exporter's textfile collector reads only"
-                             f" *.prom files, not {tmp_path / 'tamalloc.txt'}\n")
+    assert result.stderr == (
+        f"tamalloc: note: node_exporter's textfile collector reads only"
+        f" *.prom files, not {tmp_path / 'tamalloc.txt'}\n"
+    )
 
 
 def test_textfile_every_interval_until_sigterm(tmp_path: Path) -> None:
     path = tmp_path / "tamalloc.prom"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tamalloc", "exporter", "--textfile", str(path),
-         "--interval", "0.2"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tamalloc",
+            "exporter",
+            "--textfile",
+            str(path),
+            "--interval",
+            "0.2",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=subprocess_env(),
     )
     try:
@@ -530,13 +609,15 @@ def test_a_failed_write_leaves_the_old_file(
 def test_promtool_finds_no_naming_problem() -> None:
     promtool = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
     if promtool is None:
-        pytest.fail("promtool is not installed: `make deps` installs it (Debian package"
-                    " prometheus, vm/install-deps.sh)")
+        pytest.fail(
+            "promtool is not installed: `make deps` installs it (Debian package"
+            " prometheus, vm/install-deps.sh)"
+        )
     text = render(make_registry(MemoryCollector(backend="procfs")))
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            timeout=WAIT)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=WAIT
+    )
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
-
 
 
 # --- --oom: the OOM prediction. This host has no cgroup v2 memory controller, so the
@@ -548,24 +629,47 @@ GIB_KB = 1024 * MIB_KB
 
 
 def oom_task(pid: int, name: str, cgroup: str, rss_mib: int, adj: int = 0) -> OomTask:
-    return OomTask(pid=pid, name=name, cgroup=cgroup, rss_kb=rss_mib * MIB_KB, swap_kb=0,
-                   pgtables_kb=0, oom_score=0, oom_score_adj=adj, unkillable=adj == -1000,
-                   oom_victim=False)
+    return OomTask(
+        pid=pid,
+        name=name,
+        cgroup=cgroup,
+        rss_kb=rss_mib * MIB_KB,
+        swap_kb=0,
+        pgtables_kb=0,
+        oom_score=0,
+        oom_score_adj=adj,
+        unkillable=adj == -1000,
+        oom_victim=False,
+    )
 
 
 def oom_cgroup(max_kb: int | None, current_kb: int, oom_group: bool = False) -> OomCgroup:
-    return OomCgroup(memory_max_kb=max_kb, swap_max_kb=None, current_kb=current_kb,
-                     swap_current_kb=0, oom_group=oom_group, has_memory_controller=True,
-                     oom_kill=0)
+    return OomCgroup(
+        memory_max_kb=max_kb,
+        swap_max_kb=None,
+        current_kb=current_kb,
+        swap_current_kb=0,
+        oom_group=oom_group,
+        has_memory_controller=True,
+        oom_kill=0,
+    )
 
 
 def oom_inputs(tasks: list[OomTask], cgroups: dict[str, OomCgroup]) -> OomInputs:
     """4 GiB of RAM, 3 GiB available, no swap, 4 KiB pages."""
     return OomInputs(
-        tasks=tuple(tasks), cgroups={"/": oom_cgroup(None, 0), **cgroups},
-        mem_total_kb=4 * GIB_KB, mem_available_kb=3 * GIB_KB, swap_total_kb=0,
-        swap_free_kb=0, page_size=4096, swappiness=60, oom_kill_allocating_task=0,
-        panic_on_oom=0, cgroup_v1_memory=False, backend="procfs",
+        tasks=tuple(tasks),
+        cgroups={"/": oom_cgroup(None, 0), **cgroups},
+        mem_total_kb=4 * GIB_KB,
+        mem_available_kb=3 * GIB_KB,
+        swap_total_kb=0,
+        swap_free_kb=0,
+        page_size=4096,
+        swappiness=60,
+        oom_kill_allocating_task=0,
+        panic_on_oom=0,
+        cgroup_v1_memory=False,
+        backend="procfs",
     )
 
 
@@ -573,13 +677,19 @@ def oom_inputs(tasks: list[OomTask], cgroups: dict[str, OomCgroup]) -> OomInputs
 # sidecar at oom_score_adj -1000); /db (2 GiB, 1 GiB used: postgres 1000 MiB and
 # pgbouncer 20 MiB); /user, without a memory.max, is no domain of its own.
 RECORDED = oom_inputs(
-    [oom_task(10, "nginx", "/web", 500), oom_task(11, "nginx", "/web", 300),
-     oom_task(12, "sidecar", "/web", 10, adj=-1000),
-     oom_task(20, "postgres", "/db", 1000), oom_task(21, "pgbouncer", "/db", 20),
-     oom_task(30, "bash", "/user", 5)],
-    {"/web": oom_cgroup(GIB_KB, 900 * MIB_KB, oom_group=True),
-     "/db": oom_cgroup(2 * GIB_KB, GIB_KB),
-     "/user": oom_cgroup(None, 100 * MIB_KB)},
+    [
+        oom_task(10, "nginx", "/web", 500),
+        oom_task(11, "nginx", "/web", 300),
+        oom_task(12, "sidecar", "/web", 10, adj=-1000),
+        oom_task(20, "postgres", "/db", 1000),
+        oom_task(21, "pgbouncer", "/db", 20),
+        oom_task(30, "bash", "/user", 5),
+    ],
+    {
+        "/web": oom_cgroup(GIB_KB, 900 * MIB_KB, oom_group=True),
+        "/db": oom_cgroup(2 * GIB_KB, GIB_KB),
+        "/user": oom_cgroup(None, 100 * MIB_KB),
+    },
 )
 
 
@@ -600,8 +710,9 @@ def recorded_oom(monkeypatch: pytest.MonkeyPatch) -> Callable[[OomInputs], list[
     return use
 
 
-def by_domain(metrics: dict[str, list[tuple[dict[str, str], float]]],
-              name: str) -> dict[str, float]:
+def by_domain(
+    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str
+) -> dict[str, float]:
     return {labels["domain"]: value for labels, value in metrics.get(name, [])}
 
 
@@ -614,53 +725,74 @@ def test_oom_families_and_values_of_a_recorded_system(
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert calls == ["kernel"]  # one prediction a scrape, on the exporter's backend
     assert {n: f.type for n, f in families.items() if n.startswith("tamalloc_oom_")} == (
-        OOM_FAMILIES)
+        OOM_FAMILIES
+    )
     help_text = {n: f.documentation for n, f in families.items()}
-    assert "can still take before its OOM killer runs" in help_text[
-        "tamalloc_oom_domain_headroom_bytes"]
-    assert "Who the kernel would kill if this domain ran out of memory now" in help_text[
-        "tamalloc_oom_victim"]
+    assert (
+        "can still take before its OOM killer runs"
+        in help_text["tamalloc_oom_domain_headroom_bytes"]
+    )
+    assert (
+        "Who the kernel would kill if this domain ran out of memory now"
+        in help_text["tamalloc_oom_victim"]
+    )
     metrics = scrape(collector)
     assert one(metrics, "tamalloc_scrape_success") == 1
     assert one(metrics, "tamalloc_oom_domains") == 2  # /web and /db; /user has no limit
     gib = 1 << 30
     assert by_domain(metrics, "tamalloc_oom_domain_limit_bytes") == {
-        "system": 4 * gib, "/web": gib, "/db": 2 * gib}
+        "system": 4 * gib,
+        "/web": gib,
+        "/db": 2 * gib,
+    }
     assert by_domain(metrics, "tamalloc_oom_domain_usage_bytes") == {
-        "system": gib, "/web": 900 << 20, "/db": gib}
+        "system": gib,
+        "/web": 900 << 20,
+        "/db": gib,
+    }
     assert by_domain(metrics, "tamalloc_oom_domain_headroom_bytes") == {
-        "system": 3 * gib, "/web": 124 << 20, "/db": gib}
+        "system": 3 * gib,
+        "/web": 124 << 20,
+        "/db": gib,
+    }
     # Scores by hand: (1000 + 1000 * rss pages // limit pages) * 2 // 3. postgres
     # (256000 pages) against the system's 1048576: 829; against /db's 524288: 992;
     # nginx 10 (128000 pages) against /web's 262144: 992.
-    assert sorted((lab["domain"], lab["pid"], lab["name"], v)
-                  for lab, v in metrics["tamalloc_oom_victim"]) == [
-        ("/db", "20", "postgres", 992), ("/web", "10", "nginx", 992),
-        ("system", "20", "postgres", 829)]
+    assert sorted(
+        (lab["domain"], lab["pid"], lab["name"], v) for lab, v in metrics["tamalloc_oom_victim"]
+    ) == [
+        ("/db", "20", "postgres", 992),
+        ("/web", "10", "nginx", 992),
+        ("system", "20", "postgres", 829),
+    ]
     # memory.oom.group on /web: both nginx die, the -1000 sidecar is spared.
     assert metrics["tamalloc_oom_group_kill"] == [({"domain": "/web", "group": "/web"}, 1)]
-    assert by_domain(metrics, "tamalloc_oom_killed_processes") == {
-        "system": 1, "/web": 2, "/db": 1}
+    assert by_domain(metrics, "tamalloc_oom_killed_processes") == {"system": 1, "/web": 2, "/db": 1}
     assert calls == ["kernel"] * 2  # the render above, and this scrape
 
 
 def bounded_inputs(count: int) -> OomInputs:
     """``count`` cgroups of 1 GiB, /c00 ... ; /cNN has (NN * 7) % count MiB headroom
     (all distinct when count is 30), so headroom does not follow the path order."""
-    return oom_inputs([], {
-        f"/c{i:02}": oom_cgroup(GIB_KB, GIB_KB - (i * 7 % count) * MIB_KB)
-        for i in range(count)
-    })
+    return oom_inputs(
+        [],
+        {f"/c{i:02}": oom_cgroup(GIB_KB, GIB_KB - (i * 7 % count) * MIB_KB) for i in range(count)},
+    )
 
 
-@pytest.mark.parametrize(("limit", "kept"), [
-    (5, ["/c00", "/c13", "/c26", "/c09", "/c22"]),  # headroom 0, 1, 2, 3, 4 MiB
-    (1, ["/c00"]),
-    (0, []),
-    (40, [f"/c{i:02}" for i in range(30)]),
-])
+@pytest.mark.parametrize(
+    ("limit", "kept"),
+    [
+        (5, ["/c00", "/c13", "/c26", "/c09", "/c22"]),  # headroom 0, 1, 2, 3, 4 MiB
+        (1, ["/c00"]),
+        (0, []),
+        (40, [f"/c{i:02}" for i in range(30)]),
+    ],
+)
 def test_oom_domains_keep_the_least_headroom_and_the_system(
-    limit: int, kept: list[str], recorded_oom: Callable[[OomInputs], list[str | None]],
+    limit: int,
+    kept: list[str],
+    recorded_oom: Callable[[OomInputs], list[str | None]],
 ) -> None:
     recorded_oom(bounded_inputs(30))
     metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=limit))
@@ -668,8 +800,11 @@ def test_oom_domains_keep_the_least_headroom_and_the_system(
     headroom = by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")
     assert set(headroom) == {"system", *kept}
     assert headroom["system"] == 3 << 30  # the most headroom, and there anyway
-    for name in ("tamalloc_oom_domain_limit_bytes", "tamalloc_oom_domain_usage_bytes",
-                 "tamalloc_oom_killed_processes"):
+    for name in (
+        "tamalloc_oom_domain_limit_bytes",
+        "tamalloc_oom_domain_usage_bytes",
+        "tamalloc_oom_killed_processes",
+    ):
         assert set(by_domain(metrics, name)) == {"system", *kept}
     for path in kept:
         assert headroom[path] == (int(path[2:]) * 7 % 30) << 20
@@ -680,10 +815,15 @@ def test_oom_domains_are_ranked_by_headroom_share_as_the_alert_is(
 ) -> None:
     # /big has 3 GiB left of 60 (5%: TamallocCgroupHeadroomLow fires), /small 100 MiB of
     # 200 (50%): less room in bytes, yet the one to leave out.
-    recorded_oom(oom_inputs([], {
-        "/big": oom_cgroup(60 * GIB_KB, 57 * GIB_KB),
-        "/small": oom_cgroup(200 * MIB_KB, 100 * MIB_KB),
-    }))
+    recorded_oom(
+        oom_inputs(
+            [],
+            {
+                "/big": oom_cgroup(60 * GIB_KB, 57 * GIB_KB),
+                "/small": oom_cgroup(200 * MIB_KB, 100 * MIB_KB),
+            },
+        )
+    )
     metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=1))
     assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {"system", "/big"}
 
@@ -691,21 +831,31 @@ def test_oom_domains_are_ranked_by_headroom_share_as_the_alert_is(
 def test_oom_domains_of_equal_headroom_are_chosen_by_path(
     recorded_oom: Callable[[OomInputs], list[str | None]],
 ) -> None:
-    recorded_oom(oom_inputs([], {
-        path: oom_cgroup(GIB_KB, GIB_KB - 8 * MIB_KB) for path in ("/z", "/b", "/a", "/m")
-    }))
+    recorded_oom(
+        oom_inputs(
+            [], {path: oom_cgroup(GIB_KB, GIB_KB - 8 * MIB_KB) for path in ("/z", "/b", "/a", "/m")}
+        )
+    )
     for _ in range(3):  # the same two at every scrape
         metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=2))
         assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {
-            "system", "/a", "/b"}
+            "system",
+            "/a",
+            "/b",
+        }
 
 
-@pytest.mark.parametrize(("error", "line"), [
-    (OSError(13, "Permission denied"), "[Errno 13] Permission denied"),
-    (RuntimeError("unexpected"), "RuntimeError: unexpected"),
-])
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (OSError(13, "Permission denied"), "[Errno 13] Permission denied"),
+        (RuntimeError("unexpected"), "RuntimeError: unexpected"),
+    ],
+)
 def test_a_failed_oom_prediction_leaves_its_metrics_out_and_is_counted(
-    error: Exception, line: str, monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
     recorded_oom: Callable[[OomInputs], list[str | None]],
 ) -> None:
     def fail(backend: str | None = None) -> OomInputs:
@@ -742,12 +892,15 @@ def test_without_oom_there_is_no_oom_family_and_no_prediction(
 def test_oom_metrics_pass_promtool() -> None:
     promtool = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
     if promtool is None:
-        pytest.fail("promtool is not installed: `make deps` installs it (Debian package"
-                    " prometheus, vm/install-deps.sh)")
+        pytest.fail(
+            "promtool is not installed: `make deps` installs it (Debian package"
+            " prometheus, vm/install-deps.sh)"
+        )
     text = render(make_registry(MemoryCollector(backend="procfs", oom=True)))
-    assert b"\ntamalloc_oom_domain_headroom_bytes{domain=\"system\"} " in text
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            timeout=WAIT)
+    assert b'\ntamalloc_oom_domain_headroom_bytes{domain="system"} ' in text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=WAIT
+    )
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
 
 
@@ -760,11 +913,12 @@ def test_textfile_with_oom_on_this_host(tmp_path: Path) -> None:
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     assert set(families) - set(FAMILIES) == set(OOM_FAMILIES)
     system, *cgroups = tamalloc.oom.predict_oom()
-    limits = {s.labels["domain"]: s.value
-              for s in families["tamalloc_oom_domain_limit_bytes"].samples}
+    limits = {
+        s.labels["domain"]: s.value for s in families["tamalloc_oom_domain_limit_bytes"].samples
+    }
     assert limits["system"] == system.limit_kb * 1024
     assert len(limits) <= 21
-    domains, = families["tamalloc_oom_domains"].samples
+    (domains,) = families["tamalloc_oom_domains"].samples
     assert domains.value == len(cgroups)
 
 
@@ -774,14 +928,19 @@ def cli_main(*args: str) -> int:
     return main(list(args))
 
 
-@pytest.mark.parametrize(("args", "domains"), [
-    (["--oom", "--oom-domains", "3"], 3),
-    (["--oom"], 20),  # the default
-    (["--oom", "--oom-domains", "0"], 0),
-    ([], None),  # no --oom: no family at all
-])
+@pytest.mark.parametrize(
+    ("args", "domains"),
+    [
+        (["--oom", "--oom-domains", "3"], 3),
+        (["--oom"], 20),  # the default
+        (["--oom", "--oom-domains", "0"], 0),
+        ([], None),  # no --oom: no family at all
+    ],
+)
 def test_cli_passes_oom_options(
-    args: list[str], domains: int | None, tmp_path: Path,
+    args: list[str],
+    domains: int | None,
+    tmp_path: Path,
     recorded_oom: Callable[[OomInputs], list[str | None]],
 ) -> None:
     calls = recorded_oom(bounded_inputs(30))
@@ -797,19 +956,27 @@ def test_cli_passes_oom_options(
     assert len(headroom) == domains + 1
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--oom", "--oom-domains", "-1"], "--oom-domains"),
-    (["--oom", "--oom-domains", "x"], "--oom-domains"),
-    (["--oom", "--oom-domains", "2.5"], "--oom-domains"),
-    (["--oom", "--oom-domains"], "--oom-domains"),
-    (["--oom-domains", "5"], "--oom-domains needs --oom"),
-    (["--oom=1"], "--oom"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--oom", "--oom-domains", "-1"], "--oom-domains"),
+        (["--oom", "--oom-domains", "x"], "--oom-domains"),
+        (["--oom", "--oom-domains", "2.5"], "--oom-domains"),
+        (["--oom", "--oom-domains"], "--oom-domains"),
+        (["--oom-domains", "5"], "--oom-domains needs --oom"),
+        (["--oom=1"], "--oom"),
+    ],
+)
 def test_bad_oom_options_are_usage_errors(args: list[str], says: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tamalloc", "exporter", "--textfile", "x.prom", *args],
-        capture_output=True, text=True, timeout=WAIT, cwd=tmp_path, env=subprocess_env(),
-        stdin=subprocess.DEVNULL)
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+    )
     line = assert_clean_error(result, 2)
     assert says in line
     assert not (tmp_path / "x.prom").exists()

@@ -88,15 +88,17 @@ def server(registry: CollectorRegistry) -> Iterator[tuple[str, int]]:
     thread.join(timeout=WAIT)
 
 
-def request(conn: http.client.HTTPConnection, method: str, path: str = "/metrics",
-            **headers: str) -> tuple[int, dict[str, str], bytes]:
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str = "/metrics", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
     response = conn.getresponse()
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
-def library_answer(registry: CollectorRegistry, method: str, path: str,
-                   **headers: str) -> tuple[int, dict[str, str], bytes]:
+def library_answer(
+    registry: CollectorRegistry, method: str, path: str, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     """What prometheus_client's WSGI app answers, called directly."""
     environ: dict[str, Any] = {"REQUEST_METHOD": method}
     environ["PATH_INFO"], _, environ["QUERY_STRING"] = path.partition("?")
@@ -104,7 +106,7 @@ def library_answer(registry: CollectorRegistry, method: str, path: str,
     setup_testing_defaults(environ)
     answer: list[Any] = []
     body = b"".join(make_wsgi_app(registry)(environ, lambda s, h: answer.append((s, h))))
-    (status, header_list), = answer
+    ((status, header_list),) = answer
     return int(status.split()[0]), {k.lower(): v for k, v in header_list}, body
 
 
@@ -147,23 +149,29 @@ def test_http_1_0_is_answered_and_closed(
     assert body == generate_latest(registry)
 
 
-@pytest.mark.parametrize(("method", "path", "headers"), [
-    ("GET", "/metrics", {}),
-    ("GET", "/", {}),  # every path serves the metrics, as the library's app does: no 404
-    ("GET", "/anything/else?x=1", {}),
-    ("GET", "/metrics?name[]=t_up", {}),
-    ("GET", "/metrics", {"Accept_Encoding": "gzip"}),
-    ("GET", "/metrics", {"Accept_Encoding": "deflate, GZIP;q=0.5"}),
-    ("GET", "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}),
-    ("GET", "/metrics", {"Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"}),
-    ("GET", "/favicon.ico", {}),
-    ("OPTIONS", "/metrics", {}),
-    ("POST", "/metrics", {}),
-    ("DELETE", "/metrics", {}),
-    ("BREW", "/metrics", {}),  # http.server alone would say 501; the library says 405
-])
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/metrics", {}),
+        ("GET", "/", {}),  # every path serves the metrics, as the library's app does: no 404
+        ("GET", "/anything/else?x=1", {}),
+        ("GET", "/metrics?name[]=t_up", {}),
+        ("GET", "/metrics", {"Accept_Encoding": "gzip"}),
+        ("GET", "/metrics", {"Accept_Encoding": "deflate, GZIP;q=0.5"}),
+        ("GET", "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}),
+        ("GET", "/metrics", {"Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"}),
+        ("GET", "/favicon.ico", {}),
+        ("OPTIONS", "/metrics", {}),
+        ("POST", "/metrics", {}),
+        ("DELETE", "/metrics", {}),
+        ("BREW", "/metrics", {}),  # http.server alone would say 501; the library says 405
+    ],
+)
 def test_every_answer_is_the_library_apps(
-    server: tuple[str, int], registry: CollectorRegistry, method: str, path: str,
+    server: tuple[str, int],
+    registry: CollectorRegistry,
+    method: str,
+    path: str,
     headers: dict[str, str],
 ) -> None:
     conn = http.client.HTTPConnection(*server, timeout=WAIT)
@@ -175,8 +183,10 @@ def test_every_answer_is_the_library_apps(
     assert body == want_body
     for name in ("content-type", "content-encoding", "allow"):
         assert got_headers.get(name) == want_headers.get(name)
-    assert int(got_headers["content-length"]) == len(body) or got_headers.get(
-        "content-encoding") == "gzip"
+    assert (
+        int(got_headers["content-length"]) == len(body)
+        or got_headers.get("content-encoding") == "gzip"
+    )
     # and the connection still serves the next scrape
     assert request(conn, "GET")[2] == generate_latest(registry)
     conn.close()
@@ -194,7 +204,8 @@ def test_gzip_when_asked(server: tuple[str, int], registry: CollectorRegistry) -
 def test_openmetrics_when_asked(server: tuple[str, int], registry: CollectorRegistry) -> None:
     conn = http.client.HTTPConnection(*server, timeout=WAIT)
     status, headers, body = request(
-        conn, "GET", Accept="application/openmetrics-text; version=1.0.0; charset=utf-8")
+        conn, "GET", Accept="application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )
     assert status == 200
     assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
     assert body == openmetrics.generate_latest(registry, version="1.0.0")
@@ -207,8 +218,9 @@ def test_head_is_the_libraries_405_without_a_body(server: tuple[str, int]) -> No
     assert (status, headers["allow"], body) == (405, "OPTIONS,GET", b"")
     # Content-Length is that of the body a GET-like answer would carry (RFC 9110 9.3.2),
     # and no body follows, so the kept-alive connection stays in step:
-    assert headers["content-length"] == str(len(b"# HTTP 405 Method Not Allowed: HEAD;"
-                                                b" use OPTIONS or GET\n"))
+    assert headers["content-length"] == str(
+        len(b"# HTTP 405 Method Not Allowed: HEAD; use OPTIONS or GET\n")
+    )
     assert request(conn, "GET")[0] == 200
     conn.close()
 
@@ -250,8 +262,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        with socket.create_connection(("127.0.0.1", httpd.server_address[1]),
-                                      timeout=WAIT) as s:
+        with socket.create_connection(("127.0.0.1", httpd.server_address[1]), timeout=WAIT) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             data = b""
             while chunk := s.recv(65536):  # the answer, then the server's close
@@ -269,9 +280,23 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_timeout(
 def running_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
     """`tamalloc exporter --listen 127.0.0.1:0 --top 2 ARGS` (procfs): (process, address)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tamalloc", "--backend", "procfs", "exporter", "--listen",
-         "127.0.0.1:0", "--top", "2", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tamalloc",
+            "--backend",
+            "procfs",
+            "exporter",
+            "--listen",
+            "127.0.0.1:0",
+            "--top",
+            "2",
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=subprocess_env(),
     )
     try:
@@ -299,7 +324,7 @@ def reset(s: socket.socket) -> None:
 
 
 def test_scrapers_ending_kept_alive_connections_are_no_error(
-    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]]
+    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]],
 ) -> None:
     proc, address = exporter_process
     for end in ("close", "reset"):
@@ -357,8 +382,9 @@ def test_bench_emulated_records_decode_to_the_processes(bench_exporter: Any) -> 
 
     stats = tamalloc.all_mem_stats(backend="procfs")
     decoded = _from_records(memoryview(bench_exporter.kernel_records(stats)))
-    assert decoded == [s._replace(name=s.name.encode()[:15].decode("utf-8", "replace"))
-                       for s in stats]
+    assert decoded == [
+        s._replace(name=s.name.encode()[:15].decode("utf-8", "replace")) for s in stats
+    ]
 
 
 def test_bench_kept_alive_client_reads_whole_answers(
@@ -375,6 +401,7 @@ def test_bench_kept_alive_client_reads_whole_answers(
 def test_a_writer_app_is_answered_in_order(tmp_path: Path) -> None:
     """PEP 3333's start_response writer (prometheus_client's app does not use it): what
     it writes comes before the returned parts, after the headers."""
+
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"a")
@@ -407,9 +434,11 @@ def test_a_sigterm_while_a_request_starts_still_stops_the_server() -> None:
         def handle_error(self, request: Any, client_address: Any) -> None:
             pass
 
-    with Server(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as server, \
-            socket.create_connection(server.server_address[:2], timeout=10), \
-            pytest.raises(_Stop):
+    with (
+        Server(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as server,
+        socket.create_connection(server.server_address[:2], timeout=10),
+        pytest.raises(_Stop),
+    ):
         server.handle_request()
 
 
@@ -529,8 +558,10 @@ def test_a_trickled_head_is_closed_at_its_deadline_not_per_byte(
     # The idle timeout is long: a kept-alive connection's head has its own deadline,
     # from its first byte.
     limits = Limits(header_timeout=0.5, idle_timeout=WAIT * 10)
-    with serving(make_wsgi_app(registry), limits) as (httpd, address, errors), \
-            socket.create_connection(address, timeout=WAIT) as s:
+    with (
+        serving(make_wsgi_app(registry), limits) as (httpd, address, errors),
+        socket.create_connection(address, timeout=WAIT) as s,
+    ):
         if kept_alive:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             head = s.recv(65536)  # the whole answer: small, one write
@@ -550,8 +581,10 @@ def test_an_answer_read_slowly_is_cut_at_its_deadline() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
 
-    with serving(big_app, Limits(header_timeout=0.2)) as (httpd, address, errors), \
-            socket.socket() as s:
+    with (
+        serving(big_app, Limits(header_timeout=0.2)) as (httpd, address, errors),
+        socket.socket() as s,
+    ):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.settimeout(WAIT)
         s.connect(address)
@@ -566,13 +599,21 @@ def test_an_answer_read_slowly_is_cut_at_its_deadline() -> None:
     assert errors == []
 
 
-@pytest.mark.parametrize(("head", "status"), [
-    (b"GET /" + b"m" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
-    (b"GET /metrics HTTP/1.1\r\n" + b"".join(
-        b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_HEAD_BYTES // 1000 + 1)) + b"\r\n",
-     b"431"),
-    (b"GET /metrics HTTP/1.1\r\nX: " + b"v" * (MAX_HEAD_BYTES - 32) + b"\r\n\r\n", b"200"),
-])
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /" + b"m" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (
+            b"GET /metrics HTTP/1.1\r\n"
+            + b"".join(
+                b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_HEAD_BYTES // 1000 + 1)
+            )
+            + b"\r\n",
+            b"431",
+        ),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"v" * (MAX_HEAD_BYTES - 32) + b"\r\n\r\n", b"200"),
+    ],
+)
 def test_the_request_head_is_bounded_in_size(
     server: tuple[str, int], head: bytes, status: bytes
 ) -> None:
@@ -596,7 +637,7 @@ def exporter_threads_and_fds(pid: int) -> tuple[int, int, int]:
 
 
 def test_silent_and_trickling_clients_hold_bounded_threads_and_fds(
-    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]]
+    exporter_process: tuple[subprocess.Popen[str], tuple[str, int]],
 ) -> None:
     """200 connections that never finish their heads, against the default limits: the
     exporter keeps at most --max-connections of them (a thread and a socket each),
@@ -657,8 +698,9 @@ def test_silent_and_trickling_clients_hold_bounded_threads_and_fds(
 
 def test_the_server_options_reach_the_server() -> None:
     # Each closing below comes from its option alone: the other deadlines are an hour.
-    with running_exporter("--max-connections", "2", "--header-timeout", "3600",
-                          "--idle-timeout", "0.5") as (_proc, address):
+    with running_exporter(
+        "--max-connections", "2", "--header-timeout", "3600", "--idle-timeout", "0.5"
+    ) as (_proc, address):
         scraper = http.client.HTTPConnection(*address, timeout=WAIT)
         assert request(scraper, "GET")[0] == 200
         assert scraper.sock is not None
@@ -668,6 +710,8 @@ def test_the_server_options_reach_the_server() -> None:
         assert silent[0].recv(1) == b""  # the third took its place
         for s in silent:
             s.close()
-    with running_exporter("--header-timeout", "0.5") as (_proc, address), \
-            socket.create_connection(address, timeout=WAIT) as s:
+    with (
+        running_exporter("--header-timeout", "0.5") as (_proc, address),
+        socket.create_connection(address, timeout=WAIT) as s,
+    ):
         assert trickle(s, b"GET /metrics HTTP/1.1\r\n") == b""

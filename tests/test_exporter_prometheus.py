@@ -37,8 +37,9 @@ from conftest import IN_VM
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "prometheus" / "rules.yml"
-MISSING = ("is not installed: `make deps` installs it (Debian package prometheus,"
-           " vm/install-deps.sh)")
+MISSING = (
+    "is not installed: `make deps` installs it (Debian package prometheus, vm/install-deps.sh)"
+)
 # Generous: the guest emulates every instruction of a debug kernel, and the host is
 # shared with kernel builds. Waits end as soon as their condition holds.
 WAIT = 600.0 if IN_VM else 120.0
@@ -157,10 +158,23 @@ class Server:
 
 def start_exporter(backend: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tamalloc", "--backend", backend, "exporter",
-         "--listen", "127.0.0.1:0", "--top", str(TOP)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=subprocess_env(),
+        [
+            sys.executable,
+            "-m",
+            "tamalloc",
+            "--backend",
+            backend,
+            "exporter",
+            "--listen",
+            "127.0.0.1:0",
+            "--top",
+            str(TOP),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
     )
     line = read_line(proc, WAIT)
     if "serving http://127.0.0.1:" not in line:
@@ -179,7 +193,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     started: list[subprocess.Popen[Any]] = []
     anchor = subprocess.Popen(
         [sys.executable, "-c", ANCHOR_SCRIPT, str(ANCHOR_RESERVE), str(ANCHOR_TOUCH)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     started.append(anchor)
     try:
@@ -206,9 +222,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         log = tmp / "prometheus.log"
         with log.open("wb") as log_file:
             server_proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         started.append(server_proc)
@@ -216,11 +239,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         deadline = time.monotonic() + WAIT
         while True:
             if server_proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {server_proc.returncode}:\n"
-                            f"{server.log_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"{server.url}/-/ready", timeout=10
-            ) as ready:
+                pytest.fail(
+                    f"prometheus exited with {server_proc.returncode}:\n{server.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{server.url}/-/ready", timeout=10) as ready,
+            ):
                 if ready.status == 200:
                     break
             if time.monotonic() > deadline:
@@ -280,8 +305,10 @@ def test_prometheus_values_equal_the_python_api(prometheus: Server, backend: str
     assert me.committed_kb * 1024 >= ANCHOR_TOUCH
     assert me.oom_score_adj == 1000 and me.oom_score >= 1332  # (1000 + 1000) x 2/3
     assert abs(scraped["anchor_score"] - me.oom_score) <= 5
-    names = {r["metric"]["name"] for r in prometheus.query(
-        f"tamalloc_process_resident_bytes{{{anchor}}}")}
+    names = {
+        r["metric"]["name"]
+        for r in prometheus.query(f"tamalloc_process_resident_bytes{{{anchor}}}")
+    }
     assert names == {me.name}
     # Figures of a live system (other work starts and ends processes): within the
     # readings just before and after, widened by a quarter, which a wrong unit (kB for
@@ -308,8 +335,7 @@ def test_prometheus_values_equal_the_python_api(prometheus: Server, backend: str
 def test_prometheus_reads_types_and_help(prometheus: Server) -> None:
     # Prometheus negotiates OpenMetrics, where a family is named without its _total.
     metadata = prometheus.get("/api/v1/metadata")
-    ours = {name: entries[0] for name, entries in metadata.items()
-            if name.startswith("tamalloc_")}
+    ours = {name: entries[0] for name, entries in metadata.items() if name.startswith("tamalloc_")}
     counters = {name for name, meta in ours.items() if meta["type"] == "counter"}
     assert counters == {"tamalloc_scrape_errors"}
     assert ours["tamalloc_process_resident_bytes"]["type"] == "gauge"
@@ -324,9 +350,12 @@ def test_prometheus_reads_types_and_help(prometheus: Server) -> None:
 def test_prometheus_loads_the_example_rules(prometheus: Server) -> None:
     groups = prometheus.get("/api/v1/rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    assert {rule["name"] for rule in rules} >= {"TamallocCommitHeadroomLow",
-                                                "TamallocProcessNearOomLine",
-                                                "TamallocCgroupHeadroomLow"}
-    prometheus.wait_for('ALERTS{alertname="TamallocProcessNearOomLine"}',
-                        "evaluation of the example rules")
+    assert {rule["name"] for rule in rules} >= {
+        "TamallocCommitHeadroomLow",
+        "TamallocProcessNearOomLine",
+        "TamallocCgroupHeadroomLow",
+    }
+    prometheus.wait_for(
+        'ALERTS{alertname="TamallocProcessNearOomLine"}', "evaluation of the example rules"
+    )
     assert all(rule["health"] in ("ok", "unknown") for rule in rules), rules

@@ -15,14 +15,20 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "prometheus"
 def promtool() -> str:
     path = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
     if path is None:  # a failure, never a skip: the rules would go unchecked
-        pytest.fail("promtool is not installed: `make deps` installs it (Debian package"
-                    " prometheus, vm/install-deps.sh)")
+        pytest.fail(
+            "promtool is not installed: `make deps` installs it (Debian package"
+            " prometheus, vm/install-deps.sh)"
+        )
     return path
 
 
 def run_promtool(*args: str) -> str:
     result = subprocess.run(
-        [promtool(), *args], cwd=EXAMPLES, capture_output=True, text=True, timeout=300,
+        [promtool(), *args],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=300,
         stdin=subprocess.DEVNULL,
     )
     output = result.stdout + result.stderr
@@ -38,12 +44,21 @@ def test_promtool_unit_tests_of_the_rules_pass() -> None:
     assert "SUCCESS" in run_promtool("test", "rules", "rules_test.yml")
 
 
-@pytest.mark.parametrize(("expr", "never", "alert"), [
-    ("tamalloc_process_oom_score >= 1200", "tamalloc_process_oom_score > 5000",
-     "TamallocProcessNearOomLine"),
-    ('tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.10',
-     'tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.01', "TamallocCgroupHeadroomLow"),
-])
+@pytest.mark.parametrize(
+    ("expr", "never", "alert"),
+    [
+        (
+            "tamalloc_process_oom_score >= 1200",
+            "tamalloc_process_oom_score > 5000",
+            "TamallocProcessNearOomLine",
+        ),
+        (
+            'tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.10',
+            'tamalloc_oom_domain_limit_bytes{domain!="system"} < 0.01',
+            "TamallocCgroupHeadroomLow",
+        ),
+    ],
+)
 def test_the_unit_tests_can_fail(expr: str, never: str, alert: str, tmp_path: Path) -> None:
     """A rule that never fires fails its unit test: promtool really judges them."""
     rules = (EXAMPLES / "rules.yml").read_text()
@@ -52,8 +67,12 @@ def test_the_unit_tests_can_fail(expr: str, never: str, alert: str, tmp_path: Pa
     (tmp_path / "rules.yml").write_text(broken)
     shutil.copy(EXAMPLES / "rules_test.yml", tmp_path)
     result = subprocess.run(
-        [promtool(), "test", "rules", "rules_test.yml"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=300, stdin=subprocess.DEVNULL,
+        [promtool(), "test", "rules", "rules_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode != 0
     assert alert in result.stdout + result.stderr

@@ -16,11 +16,21 @@ RECORD = ctypes.sizeof(abi.TamallocMemStats)
 
 
 def _record(pid: int, comm: bytes, reserved: int, committed: int) -> bytes:
-    return bytes(abi.TamallocMemStats(
-        pid=pid, oom_score=666, oom_score_adj=-100, comm=comm, reserved_kb=reserved,
-        committed_kb=committed, anon_kb=committed - 8, file_kb=8, shmem_kb=0, swap_kb=4,
-        pgtables_kb=12,
-    ))
+    return bytes(
+        abi.TamallocMemStats(
+            pid=pid,
+            oom_score=666,
+            oom_score_adj=-100,
+            comm=comm,
+            reserved_kb=reserved,
+            committed_kb=committed,
+            anon_kb=committed - 8,
+            file_kb=8,
+            shmem_kb=0,
+            swap_kb=4,
+            pgtables_kb=12,
+        )
+    )
 
 
 class FakeKernel:
@@ -67,7 +77,11 @@ def test_all_grows_the_buffer_on_eoverflow(
     first = stats[0]
     assert first.name == "proc1"
     assert (first.reserved_kb, first.committed_kb, first.anon_kb, first.file_kb) == (
-        1001, 100, 92, 8)
+        1001,
+        100,
+        92,
+        8,
+    )
     assert (first.swap_kb, first.oom_score, first.oom_score_adj) == (4, 666, -100)
     assert first.committed_pct == pytest.approx(100 / 1001 * 100)
     # The next scan trusts the last count (plus headroom) and skips the sizing walk.
@@ -93,21 +107,25 @@ def _fake_total(size: int, hidden: int, processes: int = 12) -> object:
         # What a kernel writes, as raw bytes: VER1 fills size and some_hidden, a
         # VER0 kernel leaves the old __reserved 0 and zero-fills the bytes past its own.
         raw = abi.TOTAL_MEM_STATS_STRUCT.pack(
-            processes, 1000, 500, 0, 700, 9000, 16000, 0, size, hidden)
+            processes, 1000, 500, 0, 700, 9000, 16000, 0, size, hidden
+        )
         ctypes.memmove(ctypes.byref(rec), raw, len(raw))
         return 0
+
     return fake
 
 
 @pytest.mark.parametrize(
     ("size", "hidden", "expected"),
     # A kernel of this series writes 0 or 1; an earlier one of it wrote a count.
-    [(72, 1, True), (72, 45, True), (72, 0, False), (0, 0, None), (64, 1, None),
-     (4096, 1, True)],
+    [(72, 1, True), (72, 45, True), (72, 0, False), (0, 0, None), (64, 1, None), (4096, 1, True)],
 )
 def test_total_decodes_the_hidden_flag_only_from_a_ver1_record(
-    kbackend: kernel.KernelBackend, monkeypatch: pytest.MonkeyPatch,
-    size: int, hidden: int, expected: bool | None,
+    kbackend: kernel.KernelBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    hidden: int,
+    expected: bool | None,
 ) -> None:
     monkeypatch.setattr(kernel, "_get_total_mem_stats", _fake_total(size, hidden))
     total = kbackend.total_mem_stats()
@@ -161,11 +179,23 @@ def test_decoding_uses_the_one_committed_pct(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _ver1_record(pid: int, cgroup_id: int, flags: int, size: int = 104) -> bytes:
-    return bytes(abi.TamallocMemStats(
-        pid=pid, oom_score=700, oom_score_adj=-1000 if flags else 250, size=size,
-        comm=b"worker", reserved_kb=9000, committed_kb=4000, anon_kb=3000, file_kb=1000,
-        swap_kb=64, pgtables_kb=40, cgroup_id=cgroup_id, oom_flags=flags,
-    ))
+    return bytes(
+        abi.TamallocMemStats(
+            pid=pid,
+            oom_score=700,
+            oom_score_adj=-1000 if flags else 250,
+            size=size,
+            comm=b"worker",
+            reserved_kb=9000,
+            committed_kb=4000,
+            anon_kb=3000,
+            file_kb=1000,
+            swap_kb=64,
+            pgtables_kb=40,
+            cgroup_id=cgroup_id,
+            oom_flags=flags,
+        )
+    )
 
 
 def test_oom_tasks_decode_the_cgroup_and_the_oom_flags(
@@ -181,7 +211,9 @@ def test_oom_tasks_decode_the_cgroup_and_the_oom_flags(
     monkeypatch.setattr(kernel, "_cgroup_paths_by_id", lambda: {1: "/", 77: "/a", 78: "/a/b"})
     tasks = kbackend.oom_tasks()
     assert [(t.pid, t.cgroup, t.unkillable, t.oom_victim) for t in tasks] == [
-        (10, "/", False, False), (11, "/a", True, False), (12, "/a/b", False, True),
+        (10, "/", False, False),
+        (11, "/a", True, False),
+        (12, "/a/b", False, True),
         (13, None, False, False),
     ]
     first = tasks[0]

@@ -260,5 +260,8 @@ def test_a_command_loads_its_own_module_and_not_the_others() -> None:
     status, modules = _modules_after("--help")
     assert status == 0
     assert sorted(m for m in modules if m.startswith("tamalloc.cli.")) == [
-        "tamalloc.cli.commands", "tamalloc.cli.env", "tamalloc.cli.main", "tamalloc.cli.output",
+        "tamalloc.cli.commands",
+        "tamalloc.cli.env",
+        "tamalloc.cli.main",
+        "tamalloc.cli.output",
     ]

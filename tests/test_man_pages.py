@@ -40,9 +40,16 @@ def _errors_section(page: str) -> set[str]:
     text = (MAN / page).read_text()
     body = text.split(".SH ERRORS", 1)[1].split(".SH ", 1)[0]
     # Each entry is a .TP tag line: ".B EINVAL" or ".BR EACCES \", \" EPERM".
-    return set(re.findall(r"\b(E[A-Z]{2,})\b", "\n".join(
-        line for i, line in enumerate(body.splitlines())
-        if i and body.splitlines()[i - 1] == ".TP")))
+    return set(
+        re.findall(
+            r"\b(E[A-Z]{2,})\b",
+            "\n".join(
+                line
+                for i, line in enumerate(body.splitlines())
+                if i and body.splitlines()[i - 1] == ".TP"
+            ),
+        )
+    )
 
 
 def _kernel_errnos(source: str) -> set[str]:
@@ -53,7 +60,7 @@ def _kernel_errnos(source: str) -> set[str]:
 def test_page_has_the_sections_of_a_man_page(page: str) -> None:
     text = (MAN / page).read_text()
     name = page.removesuffix(".2")
-    assert re.search(rf'^\.TH {name.upper()} 2 \d{{4}}-\d\d-\d\d ', text, re.MULTILINE)
+    assert re.search(rf"^\.TH {name.upper()} 2 \d{{4}}-\d\d-\d\d ", text, re.MULTILINE)
     headings = re.findall(r"^\.SH (.+)$", text, re.MULTILINE)
     assert [h for h in headings if h in SECTIONS] == list(SECTIONS)
     assert re.search(rf"^{name} \\- \S", text, re.MULTILINE)  # the NAME line whatis reads
@@ -64,13 +71,22 @@ def test_page_has_the_sections_of_a_man_page(page: str) -> None:
 def test_page_renders_without_warnings(page: str) -> None:
     groff = shutil.which("groff")
     assert groff, "groff missing: `make deps` installs groff-base"
-    run = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", str(MAN / page)],
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [groff, "-man", "-Tutf8", "-ww", "-z", str(MAN / page)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert (run.returncode, run.stderr) == (0, "")
     man = shutil.which("man")
     assert man, "man missing: `make deps` installs man-db"
-    shown = subprocess.run([man, "-l", str(MAN / page)], capture_output=True, text=True,
-                           env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"}, check=False)
+    shown = subprocess.run(
+        [man, "-l", str(MAN / page)],
+        capture_output=True,
+        text=True,
+        env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert (shown.returncode, shown.stderr) == (0, "")
     plain = re.sub(".\b", "", shown.stdout)  # overstrike bold and underline
     assert "RETURN VALUE" in plain and "ERRORS" in plain

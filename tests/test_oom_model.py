@@ -180,8 +180,13 @@ def test_positive_adj_marks_a_small_process_first() -> None:
 
 
 def test_swap_and_page_tables_count() -> None:
-    d = system(inputs([task(10, 100), task(11, 90, swap_kb=20 * 1024)],
-                      swap_total_kb=GIB_KB, swap_free_kb=GIB_KB))
+    d = system(
+        inputs(
+            [task(10, 100), task(11, 90, swap_kb=20 * 1024)],
+            swap_total_kb=GIB_KB,
+            swap_free_kb=GIB_KB,
+        )
+    )
     assert victim_pid(d) == 11
     assert d.candidates[0].swap_pages == 5120
     d = system(inputs([task(10, 100), task(11, 99, pgtables_kb=8 * 1024)]))
@@ -214,8 +219,13 @@ def test_tie_takes_the_higher_pid_and_says_so() -> None:
 
 
 def test_ranking_puts_the_victim_first_and_the_unkillable_last() -> None:
-    tasks = [task(10, 500, adj=-1000), task(11, 5), task(12, 50),
-             task(1, 900, unkillable=True), task(13, 400, unkillable=True)]
+    tasks = [
+        task(10, 500, adj=-1000),
+        task(11, 5),
+        task(12, 50),
+        task(1, 900, unkillable=True),
+        task(13, 400, unkillable=True),
+    ]
     d = system(inputs(tasks))
     assert [c.pid for c in d.candidates] == [12, 11, 1, 10, 13]
     reasons = {c.pid: c.unkillable for c in d.candidates}
@@ -228,8 +238,9 @@ def test_ranking_puts_the_victim_first_and_the_unkillable_last() -> None:
 
 
 def test_a_memcg_limit_is_the_total_of_its_domain() -> None:
-    data = inputs([task(10, 256, cgroup="/lim"), task(11, 1024)],
-                  {"/lim": cg(512, current_kb=300 * 1024)})
+    data = inputs(
+        [task(10, 256, cgroup="/lim"), task(11, 1024)], {"/lim": cg(512, current_kb=300 * 1024)}
+    )
     domains = predict(data)
     assert [d.cgroup for d in domains] == [None, "/lim"]
     sys_d, lim = domains
@@ -255,8 +266,9 @@ def test_memcg_total_adds_swap_unless_swappiness_is_0() -> None:
     assert a0.total_pages == b0.total_pages == 131072
     # The adj share follows the domain's total.
     t = task(12, 1, cgroup="/a", adj=100)
-    a, a0 = (predict(inputs([t], limits, swap_total_kb=256 * 1024, swappiness=s))[1]
-             for s in (60, 0))
+    a, a0 = (
+        predict(inputs([t], limits, swap_total_kb=256 * 1024, swappiness=s))[1] for s in (60, 0)
+    )
     assert (a.candidates[0].adj_pages, a0.candidates[0].adj_pages) == (100 * 196, 100 * 131)
 
 
@@ -265,7 +277,8 @@ def test_swap_usage_counts_with_the_limit() -> None:
     data = inputs([task(10, 1, cgroup="/a")], limits, swap_total_kb=GIB_KB)
     assert predict(data)[1].usage_kb == 150 * 1024
     assert predict(inputs([task(10, 1, cgroup="/a")], limits, swappiness=0))[1].usage_kb == (
-        100 * 1024)
+        100 * 1024
+    )
 
 
 def test_a_zero_memory_max_is_one_page() -> None:
@@ -274,8 +287,13 @@ def test_a_zero_memory_max_is_one_page() -> None:
 
 
 def test_nested_limits_each_weigh_their_subtree() -> None:
-    tasks = [task(10, 2000), task(11, 300, cgroup="/a"), task(12, 100, cgroup="/a/b"),
-             task(13, 50, cgroup="/a/b/c"), task(14, 400, cgroup="/ab")]
+    tasks = [
+        task(10, 2000),
+        task(11, 300, cgroup="/a"),
+        task(12, 100, cgroup="/a/b"),
+        task(13, 50, cgroup="/a/b/c"),
+        task(14, 400, cgroup="/ab"),
+    ]
     data = inputs(tasks, {"/a": cg(1024), "/a/b": cg(256), "/a/b/c": cg(), "/ab": cg()})
     domains = predict(data)
     assert [d.cgroup for d in domains] == [None, "/a", "/a/b"]  # unlimited: no domain
@@ -313,11 +331,20 @@ def test_predict_oom_rejects_what_is_not_a_str(kwargs: dict[str, object]) -> Non
 
 
 def test_oom_group_kills_the_highest_group_and_spares_minus_1000() -> None:
-    tasks = [task(10, 10, cgroup="/a"), task(11, 500, cgroup="/a/b"),
-             task(12, 20, cgroup="/a/b/c"), task(13, 30, cgroup="/a", adj=-1000),
-             task(14, 5, cgroup="/other"), task(15, 1, cgroup="/a", unkillable=True)]
-    limits = {"/a": cg(2048, oom_group=True), "/a/b": cg(1024, oom_group=True),
-              "/a/b/c": cg(oom_group=True), "/other": cg()}
+    tasks = [
+        task(10, 10, cgroup="/a"),
+        task(11, 500, cgroup="/a/b"),
+        task(12, 20, cgroup="/a/b/c"),
+        task(13, 30, cgroup="/a", adj=-1000),
+        task(14, 5, cgroup="/other"),
+        task(15, 1, cgroup="/a", unkillable=True),
+    ]
+    limits = {
+        "/a": cg(2048, oom_group=True),
+        "/a/b": cg(1024, oom_group=True),
+        "/a/b/c": cg(oom_group=True),
+        "/other": cg(),
+    }
     domains = predict(inputs(tasks, limits))
     sys_d, a, b = domains
     for d in (sys_d, a):  # the walk goes up to the domain: /a in both
@@ -362,8 +389,15 @@ def test_a_cgroup_without_the_memory_controller_belongs_to_its_parent() -> None:
 
 
 def test_system_usage_and_headroom() -> None:
-    d = system(inputs([task(10, 1)], mem_total_kb=4 * GIB_KB, mem_available_kb=GIB_KB,
-                      swap_total_kb=GIB_KB, swap_free_kb=GIB_KB // 2))
+    d = system(
+        inputs(
+            [task(10, 1)],
+            mem_total_kb=4 * GIB_KB,
+            mem_available_kb=GIB_KB,
+            swap_total_kb=GIB_KB,
+            swap_free_kb=GIB_KB // 2,
+        )
+    )
     assert d.limit_kb == 5 * GIB_KB
     assert d.usage_kb == 3 * GIB_KB + GIB_KB // 2
     assert d.headroom_kb == GIB_KB + GIB_KB // 2  # MemAvailable + SwapFree
@@ -397,8 +431,7 @@ def test_notes_on_what_the_model_cannot_see() -> None:
 
 
 def test_an_exiting_oom_victim_stops_the_kill() -> None:
-    tasks = [task(10, 100, cgroup="/a"), task(11, 5, cgroup="/a", oom_victim=True),
-             task(12, 1000)]
+    tasks = [task(10, 100, cgroup="/a"), task(11, 5, cgroup="/a", oom_victim=True), task(12, 1000)]
     sys_d, a = predict(inputs(tasks, {"/a": cg(512)}))
     for d in (sys_d, a):
         assert d.victim is None and d.killed_pids == ()
@@ -416,8 +449,10 @@ def test_an_exiting_oom_victim_stops_the_kill() -> None:
 
 
 def test_inputs_round_trip_through_json() -> None:
-    tasks = [task(10, 100, cgroup="/a", swap_kb=8, pgtables_kb=12, adj=-5), task(11, 2,
-             cgroup=None, oom_victim=True, unkillable=True)]
+    tasks = [
+        task(10, 100, cgroup="/a", swap_kb=8, pgtables_kb=12, adj=-5),
+        task(11, 2, cgroup=None, oom_victim=True, unkillable=True),
+    ]
     data = inputs(tasks, {"/a": cg(512, swap_max_kb=1024, oom_group=True)}, numa_nodes=2)
     again = OomInputs.from_dict(json.loads(json.dumps(data.to_dict())))
     assert again == data
@@ -452,7 +487,10 @@ def test_procfs_oom_tasks_of_a_child(spawn_child: object) -> None:
     me = found[child.pid]
     status = status_kb(child.pid)
     assert (me.rss_kb, me.swap_kb, me.pgtables_kb) == (
-        status["VmRSS"], status["VmSwap"], status["VmPTE"])
+        status["VmRSS"],
+        status["VmSwap"],
+        status["VmPTE"],
+    )
     assert me.rss_kb >= 16 * 1024
     assert me.oom_score == read_int(f"/proc/{child.pid}/oom_score")
     assert me.oom_score_adj == 300
@@ -481,7 +519,10 @@ def test_procfs_oom_tasks_read_a_zombie_leader_through_its_thread(zombie_leader:
     thread = live_thread_status_kb(zombie_leader)
     assert me.name == ZOMBIE_LEADER_NAME
     assert (me.rss_kb, me.swap_kb, me.pgtables_kb) == (
-        thread["VmRSS"], thread["VmSwap"], thread["VmPTE"])
+        thread["VmRSS"],
+        thread["VmSwap"],
+        thread["VmPTE"],
+    )
     assert me.rss_kb >= 64 * 1024
     assert not me.unkillable
 
@@ -519,7 +560,11 @@ def test_system_scores_match_the_kernels_oom_score(spawn_child: object) -> None:
         except (OSError, KeyError):
             continue
         if (status.get("VmRSS"), status.get("VmSwap"), status.get("VmPTE"), now) == (
-                t.rss_kb, t.swap_kb, t.pgtables_kb, t.oom_score):
+            t.rss_kb,
+            t.swap_kb,
+            t.pgtables_kb,
+            t.oom_score,
+        ):
             steady.append(t)
             assert scores[t.pid] == t.oom_score, t
     assert child.pid in {t.pid for t in steady}
@@ -554,19 +599,31 @@ def test_the_cgroup_tree_is_read(tmp_path: Path) -> None:
 
     root = tmp_path / "cg"
     write(root, {"cgroup.controllers": "cpu memory io", "cgroup.subtree_control": "memory"})
-    write(root / "a", {
-        "cgroup.controllers": "memory", "cgroup.subtree_control": "",
-        "memory.max": str(512 * MiB), "memory.swap.max": "max",
-        "memory.current": str(100 * MiB), "memory.swap.current": "0",
-        "memory.oom.group": "1", "memory.events": "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1",
-    })
+    write(
+        root / "a",
+        {
+            "cgroup.controllers": "memory",
+            "cgroup.subtree_control": "",
+            "memory.max": str(512 * MiB),
+            "memory.swap.max": "max",
+            "memory.current": str(100 * MiB),
+            "memory.swap.current": "0",
+            "memory.oom.group": "1",
+            "memory.events": "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1",
+        },
+    )
     write(root / "a" / "x", {"cgroup.controllers": ""})
     found = oom_inputs.read_cgroups(("/", str(root)))
     assert sorted(found) == ["/", "/a", "/a/x"]
     assert found["/"].has_memory_controller and found["/"].memory_max_kb is None
     a = found["/a"]
     assert (a.memory_max_kb, a.swap_max_kb, a.current_kb, a.oom_group, a.oom_kill) == (
-        512 * 1024, None, 100 * 1024, True, 1)
+        512 * 1024,
+        None,
+        100 * 1024,
+        True,
+        1,
+    )
     assert a.has_memory_controller
     assert not found["/a/x"].has_memory_controller  # "memory" not in /a's subtree_control
     # A mount of a subtree names the cgroups by their full path.

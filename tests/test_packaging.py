@@ -27,8 +27,10 @@ def test_licence_file_states_gpl_2_only() -> None:
     project = _project()["project"]
     assert isinstance(project, dict)
     assert project["license"] == {"text": "GPL-2.0-only"}
-    assert "License :: OSI Approved :: GNU General Public License v2 (GPLv2)" in (
-        project["classifiers"])
+    assert (
+        "License :: OSI Approved :: GNU General Public License v2 (GPLv2)"
+        in (project["classifiers"])
+    )
 
 
 def test_project_metadata_is_complete() -> None:

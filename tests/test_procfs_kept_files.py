@@ -47,7 +47,7 @@ def kept_for(pid: int) -> dict[str, int]:
         target = os.readlink(f"/proc/self/fd/{fd}")
         prefix = f"/proc/{pid}/"
         if target.startswith(prefix):
-            found[target[len(prefix):]] = fd
+            found[target[len(prefix) :]] = fd
     return found
 
 
@@ -108,8 +108,14 @@ def test_kept_fds_sit_high_and_close_on_exec() -> None:
 
 def run_json(code: str) -> Any:
     """What Python code prints as JSON, run in a new interpreter (module state fresh)."""
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=60, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
     return json.loads(run.stdout)
 
 
@@ -153,8 +159,13 @@ def spawn_at(pid: int, name: str) -> subprocess.Popen[str] | None:
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(pid - 1))
     named = f"open('/proc/self/comm', 'w').write({name!r}); {SLEEPER}"
-    proc = subprocess.Popen([sys.executable, "-c", named], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", named],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
     if proc.pid != pid:
         proc.kill()
         proc.wait()
@@ -167,8 +178,13 @@ def test_a_reused_pid_reads_the_new_process() -> None:
     if os.geteuid() != 0:
         pytest.skip("reusing a pid on purpose needs root (ns_last_pid; runs in `make vm-test`)")
     for _ in range(20):
-        first = subprocess.Popen([sys.executable, "-c", SLEEPER], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, env=subprocess_env())
+        first = subprocess.Popen(
+            [sys.executable, "-c", SLEEPER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+        )
         assert first.stdout is not None and first.stdout.readline() == "ready\n"
         pid = first.pid
         held_scan()
@@ -291,7 +307,8 @@ def _proc_files_open_here() -> int:
 
 @pytest.mark.parametrize("threads", [1, 4])
 def test_a_child_forked_during_a_scan_keeps_none_of_its_files(
-    many_sleepers: None, threads: int,
+    many_sleepers: None,
+    threads: int,
 ) -> None:
     """fork() from a second thread while the main one scans (its kept files then in
     the scan's job, and, with workers, in detached threads that may outlive the call):
@@ -335,7 +352,6 @@ def test_a_child_forked_during_a_scan_keeps_none_of_its_files(
     assert sum(leaked) == 0, f"{sum(leaked)} fds leaked into {sum(map(bool, leaked))} children"
 
 
-
 def test_forks_during_scans_with_tracemalloc_on_do_not_hang(many_sleepers: None) -> None:
     """A fork waits for the scan's threads to put their fds away; none of them may wait
     for the GIL the forking thread holds meanwhile (tracemalloc's hooks of Python's raw
@@ -364,8 +380,13 @@ def test_forks_during_scans_with_tracemalloc_on_do_not_hang(many_sleepers: None)
         "thread.join()\n"
         "print('done')\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout == "done\n"
 
@@ -454,9 +475,14 @@ def test_a_long_status_is_counted_with_its_bigger_buffer() -> None:
     if os.geteuid() != 0:
         pytest.skip("setgroups needs root (runs in `make vm-test`)")
     groups = list(range(100000, 102000))  # a Groups line of ~14 kB: a 16 kB buffer
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=subprocess_env(),
-                            preexec_fn=lambda: os.setgroups(groups))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        preexec_fn=lambda: os.setgroups(groups),
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         held_scan()
@@ -497,20 +523,38 @@ def test_the_budget_from_the_environment() -> None:
         if value is not None:
             env["TAMALLOC_KEPT_BYTES"] = value
         run = subprocess.run(
-            [sys.executable, "-c", "import resource; r = resource.RLIMIT_NOFILE; "
-             "resource.setrlimit(r, (16384, resource.getrlimit(r)[1]))\n" + code],
-            capture_output=True, text=True, env=env, timeout=60, check=True)
+            [
+                sys.executable,
+                "-c",
+                "import resource; r = resource.RLIMIT_NOFILE; "
+                "resource.setrlimit(r, (16384, resource.getrlimit(r)[1]))\n" + code,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
         kept_bytes, fds = json.loads(run.stdout)
         assert kept_bytes <= most
         assert (fds > 0) == (most > 0)
-    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=subprocess_env(TAMALLOC_KEPT_BYTES="-5"), timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(TAMALLOC_KEPT_BYTES="-5"),
+        timeout=60,
+    )
     assert bad.returncode != 0
     assert "$TAMALLOC_KEPT_BYTES" in bad.stderr
     # The CLI says so in one line, as it does of a bad $TAMALLOC_BACKEND.
-    cli = subprocess.run([sys.executable, "-m", "tamalloc", "stats", "--top", "1"],
-                         capture_output=True, text=True, timeout=60,
-                         env=subprocess_env(TAMALLOC_BACKEND="procfs", TAMALLOC_KEPT_BYTES="lots"))
+    cli = subprocess.run(
+        [sys.executable, "-m", "tamalloc", "stats", "--top", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(TAMALLOC_BACKEND="procfs", TAMALLOC_KEPT_BYTES="lots"),
+    )
     assert cli.returncode != 0
     assert cli.stdout == ""
     assert cli.stderr.count("\n") == 1

@@ -60,7 +60,10 @@ def named_child() -> Iterator[Callable[[str], subprocess.Popen[str]]]:
     def spawn(name: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [sys.executable, "-c", NAMED_CHILD, name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
         )
         procs.append(proc)
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
@@ -125,10 +128,14 @@ def test_both_scans_agree_on_every_process() -> None:
     both = in_c.keys() & in_python.keys() & in_threads.keys()
     assert len(both) >= 0.9 * max(len(in_c), len(in_python), len(in_threads))
     differ = [
-        pid for pid in both
-        if not (in_c[pid].name == in_python[pid].name == in_threads[pid].name
-                and in_c[pid].oom_score_adj == in_python[pid].oom_score_adj
-                == in_threads[pid].oom_score_adj)
+        pid
+        for pid in both
+        if not (
+            in_c[pid].name == in_python[pid].name == in_threads[pid].name
+            and in_c[pid].oom_score_adj
+            == in_python[pid].oom_score_adj
+            == in_threads[pid].oom_score_adj
+        )
     ]
     assert len(differ) <= 0.05 * len(both), [(in_c[p], in_python[p]) for p in differ]
 
@@ -199,12 +206,15 @@ def test_all_mem_stats_translates_an_unexpected_error(monkeypatch: pytest.Monkey
         tamalloc.all_mem_stats(backend="procfs")
 
 
-@pytest.mark.parametrize("args", [
-    (["1"], MemStats, SKIPPED_IN_SCANS),  # a pid that is not an int
-    ([1], dict, SKIPPED_IN_SCANS),  # not a tuple type
-    (1, MemStats, SKIPPED_IN_SCANS),  # not a sequence
-    ([1], MemStats, None),  # no errno set
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (["1"], MemStats, SKIPPED_IN_SCANS),  # a pid that is not an int
+        ([1], dict, SKIPPED_IN_SCANS),  # not a tuple type
+        (1, MemStats, SKIPPED_IN_SCANS),  # not a sequence
+        ([1], MemStats, None),  # no errno set
+    ],
+)
 def test_c_scan_rejects_bad_arguments(args: tuple[object, object, object]) -> None:
     assert procfs._c_scan is not None, NEEDS_C
     with pytest.raises(TypeError):
@@ -296,16 +306,19 @@ def zombie_leader_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("zombie_leader")
     source, exe = tmp / "zombie_leader.c", tmp / ZOMBIE_LEADER_NAME
     source.write_text(ZOMBIE_LEADER_C)
-    subprocess.run([compiler, "-O2", "-Wall", "-pthread", "-o", str(exe), str(source)],
-                   check=True)
+    subprocess.run([compiler, "-O2", "-Wall", "-pthread", "-o", str(exe), str(source)], check=True)
     return exe
 
 
 @pytest.fixture
 def zombie_leader(zombie_leader_exe: Path) -> Iterator[int]:
     """The pid of a running zombie leader whose live thread has 64 MiB resident."""
-    proc = subprocess.Popen([str(zombie_leader_exe), str(ZOMBIE_LEADER_TOUCH)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(zombie_leader_exe), str(ZOMBIE_LEADER_TOUCH)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         deadline = time.monotonic() + 30
@@ -338,10 +351,21 @@ def live_thread_status_kb(pid: int) -> dict[str, int]:
 def assert_zombie_leader_stats(stats: MemStats, pid: int) -> None:
     thread = live_thread_status_kb(pid)
     assert (stats.pid, stats.name) == (pid, ZOMBIE_LEADER_NAME)  # not the thread's name
-    assert (stats.reserved_kb, stats.committed_kb, stats.anon_kb, stats.file_kb,
-            stats.shmem_kb, stats.swap_kb) == (
-        thread["VmSize"], thread["VmRSS"], thread["RssAnon"], thread["RssFile"],
-        thread["RssShmem"], thread["VmSwap"])
+    assert (
+        stats.reserved_kb,
+        stats.committed_kb,
+        stats.anon_kb,
+        stats.file_kb,
+        stats.shmem_kb,
+        stats.swap_kb,
+    ) == (
+        thread["VmSize"],
+        thread["VmRSS"],
+        thread["RssAnon"],
+        thread["RssFile"],
+        thread["RssShmem"],
+        thread["VmSwap"],
+    )
     assert stats.anon_kb >= ZOMBIE_LEADER_TOUCH // 1024
     assert stats.oom_score == read_int(f"/proc/{pid}/oom_score")
     assert stats.oom_score_adj == read_int(f"/proc/{pid}/oom_score_adj")
@@ -375,8 +399,7 @@ def test_all_mem_stats_lists_a_zombie_leader(
 
 
 def test_mem_stats_of_a_zombie_leader_gives_its_memory(zombie_leader: int) -> None:
-    assert_zombie_leader_stats(tamalloc.mem_stats(zombie_leader, backend="procfs"),
-                               zombie_leader)
+    assert_zombie_leader_stats(tamalloc.mem_stats(zombie_leader, backend="procfs"), zombie_leader)
 
 
 def test_total_mem_stats_counts_a_zombie_leader(
@@ -386,4 +409,8 @@ def test_total_mem_stats_counts_a_zombie_leader(
     total = tamalloc.total_mem_stats(backend="procfs")
     thread = live_thread_status_kb(zombie_leader)
     assert (total.processes, total.reserved_kb, total.committed_kb, total.swap_kb) == (
-        1, thread["VmSize"], thread["VmRSS"], thread["VmSwap"])
+        1,
+        thread["VmSize"],
+        thread["VmRSS"],
+        thread["VmSwap"],
+    )

@@ -34,11 +34,32 @@ def test_parse_size_accepts(text: int | str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "abc", "10X", "M", "-1", "-1M", "0", "0M", 0, -4096, "1.5", "0.1k", "10 M B", "1iB",
-     True, 1.5, None, b"10M",
-     # Digits and spaces of other scripts: Arabic-Indic 100, 10 in full-width digits,
-     # an em space (issue 16, item 11)
-     "\u0661\u0660\u0660", "\uff11\uff10M", "\u2003 10M", "1\u0665G"],
+    [
+        "",
+        "abc",
+        "10X",
+        "M",
+        "-1",
+        "-1M",
+        "0",
+        "0M",
+        0,
+        -4096,
+        "1.5",
+        "0.1k",
+        "10 M B",
+        "1iB",
+        True,
+        1.5,
+        None,
+        b"10M",
+        # Digits and spaces of other scripts: Arabic-Indic 100, 10 in full-width digits,
+        # an em space (issue 16, item 11)
+        "\u0661\u0660\u0660",
+        "\uff11\uff10M",
+        "\u2003 10M",
+        "1\u0665G",
+    ],
 )
 def test_parse_size_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="invalid size"):
@@ -47,8 +68,14 @@ def test_parse_size_rejects(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (10 << 20, "10.0 MiB"),
-     (1 << 30, "1.0 GiB")],
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (10 << 20, "10.0 MiB"),
+        (1 << 30, "1.0 GiB"),
+    ],
 )
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text

@@ -32,7 +32,8 @@ def test_child_matches_proc_status(backend: str, child: Child) -> None:
     # is compared exactly.
     with stopped(child.pid):
         stats, status = read_between_equal_statuses(
-            child.pid, lambda: tamalloc.mem_stats(child.pid, backend=backend))
+            child.pid, lambda: tamalloc.mem_stats(child.pid, backend=backend)
+        )
     assert stats.pid == child.pid
     assert stats.name == proc_status(child.pid)["Name"]
     assert_memory_matches_status(stats, child.pid, status)
@@ -48,7 +49,8 @@ def test_a_busy_child_matches_proc_status_when_stopped(backend: str) -> None:
         for _ in range(20):
             with stopped(busy.pid):
                 stats, status = read_between_equal_statuses(
-                    busy.pid, lambda: tamalloc.mem_stats(busy.pid, backend=backend))
+                    busy.pid, lambda: tamalloc.mem_stats(busy.pid, backend=backend)
+                )
             assert_memory_matches_status(stats, busy.pid, status)
     finally:
         busy.kill()
@@ -69,8 +71,7 @@ while True:
 
 def test_child_allocation_is_visible(backend: str, spawn_child: Callable[..., Child]) -> None:
     small = tamalloc.mem_stats(spawn_child(reserve=MiB, touch=MiB).pid, backend=backend)
-    big = tamalloc.mem_stats(spawn_child(reserve=128 * MiB, touch=32 * MiB).pid,
-                             backend=backend)
+    big = tamalloc.mem_stats(spawn_child(reserve=128 * MiB, touch=32 * MiB).pid, backend=backend)
     # Same program, different mapping: the differences are the allocation itself.
     assert big.reserved_kb - small.reserved_kb == pytest.approx(127 * 1024, abs=2048)
     assert big.anon_kb - small.anon_kb == pytest.approx(31 * 1024, abs=2048)
@@ -234,9 +235,22 @@ def test_total_matches_meminfo_and_the_process_list(backend: str, child: Child) 
 
 def test_to_dict_has_exactly_the_field_names(child: Child) -> None:
     stats = tamalloc.mem_stats(child.pid, backend="procfs")
-    assert tuple(stats.to_dict()) == FIELD_NAMES == (
-        "pid", "name", "reserved_kb", "committed_kb", "committed_pct", "anon_kb", "file_kb",
-        "shmem_kb", "swap_kb", "oom_score", "oom_score_adj",
+    assert (
+        tuple(stats.to_dict())
+        == FIELD_NAMES
+        == (
+            "pid",
+            "name",
+            "reserved_kb",
+            "committed_kb",
+            "committed_pct",
+            "anon_kb",
+            "file_kb",
+            "shmem_kb",
+            "swap_kb",
+            "oom_score",
+            "oom_score_adj",
+        )
     )
 
 

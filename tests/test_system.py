@@ -66,15 +66,34 @@ def test_docs_example_is_the_one_tested() -> None:
 def test_to_dict_has_the_json_file_shape() -> None:
     data = parse_system_stats(SAMPLE).to_dict()
     assert set(data) == {"memory", "cpu", "disk", "source"}
-    assert set(data["memory"]) == {"total_kb", "used_kb", "free_kb", "available_kb",
-                                   "buffers_kb", "cached_kb"}
+    assert set(data["memory"]) == {
+        "total_kb",
+        "used_kb",
+        "free_kb",
+        "available_kb",
+        "buffers_kb",
+        "cached_kb",
+    }
     assert data["cpu"]["total"]["user"] == 120
     assert "cpu" not in data["cpu"]["total"]
-    assert data["cpu"]["per_cpu"][0] == {"cpu": 0, "user": 60, "nice": 0, "system": 170,
-                                         "idle": 49000, "iowait": 1, "irq": 0, "softirq": 6,
-                                         "steal": 0}
-    assert data["disk"] == {"path": "/", "total_kb": 263174212, "free_kb": 83886080,
-                            "available_kb": 70000000, "used_pct": 71.92}
+    assert data["cpu"]["per_cpu"][0] == {
+        "cpu": 0,
+        "user": 60,
+        "nice": 0,
+        "system": 170,
+        "idle": 49000,
+        "iowait": 1,
+        "irq": 0,
+        "softirq": 6,
+        "steal": 0,
+    }
+    assert data["disk"] == {
+        "path": "/",
+        "total_kb": 263174212,
+        "free_kb": 83886080,
+        "available_kb": 70000000,
+        "used_pct": 71.92,
+    }
 
 
 @pytest.mark.parametrize(
@@ -159,8 +178,15 @@ def test_disk_used_pct_formula() -> None:
 
 @pytest.mark.parametrize(
     ("total", "free", "available"),
-    [(10, 2**64 - 1, 2**64 - 1), (10, 12, 5), (10, 11, 0), (0, 5, 3), (2**64 - 1, 0, 2**64 - 1),
-     (2**64 - 1, 2**64 - 1, 2**64 - 1), (5, 0, 0)],
+    [
+        (10, 2**64 - 1, 2**64 - 1),
+        (10, 12, 5),
+        (10, 11, 0),
+        (0, 5, 3),
+        (2**64 - 1, 0, 2**64 - 1),
+        (2**64 - 1, 2**64 - 1, 2**64 - 1),
+        (5, 0, 0),
+    ],
 )
 def test_disk_used_pct_of_hostile_figures_is_a_percentage(
     total: int, free: int, available: int
@@ -186,10 +212,12 @@ def test_swap_comes_from_meminfo_whatever_the_source(monkeypatch: pytest.MonkeyP
     assert stats.swap.used_kb == stats.swap.total_kb - stats.swap.free_kb
     assert abs(stats.swap.free_kb - meminfo["SwapFree"]) <= 1024
     real_read = system._read_text
-    monkeypatch.setattr(system, "_read_text",
-                        lambda path: SAMPLE if path == SYSTEM_STATS_PATH else real_read(path))
-    monkeypatch.setattr(system, "read_meminfo",
-                        lambda: {**meminfo, "SwapTotal": 4000, "SwapFree": 1000})
+    monkeypatch.setattr(
+        system, "_read_text", lambda path: SAMPLE if path == SYSTEM_STATS_PATH else real_read(path)
+    )
+    monkeypatch.setattr(
+        system, "read_meminfo", lambda: {**meminfo, "SwapTotal": 4000, "SwapFree": 1000}
+    )
     from_module = system_stats()
     assert from_module.source == SOURCE_MODULE
     assert from_module.swap == tamalloc.SwapInfo(total_kb=4000, used_kb=3000, free_kb=1000)

@@ -91,13 +91,16 @@ def test_describe() -> None:
 
 # --- the CLI's line on stderr --------------------------------------------------------------
 
-HIDDEN = Visibility(True, "vm.tamalloc_stats_restrict=1; run as root or use --backend procfs"
-                        " to see what /proc shows")
+HIDDEN = Visibility(
+    True,
+    "vm.tamalloc_stats_restrict=1; run as root or use --backend procfs to see what /proc shows",
+)
 
 
 def _env() -> Environment:
-    return Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
-                       stdout_isatty=False)
+    return Environment(
+        stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(), stdout_isatty=False
+    )
 
 
 def _streams(env: Environment) -> tuple[str, str]:

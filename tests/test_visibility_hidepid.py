@@ -45,8 +45,13 @@ print(json.dumps({"hidden": vis.some_hidden, "status": status, "stderr": env.std
 def test_hidepid_2_is_reported_to_a_user() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for a private mount namespace (runs in `make vm-test`)")
-    run = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
     if "skip" in seen:
@@ -61,5 +66,7 @@ def test_hidepid_2_is_reported_to_a_user() -> None:
     line = seen["stderr"]
     assert line.startswith("tamalloc: ")
     # The kernel prints the option by name in mountinfo since 5.8, by number before.
-    assert ("/proc is mounted hidepid=invisible, which hides other users' processes" in line
-            or "/proc is mounted hidepid=2, which hides other users' processes" in line)
+    assert (
+        "/proc is mounted hidepid=invisible, which hides other users' processes" in line
+        or "/proc is mounted hidepid=2, which hides other users' processes" in line
+    )

@@ -63,8 +63,13 @@ def _set(value: int) -> None:
 
 
 def _as_nobody() -> dict[str, object]:
-    run = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                         env=subprocess_env(), timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     result: dict[str, object] = json.loads(run.stdout)
     return result

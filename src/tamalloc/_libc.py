@@ -28,7 +28,12 @@ syscall.restype = ctypes.c_long
 mmap = libc.mmap
 mmap.restype = ctypes.c_void_p
 mmap.argtypes = (
-    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
 )
 
 munmap = libc.munmap
@@ -38,7 +43,11 @@ munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 mremap = libc.mremap
 mremap.restype = ctypes.c_void_p
 mremap.argtypes = (
-    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_void_p,
 )
 
 madvise = libc.madvise

@@ -112,23 +112,37 @@ def _check_layout() -> None:
     # fail at import time; explicit raises survive ``python -O``, asserts would not.
     checks = {
         "sizeof(tamalloc_mem_stats)": (
-            ctypes.sizeof(TamallocMemStats), TAMALLOC_MEM_STATS_SIZE_VER1),
+            ctypes.sizeof(TamallocMemStats),
+            TAMALLOC_MEM_STATS_SIZE_VER1,
+        ),
         "offsetof(tamalloc_mem_stats, cgroup_id)": (
-            TamallocMemStats.cgroup_id.offset, TAMALLOC_MEM_STATS_SIZE_VER0),
+            TamallocMemStats.cgroup_id.offset,
+            TAMALLOC_MEM_STATS_SIZE_VER0,
+        ),
         "sizeof(tamalloc_total_mem_stats)": (
-            ctypes.sizeof(TamallocTotalMemStats), TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
+            ctypes.sizeof(TamallocTotalMemStats),
+            TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1,
+        ),
         "struct format of tamalloc_mem_stats": (
-            MEM_STATS_STRUCT.size, TAMALLOC_MEM_STATS_SIZE_VER1),
+            MEM_STATS_STRUCT.size,
+            TAMALLOC_MEM_STATS_SIZE_VER1,
+        ),
         "struct format of tamalloc_total_mem_stats": (
-            TOTAL_MEM_STATS_STRUCT.size, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1),
+            TOTAL_MEM_STATS_STRUCT.size,
+            TAMALLOC_TOTAL_MEM_STATS_SIZE_VER1,
+        ),
         "offsetof(tamalloc_mem_stats, size)": (TamallocMemStats.size.offset, 12),
         "offsetof(tamalloc_total_mem_stats, size)": (TamallocTotalMemStats.size.offset, 60),
         "offsetof(tamalloc_total_mem_stats, some_hidden)": (
-            TamallocTotalMemStats.some_hidden.offset, TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0),
+            TamallocTotalMemStats.some_hidden.offset,
+            TAMALLOC_TOTAL_MEM_STATS_SIZE_VER0,
+        ),
         "offsetof(tamalloc_mem_stats, comm)": (TamallocMemStats.comm.offset, 16),
         "offsetof(tamalloc_mem_stats, reserved_kb)": (TamallocMemStats.reserved_kb.offset, 32),
         "offsetof(tamalloc_total_mem_stats, overcommit_memory)": (
-            TamallocTotalMemStats.overcommit_memory.offset, 56),
+            TamallocTotalMemStats.overcommit_memory.offset,
+            56,
+        ),
     }
     for what, (got, want) in checks.items():
         if got != want:

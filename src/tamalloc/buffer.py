@@ -147,8 +147,14 @@ def _take(address: int, length: int) -> Buffer:
     if _libc.mremap(address, mapped, mapped, _libc.MREMAP_MAYMOVE_FIXED, target) == target:
         return buf
     err = ctypes.get_errno()
-    again = _libc.mmap(target, mapped, _libc.PROT_READ_WRITE,
-                       _libc.MAP_PRIVATE_ANON_NORESERVE | _libc.MAP_FIXED_NOREPLACE, -1, 0)
+    again = _libc.mmap(
+        target,
+        mapped,
+        _libc.PROT_READ_WRITE,
+        _libc.MAP_PRIVATE_ANON_NORESERVE | _libc.MAP_FIXED_NOREPLACE,
+        -1,
+        0,
+    )
     if again not in (target, _libc.MAP_FAILED):
         _libc.munmap(again, mapped)  # a kernel without NOREPLACE took it as a hint
     buf.close()

@@ -152,8 +152,14 @@ class CpuTimes(NamedTuple):
     @property
     def total(self) -> int:
         return (
-            self.user + self.nice + self.system + self.idle
-            + self.iowait + self.irq + self.softirq + self.steal
+            self.user
+            + self.nice
+            + self.system
+            + self.idle
+            + self.iowait
+            + self.irq
+            + self.softirq
+            + self.steal
         )
 
     def __sub__(self, earlier: "CpuTimes") -> "CpuTimes":
@@ -163,8 +169,16 @@ class CpuTimes(NamedTuple):
         )
 
     def _ticks(self) -> tuple[int, ...]:
-        return (self.user, self.nice, self.system, self.idle, self.iowait, self.irq,
-                self.softirq, self.steal)
+        return (
+            self.user,
+            self.nice,
+            self.system,
+            self.idle,
+            self.iowait,
+            self.irq,
+            self.softirq,
+            self.steal,
+        )
 
     def pct(self, name: str) -> float:
         """Share of ``name`` (e.g. "user") in all ticks, in percent."""

@@ -205,8 +205,11 @@ def _domain(
     exiting = [t for t in tasks if _aborts_selection(t)]
     if exiting:
         names = ", ".join(f"{t.pid} ({t.name})" for t in exiting)
-        notes.insert(0, f"OOM victim {names} is still exiting: an OOM in {where} now would"
-                     " wait for it and kill nobody new")
+        notes.insert(
+            0,
+            f"OOM victim {names} is still exiting: an OOM in {where} now would"
+            " wait for it and kill nobody new",
+        )
         victim = None
     if victim is not None:
         tied = [c for c in killable if c.points == victim.points]
@@ -219,9 +222,11 @@ def _domain(
             )
     for t in tasks:
         if t.name == "swapoff":
-            notes.append(f"swapoff runs as pid {t.pid}: a task in swapoff (or in a KSM"
-                         " unmerge) is marked oom_origin and is killed first, whatever its"
-                         " points")
+            notes.append(
+                f"swapoff runs as pid {t.pid}: a task in swapoff (or in a KSM"
+                " unmerge) is marked oom_origin and is killed first, whatever its"
+                " points"
+            )
     kill_group = None
     killed: tuple[int, ...] = ()
     if victim is not None:
@@ -230,11 +235,16 @@ def _domain(
             killed = (victim.pid,)
         else:
             # oom_kill_memcg_member() spares only -1000 and init, not MMF_OOM_SKIP.
-            killed = tuple(sorted(
-                t.pid for t in inputs.tasks
-                if t.cgroup is not None and is_within(t.cgroup, kill_group)
-                and t.oom_score_adj != OOM_SCORE_ADJ_MIN and not _is_global_init(t)
-            ))
+            killed = tuple(
+                sorted(
+                    t.pid
+                    for t in inputs.tasks
+                    if t.cgroup is not None
+                    and is_within(t.cgroup, kill_group)
+                    and t.oom_score_adj != OOM_SCORE_ADJ_MIN
+                    and not _is_global_init(t)
+                )
+            )
     elif not exiting:
         notes.append(f"no killable task in {where}")
     return OomDomain(
@@ -255,18 +265,26 @@ def _domain(
 def _system_notes(inputs: OomInputs) -> list[str]:
     notes = []
     if inputs.panic_on_oom:
-        notes.append(f"vm.panic_on_oom={inputs.panic_on_oom}: a system-wide OOM panics the"
-                     " kernel instead of killing")
+        notes.append(
+            f"vm.panic_on_oom={inputs.panic_on_oom}: a system-wide OOM panics the"
+            " kernel instead of killing"
+        )
     if inputs.oom_kill_allocating_task:
-        notes.append("vm.oom_kill_allocating_task=1: a system-wide OOM kills the task whose"
-                     " allocation failed (when killable), not the victim shown")
+        notes.append(
+            "vm.oom_kill_allocating_task=1: a system-wide OOM kills the task whose"
+            " allocation failed (when killable), not the victim shown"
+        )
     if inputs.numa_nodes > 1:
-        notes.append(f"{inputs.numa_nodes} NUMA nodes: an OOM confined by a cpuset or a"
-                     " mempolicy weighs only the tasks allowed on those nodes, against their"
-                     " memory; not modelled")
+        notes.append(
+            f"{inputs.numa_nodes} NUMA nodes: an OOM confined by a cpuset or a"
+            " mempolicy weighs only the tasks allowed on those nodes, against their"
+            " memory; not modelled"
+        )
     if inputs.cgroup_v1_memory:
-        notes.append("a cgroup v1 memory hierarchy is in use: its limits and their OOMs are"
-                     " not modelled (only cgroup v2)")
+        notes.append(
+            "a cgroup v1 memory hierarchy is in use: its limits and their OOMs are"
+            " not modelled (only cgroup v2)"
+        )
     return notes
 
 
@@ -292,10 +310,18 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
     system_pages = (inputs.mem_total_kb + inputs.swap_total_kb) // page_kb
     used = inputs.mem_total_kb - inputs.mem_available_kb
     swap_used = inputs.swap_total_kb - inputs.swap_free_kb
-    domains = [_domain(
-        inputs, "system", None, inputs.tasks, system_pages,
-        limit_kb=system_pages * page_kb, usage_kb=used + swap_used, notes=_system_notes(inputs),
-    )]
+    domains = [
+        _domain(
+            inputs,
+            "system",
+            None,
+            inputs.tasks,
+            system_pages,
+            limit_kb=system_pages * page_kb,
+            usage_kb=used + swap_used,
+            notes=_system_notes(inputs),
+        )
+    ]
     for path in sorted(inputs.cgroups):
         info = inputs.cgroups[path]
         if info.memory_max_kb is None or not info.has_memory_controller or path == ROOT:
@@ -305,12 +331,18 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
         total = _cgroup_total_pages(info, inputs)
         with_swap = bool(inputs.swappiness)
         members = [t for t in inputs.tasks if t.cgroup is not None and is_within(t.cgroup, path)]
-        domains.append(_domain(
-            inputs, "cgroup", path, members, total,
-            limit_kb=total * page_kb,
-            usage_kb=info.current_kb + (info.swap_current_kb if with_swap else 0),
-            notes=_cgroup_notes(inputs),
-        ))
+        domains.append(
+            _domain(
+                inputs,
+                "cgroup",
+                path,
+                members,
+                total,
+                limit_kb=total * page_kb,
+                usage_kb=info.current_kb + (info.swap_current_kb if with_swap else 0),
+                notes=_cgroup_notes(inputs),
+            )
+        )
     return domains
 
 

@@ -118,7 +118,10 @@ def _sigint_as_from_a_terminal() -> None:
 def test_watch_ends_cleanly_on_ctrl_c(child: Child) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tamalloc", "watch", str(child.pid), "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
         preexec_fn=_sigint_as_from_a_terminal,
     )
     assert proc.stdout is not None
@@ -162,7 +165,11 @@ def test_demo_verdict(backend: str, huge: bool) -> None:
 def test_demo_pauses_where_the_original_did() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tamalloc", "demo", "--size", "1M", "--pause"],
-        input="\n\n\n", capture_output=True, text=True, env=subprocess_env(), timeout=60,
+        input="\n\n\n",
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("press Enter") == 3

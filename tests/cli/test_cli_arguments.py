@@ -15,8 +15,9 @@ from _support import assert_clean_error, meminfo_kb, named_child, run_cli, run_o
 def _run(*args: str) -> tuple[int, str, str]:
     from tamalloc.cli.main import Environment, main
 
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
-                      stdout_isatty=False)
+    env = Environment(
+        stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(), stdout_isatty=False
+    )
     status = main(list(args), env)
     assert isinstance(env.stdout, io.StringIO) and isinstance(env.stderr, io.StringIO)
     return status, env.stdout.getvalue(), env.stderr.getvalue()

@@ -16,8 +16,13 @@ from tamalloc.cli.main import Environment, ExitStatus, _build_parser, main
 
 
 def _env(*, tty: bool = False, no_color: bool = False) -> Environment:
-    return Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
-                       stdout_isatty=tty, no_color=no_color)
+    return Environment(
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        stdin=io.StringIO(),
+        stdout_isatty=tty,
+        no_color=no_color,
+    )
 
 
 def _out(env: Environment) -> str:
@@ -127,9 +132,7 @@ def test_one_command_s_parser_is_the_whole_parser_s(name: str) -> None:
     assert list(_sub_parser(alone, name).format_help().splitlines()) == list(
         _sub_parser(whole, name).format_help().splitlines()
     )
-    assert [a.option_strings for a in alone._actions] == [
-        a.option_strings for a in whole._actions
-    ]
+    assert [a.option_strings for a in alone._actions] == [a.option_strings for a in whole._actions]
     assert list(_sub_parser(alone, name)._option_string_actions) == list(
         _sub_parser(whole, name)._option_string_actions
     )

@@ -67,7 +67,8 @@ def test_error_lines_stay_one_line() -> None:
     env.warn("x\ny")
     assert isinstance(env.stderr, io.StringIO)
     assert env.stderr.getvalue() == (
-        "tamalloc: error: process 5 (a?[8mb?c) exited\ntamalloc: x?y\n")
+        "tamalloc: error: process 5 (a?[8mb?c) exited\ntamalloc: x?y\n"
+    )
 
 
 # --- item 8: one row per process, no escape ----------------------------------------------
@@ -124,8 +125,7 @@ def test_oom_table_and_headline_show_the_name_as_ps() -> None:
 def test_watch_line_and_live_view_show_the_name_as_ps() -> None:
     with named_child(EVIL) as pid:
         piped = run_cli("watch", str(pid), "--count", "1", "--backend", "procfs")
-        terminal = _screen(run_on_pty("watch", str(pid), "--count", "1",
-                                      "--backend", "procfs"))
+        terminal = _screen(run_on_pty("watch", str(pid), "--count", "1", "--backend", "procfs"))
     assert piped.returncode == 0, piped.stderr
     _no_raw_name(piped.stdout)
     assert len(piped.stdout.splitlines()) == 1
@@ -160,8 +160,7 @@ def test_ascii_output_table_and_csv(env: dict[str, str]) -> None:
 def test_ascii_terminal_table_cut_and_rule(env: dict[str, str]) -> None:
     # The table's own "…" (a cut name at 50 columns) and "─" (the rule on a terminal).
     with named_child(b"tmzlongprocname") as pid:
-        lines = _screen(run_on_pty("stats", str(pid), "--backend", "procfs",
-                                   columns=40, **env))
+        lines = _screen(run_on_pty("stats", str(pid), "--backend", "procfs", columns=40, **env))
     assert lines[1].split()[1] == "tmz~"
     assert set(lines[2].replace(" ", "")) == {"-"}
 

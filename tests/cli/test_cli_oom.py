@@ -40,9 +40,19 @@ def test_json_lists_the_domains(backend: str, doomed: Child) -> None:
     assert system["candidates"][0] == system["victim"]
     assert doomed.pid in system["killed_pids"]
     assert isinstance(system["total_pages"], int) and isinstance(system["headroom_kb"], int)
-    assert set(system["victim"]) >= {"pid", "name", "cgroup", "points", "rss_pages",
-                                     "swap_pages", "pgtables_pages", "oom_score_adj",
-                                     "adj_pages", "score", "unkillable"}
+    assert set(system["victim"]) >= {
+        "pid",
+        "name",
+        "cgroup",
+        "points",
+        "rss_pages",
+        "swap_pages",
+        "pgtables_pages",
+        "oom_score_adj",
+        "adj_pages",
+        "score",
+        "unkillable",
+    }
     assert system["victim"]["oom_score_adj"] == 1000
     assert system["victim"]["score"] >= 1333  # (1000 + 1000 + rss) * 2 / 3
 
@@ -56,8 +66,18 @@ def test_table_is_plain_when_piped(doomed: Child) -> None:
     total = meminfo_kb()["MemTotal"] + meminfo_kb()["SwapTotal"]
     assert f"limit {total // 4 * 4} kB (RAM + swap)" in lines[0] and "headroom" in lines[0]
     header = lines[1]
-    for title in ("FATE", "PID", "NAME", "CGROUP", "POINTS", "SCORE", "RSS (kB)",
-                  "SWAP (kB)", "PGTABLES (kB)", "ADJ (pages)"):
+    for title in (
+        "FATE",
+        "PID",
+        "NAME",
+        "CGROUP",
+        "POINTS",
+        "SCORE",
+        "RSS (kB)",
+        "SWAP (kB)",
+        "PGTABLES (kB)",
+        "ADJ (pages)",
+    ):
         assert title in header
     victim_row = lines[2].split()
     assert victim_row[:2] == ["KILL", str(doomed.pid)]
@@ -82,26 +102,43 @@ def render(domain: OomDomain, top: int) -> list[str]:
 
 def test_a_group_kill_is_shown_whole_and_the_spared_say_why() -> None:
     def t(pid: int, rss_mib: int, adj: int = 0) -> OomTask:
-        return OomTask(pid, f"w{pid}", "/app/w", rss_mib * 1024, 0, 0, 0, adj, adj == -1000,
-                       False)
+        return OomTask(pid, f"w{pid}", "/app/w", rss_mib * 1024, 0, 0, 0, adj, adj == -1000, False)
 
     group = OomCgroup(None, None, 0, 0, True, True)
     data = OomInputs(
         tasks=(t(10, 300), t(11, 1), t(12, 2), t(13, 3, adj=-1000), t(14, 200)),
-        cgroups={"/": OomCgroup(None, None, 0, 0, False, True), "/app": group,
-                 "/app/w": OomCgroup(None, None, 0, 0, False, True)},
-        mem_total_kb=1 << 22, mem_available_kb=1 << 21, swap_total_kb=0, swap_free_kb=0,
-        page_size=4096, swappiness=60, oom_kill_allocating_task=0, panic_on_oom=0,
-        cgroup_v1_memory=False, backend="procfs",
+        cgroups={
+            "/": OomCgroup(None, None, 0, 0, False, True),
+            "/app": group,
+            "/app/w": OomCgroup(None, None, 0, 0, False, True),
+        },
+        mem_total_kb=1 << 22,
+        mem_available_kb=1 << 21,
+        swap_total_kb=0,
+        swap_free_kb=0,
+        page_size=4096,
+        swappiness=60,
+        oom_kill_allocating_task=0,
+        panic_on_oom=0,
+        cgroup_v1_memory=False,
+        backend="procfs",
     )
     (system,) = predict(data)
     lines = render(system, top=1)
-    assert lines[0].startswith("OOM in system: kills whole group /app (memory.oom.group):"
-                               " 4 processes")
-    fates = {int(m[2]): m[1] for m in (re.match(r"(KILL(?: \(group\))?) +(\d+) ", line)
-                                       for line in lines[2:]) if m}
-    assert fates == {10: "KILL", 11: "KILL (group)", 12: "KILL (group)",
-                     14: "KILL (group)"}  # past --top 1 too
+    assert lines[0].startswith(
+        "OOM in system: kills whole group /app (memory.oom.group): 4 processes"
+    )
+    fates = {
+        int(m[2]): m[1]
+        for m in (re.match(r"(KILL(?: \(group\))?) +(\d+) ", line) for line in lines[2:])
+        if m
+    }
+    assert fates == {
+        10: "KILL",
+        11: "KILL (group)",
+        12: "KILL (group)",
+        14: "KILL (group)",
+    }  # past --top 1 too
     assert lines[-1] == "note: 1 more candidate (--top)"
     spared = next(line for line in render(system, top=10) if " 13 " in line)
     assert spared.startswith("safe: oom_score_adj -1000")
@@ -128,9 +165,16 @@ def test_the_root_cgroup_keeps_the_system_domain() -> None:
     assert [d["kind"] for d in json.loads(result.stdout)] == ["system"]
 
 
-@pytest.mark.parametrize("args", [
-    ("--top", "0"), ("--top", "x"), ("--units", "gb"), ("1234",), ("--cgroup",),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--top", "0"),
+        ("--top", "x"),
+        ("--units", "gb"),
+        ("1234",),
+        ("--cgroup",),
+    ],
+)
 def test_bad_arguments_are_usage_errors(args: tuple[str, ...]) -> None:
     assert_clean_error(run_cli("oom", *args), 2)
 

@@ -18,8 +18,13 @@ from tamalloc.models import MemStats
 
 
 def _run(*args: str, width: int | None = None) -> tuple[int, str, str]:
-    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
-                      stdout_isatty=False, width=width)
+    env = Environment(
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        stdin=io.StringIO(),
+        stdout_isatty=False,
+        width=width,
+    )
     status = main(list(args), env)
     assert isinstance(env.stdout, io.StringIO) and isinstance(env.stderr, io.StringIO)
     return status, env.stdout.getvalue(), env.stderr.getvalue()
@@ -35,8 +40,9 @@ def _on_terminal(*args: str, columns: int) -> str:
 
 
 @pytest.mark.parametrize("command", [["stats", "--top", "5"], ["total"], ["system"]])
-def test_tables_fit_a_50_column_terminal(command: list[str],
-                                         spawn_child: Callable[..., Child]) -> None:
+def test_tables_fit_a_50_column_terminal(
+    command: list[str], spawn_child: Callable[..., Child]
+) -> None:
     for _ in range(5):  # at least five rows for --top 5, even in the near-empty guest
         spawn_child(reserve=MiB, touch=0)
     out = _on_terminal(*command, "--backend", "procfs", columns=50)
@@ -62,8 +68,12 @@ def test_a_forced_width_is_honoured_when_piped(command: list[str]) -> None:
 
 
 def test_layout_shortens_headers_then_text_then_drops_columns() -> None:
-    columns = [Column("NAME", numeric=False), Column("RESERVED (VSZ)", short="VSZ"),
-               Column("COMMITTED (RSS)", short="RSS"), Column("OOM SCORE", short="OOM")]
+    columns = [
+        Column("NAME", numeric=False),
+        Column("RESERVED (VSZ)", short="VSZ"),
+        Column("COMMITTED (RSS)", short="RSS"),
+        Column("OOM SCORE", short="OOM"),
+    ]
     rows = [["a-long-process-name", "1.0 GiB", "2.0 MiB", "666"]]
 
     def lines(width: int | None) -> list[str]:
@@ -89,8 +99,9 @@ def test_layout_shortens_headers_then_text_then_drops_columns() -> None:
 
 
 def _fake(pid: int, committed_kb: int, oom: int = 666) -> MemStats:
-    return MemStats.build(pid, f"p{pid}", committed_kb * 2, committed_kb, committed_kb, 0, 0,
-                          0, oom, 0)
+    return MemStats.build(
+        pid, f"p{pid}", committed_kb * 2, committed_kb, committed_kb, 0, 0, 0, oom, 0
+    )
 
 
 def test_top_breaks_oom_score_ties_by_resident_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -58,7 +58,8 @@ def test_stats_csv(child: Child) -> None:
     assert len(pct.split(".")[1]) == 2  # not 31.261068133097215
     for units in ("kb", "auto"):  # kB is the CSV's own unit; auto means it too
         assert run_cli("stats", "--csv", "--units", units).stdout.splitlines()[0] == (
-            ",".join(FIELD_NAMES))
+            ",".join(FIELD_NAMES)
+        )
 
 
 def test_stats_csv_honours_units_mb(child: Child) -> None:
@@ -109,8 +110,14 @@ def test_stats_table_is_plain_when_piped(child: Child) -> None:
     lines = result.stdout.splitlines()
     header = lines[0].split()
     assert header[:2] == ["PID", "NAME"]
-    for title in ("RESERVED (VSZ, kB)", "COMMITTED (RSS, kB)", "COMMIT %", "SWAP (kB)",
-                  "OOM SCORE", "OOM ADJ"):
+    for title in (
+        "RESERVED (VSZ, kB)",
+        "COMMITTED (RSS, kB)",
+        "COMMIT %",
+        "SWAP (kB)",
+        "OOM SCORE",
+        "OOM ADJ",
+    ):
         assert title in lines[0]
     cells = lines[1].split()
     assert cells[0] == str(child.pid)
@@ -138,7 +145,10 @@ def test_stats_colour_on_a_terminal_unless_no_color(spawn_child: object) -> None
 def test_stats_json_does_not_import_rich() -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "tamalloc", "stats", "--json"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=60,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
     )
     assert result.returncode == 0
     assert "| rich" not in result.stderr
@@ -178,17 +188,22 @@ def test_a_process_hidden_by_hidepid_is_called_hidden() -> None:
         pytest.skip("needs root for a private mount namespace (runs in `make vm-test`)")
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process, for the contrast
-    run = subprocess.run([sys.executable, "-c", _HIDEPID_CHILD], capture_output=True,
-                         text=True, timeout=120,
-                         env=subprocess_env(FREE_PID=str(gone.pid)))
+    run = subprocess.run(
+        [sys.executable, "-c", _HIDEPID_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(FREE_PID=str(gone.pid)),
+    )
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
     if "skip" in seen:
         pytest.skip(f"unshare(CLONE_NEWNS) refused here: {seen['skip']}")
     status, stderr = seen["1"]
     assert status == 1
-    assert stderr.startswith("tamalloc: error: process 1 is hidden from you: /proc is"
-                             " mounted hidepid="), stderr
+    assert stderr.startswith(
+        "tamalloc: error: process 1 is hidden from you: /proc is mounted hidepid="
+    ), stderr
     assert "no such process" not in stderr
     status, stderr = seen[str(gone.pid)]
     assert status == 1 and stderr == f"tamalloc: error: no such process: {gone.pid}\n"

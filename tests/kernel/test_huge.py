@@ -109,8 +109,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("needs root to become nobody (runs in `make vm-test`)")
     where = tmp_path_factory.mktemp("huge")
     (where / "probe.c").write_text(PROBE)
-    subprocess.run(["gcc", "-Wall", "-Werror", "-O2", str(where / "probe.c"), "-o",
-                    str(where / "probe")], check=True)
+    subprocess.run(
+        ["gcc", "-Wall", "-Werror", "-O2", str(where / "probe.c"), "-o", str(where / "probe")],
+        check=True,
+    )
     os.chmod(where, 0o755)
     return where / "probe"
 
@@ -135,8 +137,11 @@ def test_the_hint_is_set_before_population(probe: Path) -> None:
     if "[never]" in enabled:
         pytest.skip(f"transparent huge pages disabled: {enabled.strip()}")
     smaps = _run(probe, "thp")
-    fields = {line.split(":")[0]: line.split(":", 1)[1].split() for line in smaps.splitlines()
-              if ":" in line}
+    fields = {
+        line.split(":")[0]: line.split(":", 1)[1].split()
+        for line in smaps.splitlines()
+        if ":" in line
+    }
     assert smaps.startswith(f"size_kb={SIZE >> 10}\n"), smaps
     assert "hg" in fields["VmFlags"], smaps
     assert "lo" not in fields["VmFlags"], smaps  # munlockall() undid the lock

@@ -86,8 +86,9 @@ def test_oom_flags_mark_what_oom_badness_rules_out(child: Child) -> None:
     assert record.oom_flags == abi.TAMALLOC_OOM_UNKILLABLE
 
 
-def test_both_backends_weigh_a_process_alike(child: Child, scratch_cgroup: Path,
-                                             cgroup_root: Path) -> None:
+def test_both_backends_weigh_a_process_alike(
+    child: Child, scratch_cgroup: Path, cgroup_root: Path
+) -> None:
     (scratch_cgroup / "cgroup.procs").write_text(str(child.pid))
     Path(f"/proc/{child.pid}/oom_score_adj").write_text("-1000")
     expected = "/" + str(scratch_cgroup.relative_to(cgroup_root))
@@ -100,7 +101,10 @@ def test_both_backends_weigh_a_process_alike(child: Child, scratch_cgroup: Path,
         assert task.oom_score_adj == -1000
     kernel, procfs = seen["kernel"], seen["procfs"]
     assert (kernel.name, kernel.pgtables_kb, kernel.swap_kb) == (
-        procfs.name, procfs.pgtables_kb, procfs.swap_kb)
+        procfs.name,
+        procfs.pgtables_kb,
+        procfs.swap_kb,
+    )
     assert abs(kernel.rss_kb - procfs.rss_kb) <= 256  # the child runs its interpreter
 
 

@@ -50,8 +50,14 @@ def sys_tamalloc(size: int, flags: int = 0) -> int:
 
 
 def sys_get_mem_stats(pid: int, buf: object, size: int, count: int, flags: int = 0) -> int:
-    return call(abi.NR_GET_MEM_STATS, ctypes.c_int(pid), buf, ctypes.c_uint(size),
-                ctypes.c_uint(count), ctypes.c_uint(flags))
+    return call(
+        abi.NR_GET_MEM_STATS,
+        ctypes.c_int(pid),
+        buf,
+        ctypes.c_uint(size),
+        ctypes.c_uint(count),
+        ctypes.c_uint(flags),
+    )
 
 
 def sys_get_total_mem_stats(buf: object, size: int, flags: int = 0) -> int:
@@ -105,6 +111,7 @@ class Mapping:
 
 
 # --- tamalloc() ----------------------------------------------------------------------
+
 
 def test_tamalloc_gigabyte_is_lazy_and_zero() -> None:
     np = pytest.importorskip("numpy")
@@ -193,8 +200,9 @@ def test_tamalloc_errors(size: int, flags: int, err: int) -> None:
 def in_child(code: str, *wrapper: str) -> str:
     """Run Python code in a child (optionally under a wrapper command); its stdout."""
     env = {**os.environ, "TAMALLOC_BACKEND": "kernel"}
-    return subprocess.run([*wrapper, sys.executable, "-c", code], capture_output=True,
-                          text=True, check=True, env=env).stdout
+    return subprocess.run(
+        [*wrapper, sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
 
 
 def test_tamalloc_respects_rlimit_as() -> None:
@@ -207,6 +215,7 @@ def test_tamalloc_respects_rlimit_as() -> None:
 
 
 # --- get_mem_stats() -----------------------------------------------------------------
+
 
 def test_one_process_matches_proc_status(child: Child) -> None:
     record = one(child.pid)
@@ -313,9 +322,9 @@ def test_larger_record_is_zero_filled_at_its_stride(child: Child) -> None:
     pids = []
     for i in range(written):
         base = i * stride
-        record = MemRecords.from_buffer_copy(bytes(buf[base: base + ctypes.sizeof(MemRecords)]))
+        record = MemRecords.from_buffer_copy(bytes(buf[base : base + ctypes.sizeof(MemRecords)]))
         pids.append(record.pid)
-        assert bytes(buf[base + ctypes.sizeof(MemRecords): base + stride]) == bytes(40)
+        assert bytes(buf[base + ctypes.sizeof(MemRecords) : base + stride]) == bytes(40)
     assert child.pid in pids
 
 
@@ -338,8 +347,9 @@ def test_larger_record_is_zero_filled_at_its_stride(child: Child) -> None:
         (0, "unmapped", 88, 4096, 0, errno.EFAULT),
     ],
 )
-def test_get_mem_stats_errors(unmapped: int, pid: object, buf: object, size: int,
-                              count: int, flags: int, err: int) -> None:
+def test_get_mem_stats_errors(
+    unmapped: int, pid: object, buf: object, size: int, count: int, flags: int, err: int
+) -> None:
     pointer = user_pointer(buf, MemRecords(), unmapped)
     target = os.getpid() if pid == "self" else pid
     assert sys_get_mem_stats(target, pointer, size, count, flags) == -err
@@ -347,8 +357,12 @@ def test_get_mem_stats_errors(unmapped: int, pid: object, buf: object, size: int
 
 def user_pointer(kind: object, record: ctypes.Structure, unmapped: int) -> object:
     """The pointer an error case passes: to a real record, NULL, unmapped or kernel."""
-    return {"ok": ctypes.byref(record), None: None, "unmapped": ctypes.c_void_p(unmapped),
-            "kernel": ctypes.c_void_p(KERNEL_ADDRESS)}[kind]
+    return {
+        "ok": ctypes.byref(record),
+        None: None,
+        "unmapped": ctypes.c_void_p(unmapped),
+        "kernel": ctypes.c_void_p(KERNEL_ADDRESS),
+    }[kind]
 
 
 @pytest.fixture
@@ -361,6 +375,7 @@ def unmapped() -> int:
 
 
 # --- get_total_mem_stats() -----------------------------------------------------------
+
 
 def test_totals_equal_the_sum_of_the_records() -> None:
     size = ctypes.sizeof(MemRecords)
@@ -414,8 +429,9 @@ def test_tamalloc_is_not_charged_to_committed_as() -> None:
         ("unmapped", 64, 0, errno.EFAULT),
     ],
 )
-def test_get_total_mem_stats_errors(unmapped: int, buf: object, size: int, flags: int,
-                                    err: int) -> None:
+def test_get_total_mem_stats_errors(
+    unmapped: int, buf: object, size: int, flags: int, err: int
+) -> None:
     pointer = user_pointer(buf, abi.TamallocTotalMemStats(), unmapped)
     assert sys_get_total_mem_stats(pointer, size, flags) == -err
 

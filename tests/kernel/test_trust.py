@@ -69,30 +69,54 @@ def get_one(pid: int, size: int = RECORD_SIZE) -> Record | int:
     """The record of ``pid``, or -errno."""
     buf = ctypes.create_string_buffer(size)
     ctypes.set_errno(0)
-    ret = _errno_or(libc.syscall(ctypes.c_long(NR_GET_MEM_STATS), ctypes.c_int(pid), buf,
-                                 ctypes.c_uint(size), ctypes.c_uint(1), ctypes.c_uint(0)))
+    ret = _errno_or(
+        libc.syscall(
+            ctypes.c_long(NR_GET_MEM_STATS),
+            ctypes.c_int(pid),
+            buf,
+            ctypes.c_uint(size),
+            ctypes.c_uint(1),
+            ctypes.c_uint(0),
+        )
+    )
     return _decode(buf.raw) if ret == 1 else ret
 
 
 def get_all() -> list[Record]:
-    count = libc.syscall(ctypes.c_long(NR_GET_MEM_STATS), ctypes.c_int(0), None,
-                         ctypes.c_uint(RECORD_SIZE), ctypes.c_uint(0), ctypes.c_uint(0))
+    count = libc.syscall(
+        ctypes.c_long(NR_GET_MEM_STATS),
+        ctypes.c_int(0),
+        None,
+        ctypes.c_uint(RECORD_SIZE),
+        ctypes.c_uint(0),
+        ctypes.c_uint(0),
+    )
     assert count > 0
     count += 64
     buf = ctypes.create_string_buffer(RECORD_SIZE * count)
     ctypes.set_errno(0)
-    written = _errno_or(libc.syscall(ctypes.c_long(NR_GET_MEM_STATS), ctypes.c_int(0), buf,
-                                     ctypes.c_uint(RECORD_SIZE), ctypes.c_uint(count),
-                                     ctypes.c_uint(0)))
+    written = _errno_or(
+        libc.syscall(
+            ctypes.c_long(NR_GET_MEM_STATS),
+            ctypes.c_int(0),
+            buf,
+            ctypes.c_uint(RECORD_SIZE),
+            ctypes.c_uint(count),
+            ctypes.c_uint(0),
+        )
+    )
     assert written >= 0, os.strerror(-written)
-    return [_decode(buf.raw[i * RECORD_SIZE: (i + 1) * RECORD_SIZE]) for i in range(written)]
+    return [_decode(buf.raw[i * RECORD_SIZE : (i + 1) * RECORD_SIZE]) for i in range(written)]
 
 
 def get_totals(size: int = TOTAL_SIZE_VER1) -> tuple[Totals, bytes]:
     buf = ctypes.create_string_buffer(b"\xff" * size, size)
     ctypes.set_errno(0)
-    ret = _errno_or(libc.syscall(ctypes.c_long(NR_GET_TOTAL_MEM_STATS), buf,
-                                 ctypes.c_uint(size), ctypes.c_uint(0)))
+    ret = _errno_or(
+        libc.syscall(
+            ctypes.c_long(NR_GET_TOTAL_MEM_STATS), buf, ctypes.c_uint(size), ctypes.c_uint(0)
+        )
+    )
     assert ret == 0, os.strerror(-ret)
     processes = struct.unpack_from("=Q", buf.raw, 0)[0]
     (size_field,) = struct.unpack_from("=I", buf.raw, 60)
@@ -147,7 +171,8 @@ def test_nobody_sees_only_its_own_processes(restrict: Path) -> None:
     root_view = get_all()
     assert 1 in {r.pid for r in root_view}
     assert get_totals()[0].some_hidden == 0
-    as_nobody(textwrap.dedent("""
+    as_nobody(
+        textwrap.dedent("""
         assert get_one(1) == -errno.ESRCH, get_one(1)
         mine = get_all()
         assert [r.pid for r in mine] == [os.getpid()], [r.pid for r in mine]
@@ -156,17 +181,20 @@ def test_nobody_sees_only_its_own_processes(restrict: Path) -> None:
         assert totals.some_hidden == 1, totals  # a flag, not a count
         me = get_one(os.getpid())
         assert not isinstance(me, int) and me.pid == os.getpid(), me
-    """))
+    """)
+    )
 
 
 def test_sysctl_zero_shows_every_process_to_nobody(restrict: Path) -> None:
     restrict.write_text("0")
-    as_nobody(textwrap.dedent("""
+    as_nobody(
+        textwrap.dedent("""
         one = get_one(1)
         assert not isinstance(one, int) and one.pid == 1, one
         assert 1 in {r.pid for r in get_all()}
         assert get_totals()[0].some_hidden == 0
-    """))
+    """)
+    )
 
 
 def _nobody_view() -> dict[str, object]:
@@ -185,7 +213,8 @@ def _nobody_view() -> dict[str, object]:
         sample.name: sample.value
         for family in MemoryCollector(backend="kernel").collect()
         for sample in family.samples
-        if "hidden" in sample.name or "visible" in sample.name
+        if "hidden" in sample.name
+        or "visible" in sample.name
         or sample.name == "tamalloc_processes"
     }
     return {
@@ -342,8 +371,12 @@ def zombie_leader_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = directory / "zombie_leader.c"
     source.write_text(ZOMBIE_LEADER_C)
     binary = directory / "zombie_leader"
-    build = subprocess.run(["gcc", "-Wall", "-Werror", "-pthread", str(source), "-o", str(binary)],
-                           capture_output=True, text=True, check=False)
+    build = subprocess.run(
+        ["gcc", "-Wall", "-Werror", "-pthread", str(source), "-o", str(binary)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert build.returncode == 0, build.stderr
     return binary
 
@@ -351,8 +384,9 @@ def zombie_leader_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def zombie_leader(zombie_leader_binary: Path) -> Iterator[ZombieLeader]:
     touched = 48 * MiB
-    proc = subprocess.Popen([str(zombie_leader_binary), str(touched)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [str(zombie_leader_binary), str(touched)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         tid = int(proc.stdout.readline())

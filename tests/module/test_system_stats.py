@@ -636,8 +636,16 @@ def in_child(work: Callable[[], object], namespaces: int) -> tuple[object, int]:
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                  ctypes.c_ulong(flags), data.encode() if data else None) != 0:
+    if (
+        libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        != 0
+    ):
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 
@@ -661,8 +669,12 @@ def test_pids_are_those_of_the_procfs_mount() -> None:
             outer_err = 0
         except OSError as err:
             outer_err = err.errno or -1
-        return {"through_outer": through_outer, "listing": listing, "watch": watch,
-                "outer_err": outer_err}
+        return {
+            "through_outer": through_outer,
+            "listing": listing,
+            "watch": watch,
+            "outer_err": outer_err,
+        }
 
     result, _ = in_child(work, CLONE_NEWPID | CLONE_NEWNS)
     assert isinstance(result, dict)
@@ -679,8 +691,9 @@ def test_pids_are_those_of_the_procfs_mount() -> None:
 
 
 def run_shell(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 AS_NOBODY = "setpriv --reuid=65534 --regid=65534 --clear-groups"
@@ -704,8 +717,9 @@ def test_bind_mounts_over_proc_files_change_nothing(victim: str) -> None:
 
 @pytest.mark.usefixtures("loaded")
 def test_bind_mount_over_root_directory_is_harmless() -> None:
-    run = run_shell("unshare -m sh -c 'mount --bind /proc / && cd / && "
-                    "cat /proc/system_stats.json'")
+    run = run_shell(
+        "unshare -m sh -c 'mount --bind /proc / && cd / && cat /proc/system_stats.json'"
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["disk"]["path"] == "/"
 
@@ -725,8 +739,9 @@ def hostile_fuse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     distributions ship it (devtmpfs makes it 0600; udev's rule opens it to all)."""
     fuse = Path("/dev/fuse")
     if not fuse.exists():
-        pytest.fail("/dev/fuse missing: the guest kernel needs CONFIG_FUSE_FS "
-                    "(kernel/config/guest.config)")
+        pytest.fail(
+            "/dev/fuse missing: the guest kernel needs CONFIG_FUSE_FS (kernel/config/guest.config)"
+        )
     directory = tmp_path_factory.mktemp("fuse")
     for path in (directory, *directory.parents):
         if path == Path("/"):
@@ -736,7 +751,10 @@ def hostile_fuse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     source = Path(__file__).with_name("hostile_fuse.c")
     build = subprocess.run(
         ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", str(source), "-o", str(binary)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert build.returncode == 0, f"gcc hostile_fuse.c:\n{build.stderr}"
     mode = fuse.stat().st_mode & 0o7777
@@ -777,8 +795,9 @@ HOSTILE_STATFS = {
 
 @pytest.mark.usefixtures("loaded")
 @pytest.mark.parametrize("figures", list(HOSTILE_STATFS.values()), ids=list(HOSTILE_STATFS))
-def test_hostile_fuse_root_as_nobody(hostile_fuse: Path,
-                                     figures: tuple[int, int, int, int, int]) -> None:
+def test_hostile_fuse_root_as_nobody(
+    hostile_fuse: Path, figures: tuple[int, int, int, int, int]
+) -> None:
     """The disk figures are statfs of the reader's root, which any user can make a FUSE
     mount in a user namespace of its own: nobody (unshare -Urm) opens both files, chroots
     into a FUSE root whose server answers statfs with any figures, and reads them. The
@@ -786,9 +805,18 @@ def test_hostile_fuse_root_as_nobody(hostile_fuse: Path,
     figures must be the server's in kB, saturated at 2^64 - 1, with 0 <= used_pct <= 100."""
     blocks, bfree, bavail, bsize, frsize = figures
     run = subprocess.run(
-        [*UNCHROOT, *AS_NOBODY.split(), "unshare", "-Urm", str(hostile_fuse),
-         *(str(n) for n in figures)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            *UNCHROOT,
+            *AS_NOBODY.split(),
+            "unshare",
+            "-Urm",
+            str(hostile_fuse),
+            *(str(n) for n in figures),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     out = run.stdout
     assert run.returncode == 0 and out.endswith("reader: exit 0\n"), out + run.stderr
@@ -802,8 +830,11 @@ def test_hostile_fuse_root_as_nobody(hostile_fuse: Path,
 
     assert TEXT_FORMAT.match(text), text
     disk = parse_text(text)["disk /"]
-    want = {"total_kb": expected_kb(blocks, frsize), "free_kb": expected_kb(bfree, frsize),
-            "available_kb": expected_kb(bavail, frsize)}
+    want = {
+        "total_kb": expected_kb(blocks, frsize),
+        "free_kb": expected_kb(bfree, frsize),
+        "available_kb": expected_kb(bavail, frsize),
+    }
     assert {k: disk[k] for k in want} == want
     pct = disk["used_pct"]
     assert isinstance(pct, float) and 0.0 <= pct <= 100.0
@@ -833,19 +864,29 @@ kill $!
 def _nobody_view(options: str) -> NobodyView:
     """What user nobody sees through a fresh /proc mounted with ``options``."""
     run = subprocess.run(
-        ["unshare", "-m", "sh", "-c",
-         f"mount --make-rprivate / && mount -t proc -o {options} proc /proc && "
-         f'{AS_NOBODY} sh -c "$NOBODY_SCRIPT"'],
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --make-rprivate / && mount -t proc -o {options} proc /proc && "
+            f'{AS_NOBODY} sh -c "$NOBODY_SCRIPT"',
+        ],
         env={**os.environ, "NOBODY_SCRIPT": NOBODY_SCRIPT},
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     head, _, rest = run.stdout.partition("--- mem_stats_all ---\n")
     own_line, _, listing = head.partition("\n")
     data, _ = json.JSONDecoder().raw_decode(rest)
-    return NobodyView({int(n) for n in listing.split() if n.isdigit()},
-                      {r["pid"] for r in data["processes"]},
-                      {int(n) for n in own_line.split()})
+    return NobodyView(
+        {int(n) for n in listing.split() if n.isdigit()},
+        {r["pid"] for r in data["processes"]},
+        {int(n) for n in own_line.split()},
+    )
 
 
 @pytest.mark.usefixtures("loaded")
@@ -1142,10 +1183,10 @@ def test_tamalloc_system_source_follows_the_module() -> None:
 
 
 @pytest.mark.usefixtures("loaded")
-@pytest.mark.parametrize(("options", "init_visible"), [("hidepid=2", False),
-                                                        ("hidepid=2,gid=65534", True)])
-def test_mem_watch_selects_only_what_the_writer_may_see(options: str,
-                                                        init_visible: bool) -> None:
+@pytest.mark.parametrize(
+    ("options", "init_visible"), [("hidepid=2", False), ("hidepid=2,gid=65534", True)]
+)
+def test_mem_watch_selects_only_what_the_writer_may_see(options: str, init_visible: bool) -> None:
     """Only root may open mem_watch for writing; a descriptor it hands to nobody selects
     with nobody's rights through the mount's hidepid=: init is ESRCH, itself is not."""
 

@@ -45,12 +45,39 @@ def _from_records(view: memoryview) -> list[MemStats]:
     new = tuple.__new__
     pct = committed_pct
     return [
-        new(MemStats, (
-            pid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), reserved, committed,
-            pct(committed, reserved), anon, file_, shmem, swap, oom_score, oom_adj,
-        ))
-        for pid, oom_score, oom_adj, _size, comm, reserved, committed, anon, file_, shmem, swap,
-        _pte, _cgroup_id, _oom_flags, _pad in abi.MEM_STATS_STRUCT.iter_unpack(view)
+        new(
+            MemStats,
+            (
+                pid,
+                comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                reserved,
+                committed,
+                pct(committed, reserved),
+                anon,
+                file_,
+                shmem,
+                swap,
+                oom_score,
+                oom_adj,
+            ),
+        )
+        for (
+            pid,
+            oom_score,
+            oom_adj,
+            _size,
+            comm,
+            reserved,
+            committed,
+            anon,
+            file_,
+            shmem,
+            swap,
+            _pte,
+            _cgroup_id,
+            _oom_flags,
+            _pad,
+        ) in abi.MEM_STATS_STRUCT.iter_unpack(view)
     ]
 
 
@@ -63,20 +90,37 @@ def _cgroup_paths_by_id() -> dict[int, str]:
 
 def _oom_tasks_from_records(view: memoryview, paths: dict[int, str]) -> list[OomTask]:
     tasks = []
-    for (pid, oom_score, oom_adj, _size, comm, _reserved, committed, _anon, _file, _shmem,
-         swap, pte, cgroup_id, oom_flags, _pad) in abi.MEM_STATS_STRUCT.iter_unpack(view):
-        tasks.append(OomTask(
-            pid=pid,
-            name=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-            cgroup=paths.get(cgroup_id),
-            rss_kb=committed,
-            swap_kb=swap,
-            pgtables_kb=pte,
-            oom_score=oom_score,
-            oom_score_adj=oom_adj,
-            unkillable=bool(oom_flags & abi.TAMALLOC_OOM_UNKILLABLE),
-            oom_victim=bool(oom_flags & abi.TAMALLOC_OOM_VICTIM),
-        ))
+    for (
+        pid,
+        oom_score,
+        oom_adj,
+        _size,
+        comm,
+        _reserved,
+        committed,
+        _anon,
+        _file,
+        _shmem,
+        swap,
+        pte,
+        cgroup_id,
+        oom_flags,
+        _pad,
+    ) in abi.MEM_STATS_STRUCT.iter_unpack(view):
+        tasks.append(
+            OomTask(
+                pid=pid,
+                name=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                cgroup=paths.get(cgroup_id),
+                rss_kb=committed,
+                swap_kb=swap,
+                pgtables_kb=pte,
+                oom_score=oom_score,
+                oom_score_adj=oom_adj,
+                unkillable=bool(oom_flags & abi.TAMALLOC_OOM_UNKILLABLE),
+                oom_victim=bool(oom_flags & abi.TAMALLOC_OOM_VICTIM),
+            )
+        )
     return tasks
 
 
@@ -140,7 +184,7 @@ class KernelBackend:
     def oom_tasks(self) -> list[OomTask]:
         view = self._walk()
         filled = abi.TamallocMemStats.size.offset
-        if view and int.from_bytes(view[filled:filled + 4], "little") < _MEM_STATS_SIZE:
+        if view and int.from_bytes(view[filled : filled + 4], "little") < _MEM_STATS_SIZE:
             # A VER0 kernel knows no cgroup id nor OOM flags: /proc has the one, and
             # the procfs backend infers the other. Imported here: 2 ms of start-up
             # that the kernel backend otherwise never needs.

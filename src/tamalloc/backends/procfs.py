@@ -64,7 +64,8 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _STATUS_KEYS = (b"VmSize", b"VmRSS", b"RssAnon", b"RssFile", b"RssShmem", b"VmSwap")
 _LINE = rb"[^\n]*\n"
 _STATUS_RE = re.compile(
-    rb"\nVmSize:\s*(\d+) kB\n" + _LINE * 3
+    rb"\nVmSize:\s*(\d+) kB\n"
+    + _LINE * 3
     + rb"VmRSS:\s*(\d+) kB\nRssAnon:\s*(\d+) kB\nRssFile:\s*(\d+) kB\nRssShmem:\s*(\d+) kB\n"
     + _LINE * 5
     + rb"VmSwap:\s*(\d+)"
@@ -184,7 +185,7 @@ def _cgroup2_path(text: bytes) -> str | None:
     """The cgroup v2 path of a /proc/PID/cgroup ("0::/a/b"); None without that line."""
     for line in text.split(b"\n"):
         if line.startswith(_CGROUP2_PREFIX):
-            return line[len(_CGROUP2_PREFIX):].decode("utf-8", "replace") or "/"
+            return line[len(_CGROUP2_PREFIX) :].decode("utf-8", "replace") or "/"
     return None
 
 
@@ -254,19 +255,24 @@ def _scan(
             _skip_vanished(err, pid)
             continue
         name = status[6 : status.find(b"\n")].decode("utf-8", "replace")  # after "Name:\t"
-        append(_new(MemStats, (
-            pid,
-            _unescape_name(name) if "\\" in name else name,
-            reserved,
-            committed,
-            committed / reserved * 100 if reserved else 0.0,  # models.committed_pct
-            anon,
-            file_,
-            shmem,
-            swap,
-            oom_score,
-            oom_score_adj,
-        )))
+        append(
+            _new(
+                MemStats,
+                (
+                    pid,
+                    _unescape_name(name) if "\\" in name else name,
+                    reserved,
+                    committed,
+                    committed / reserved * 100 if reserved else 0.0,  # models.committed_pct
+                    anon,
+                    file_,
+                    shmem,
+                    swap,
+                    oom_score,
+                    oom_score_adj,
+                ),
+            )
+        )
     return result
 
 
@@ -416,11 +422,20 @@ class ProcfsBackend:
                 or (pid == 1 and init_ns)
                 or (oom_score == 0 and expected > 0)
             )
-            tasks.append(OomTask(
-                pid=pid, name=_name(status), cgroup=cgroup, rss_kb=rss, swap_kb=swap,
-                pgtables_kb=pte, oom_score=oom_score, oom_score_adj=adj,
-                unkillable=unkillable, oom_victim=False,
-            ))
+            tasks.append(
+                OomTask(
+                    pid=pid,
+                    name=_name(status),
+                    cgroup=cgroup,
+                    rss_kb=rss,
+                    swap_kb=swap,
+                    pgtables_kb=pte,
+                    oom_score=oom_score,
+                    oom_score_adj=adj,
+                    unkillable=unkillable,
+                    oom_victim=False,
+                )
+            )
         return tasks
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:

@@ -136,6 +136,7 @@ def timeout(text: str) -> float:
 
     return parse(text)
 
+
 def _stats(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "stats",
@@ -146,22 +147,33 @@ def _stats(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " hidden from you, a line on stderr says so.",
     )
     p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
-    p.add_argument("--sort", choices=sorted(SORT_KEYS), metavar="FIELD",
-                   help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); biggest"
-                   " first except pid and name; ties go to the larger committed (resident)"
-                   " memory, then the lower pid. Default pid, or oom_score with --top")
+    p.add_argument(
+        "--sort",
+        choices=sorted(SORT_KEYS),
+        metavar="FIELD",
+        help=f"sort by FIELD (one of: {', '.join(sorted(SORT_KEYS))}); biggest"
+        " first except pid and name; ties go to the larger committed (resident)"
+        " memory, then the lower pid. Default pid, or oom_score with --top",
+    )
     p.add_argument("-r", "--reverse", action="store_true", help="reverse the sort order")
-    p.add_argument("--top", type=positive_int, metavar="N",
-                   help="show the first N only: by default the N likeliest OOM victims,"
-                   " ranked by OOM score, equal scores by committed (resident) memory")
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        metavar="N",
+        help="show the first N only: by default the N likeliest OOM victims,"
+        " ranked by OOM score, equal scores by committed (resident) memory",
+    )
     p.add_argument("--name", metavar="SUBSTR", help="names containing SUBSTR (any case)")
     p.add_argument("--user", type=_user, metavar="USER", help="processes of USER (name or uid)")
     add_units_argument(p, csv=True)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON list of MemStats objects")
-    fmt.add_argument("--csv", action="store_true",
-                     help="CSV with the MemStats field names (sizes in kB; --units mb: MiB"
-                     " columns named *_mib), percentages to 2 decimals")
+    fmt.add_argument(
+        "--csv",
+        action="store_true",
+        help="CSV with the MemStats field names (sizes in kB; --units mb: MiB"
+        " columns named *_mib), percentages to 2 decimals",
+    )
     p.set_defaults(needs_backend=True)
 
 
@@ -191,9 +203,14 @@ def _system(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " /proc/meminfo.",
     )
     p.add_argument("--path", default="/", help="filesystem to report (default /)")
-    p.add_argument("--interval", type=interval_or_zero, default=0.5, metavar="SECONDS",
-                   help=f"sample CPU use over SECONDS, at least {MIN_INTERVAL:g}, as top"
-                   " does (default 0.5; 0: since boot only)")
+    p.add_argument(
+        "--interval",
+        type=interval_or_zero,
+        default=0.5,
+        metavar="SECONDS",
+        help=f"sample CPU use over SECONDS, at least {MIN_INTERVAL:g}, as top"
+        " does (default 0.5; 0: since boot only)",
+    )
     add_units_argument(p, csv=False)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
     # No backend is used, but a bad --backend/$TAMALLOC_BACKEND is still an error.
@@ -215,15 +232,26 @@ def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " cpuset and mempolicy OOMs, vm.panic_on_oom, a victim still exiting, swapoff's"
         " oom_origin, cgroup v1 limits.",
     )
-    p.add_argument("--cgroup", metavar="PATH",
-                   help="only the OOM domains that are or contain cgroup PATH (as in"
-                   " /proc/PID/cgroup, e.g. /system.slice/foo.service)")
-    p.add_argument("--top", type=positive_int, default=DEFAULT_TOP, metavar="N",
-                   help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
-                   " would die is shown as well")
+    p.add_argument(
+        "--cgroup",
+        metavar="PATH",
+        help="only the OOM domains that are or contain cgroup PATH (as in"
+        " /proc/PID/cgroup, e.g. /system.slice/foo.service)",
+    )
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=DEFAULT_TOP,
+        metavar="N",
+        help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
+        " would die is shown as well",
+    )
     add_units_argument(p, csv=False)
-    p.add_argument("--json", action="store_true",
-                   help="JSON list of the domains (sizes in kB and pages, plain numbers)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON list of the domains (sizes in kB and pages, plain numbers)",
+    )
     p.set_defaults(needs_backend=True)
 
 
@@ -237,16 +265,29 @@ def _watch(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " (exit status 0 either way).",
     )
     p.add_argument("pid", type=pid, metavar="PID")
-    p.add_argument("--interval", type=interval, default=2.0, metavar="SECONDS",
-                   help=f"seconds between samples, at least {MIN_INTERVAL:g} (default 2)")
+    p.add_argument(
+        "--interval",
+        type=interval,
+        default=2.0,
+        metavar="SECONDS",
+        help=f"seconds between samples, at least {MIN_INTERVAL:g} (default 2)",
+    )
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
-    p.add_argument("--history", type=_history, default=40, metavar="N",
-                   help=f"samples kept for the sparklines (default 40, at most"
-                   f" {MAX_HISTORY}), each scaled from its minimum to its maximum, the"
-                   " range printed beside it")
-    p.add_argument("--json", action="store_true",
-                   help="JSON lines: one object per sample (the MemStats keys and time),"
-                   " for as long as the process lives or --count N samples")
+    p.add_argument(
+        "--history",
+        type=_history,
+        default=40,
+        metavar="N",
+        help=f"samples kept for the sparklines (default 40, at most"
+        f" {MAX_HISTORY}), each scaled from its minimum to its maximum, the"
+        " range printed beside it",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines: one object per sample (the MemStats keys and time),"
+        " for as long as the process lives or --count N samples",
+    )
     add_units_argument(p, csv=False)
     p.set_defaults(needs_backend=True)
 
@@ -259,18 +300,29 @@ def _demo(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         description="Allocate a buffer, show reserved vs committed memory of this process,"
         " then touch every page checking that each byte reads 0 before it is written.",
     )
-    p.add_argument("--size", type=_size, default=10 * _MIB, help="bytes, e.g. 10M, 1GiB"
-                   " (default 10M)")
+    p.add_argument(
+        "--size", type=_size, default=10 * _MIB, help="bytes, e.g. 10M, 1GiB (default 10M)"
+    )
     p.add_argument("--huge", action="store_true", help="2 MiB aligned, for huge pages")
-    p.add_argument("--pause", action="store_true",
-                   help="wait for Enter before allocating, before touching and before exit")
-    p.add_argument("--delay", type=positive_float, metavar="SECONDS",
-                   help="sleep after each MiB so the growth can be watched")
-    p.add_argument("--force", action="store_true",
-                   help="touch the buffer even when it is larger than the memory available"
-                   " now (MemAvailable): the buffer is mapped MAP_NORESERVE, so the"
-                   " allocation succeeds whatever its size, and touching it then ends in"
-                   " swapping and the OOM killer")
+    p.add_argument(
+        "--pause",
+        action="store_true",
+        help="wait for Enter before allocating, before touching and before exit",
+    )
+    p.add_argument(
+        "--delay",
+        type=positive_float,
+        metavar="SECONDS",
+        help="sleep after each MiB so the growth can be watched",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="touch the buffer even when it is larger than the memory available"
+        " now (MemAvailable): the buffer is mapped MAP_NORESERVE, so the"
+        " allocation succeeds whatever its size, and touching it then ends in"
+        " swapping and the OOM killer",
+    )
     p.set_defaults(needs_backend=True)
 
 
@@ -288,40 +340,80 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " them for node_exporter's textfile collector instead (atomically: a reader"
         " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
     )
-    p.add_argument("--listen", type=listen_address, default=None, metavar="ADDR:PORT",
-                   help=f"where to serve /metrics (default {DEFAULT_LISTEN}, loopback"
-                   " only; ':PORT' for every interface, port 0 for a free one)")
-    p.add_argument("--textfile", metavar="PATH",
-                   help="write the metrics to PATH (a *.prom file in node_exporter's"
-                   " --collector.textfile.directory) instead of serving them")
-    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
-                   help="with --textfile: write again every SECONDS until stopped"
-                   " (default: write once and exit)")
+    p.add_argument(
+        "--listen",
+        type=listen_address,
+        default=None,
+        metavar="ADDR:PORT",
+        help=f"where to serve /metrics (default {DEFAULT_LISTEN}, loopback"
+        " only; ':PORT' for every interface, port 0 for a free one)",
+    )
+    p.add_argument(
+        "--textfile",
+        metavar="PATH",
+        help="write the metrics to PATH (a *.prom file in node_exporter's"
+        " --collector.textfile.directory) instead of serving them",
+    )
+    p.add_argument(
+        "--interval",
+        type=positive_float,
+        metavar="SECONDS",
+        help="with --textfile: write again every SECONDS until stopped"
+        " (default: write once and exit)",
+    )
     # positive_int as `stats --top`: the same option takes the same numbers.
-    p.add_argument("--top", type=positive_int, default=None, metavar="N",
-                   help="export per-process figures for the N processes with the highest"
-                   " OOM score and the N with the most resident memory (default 10)")
-    p.add_argument("--oom", action="store_true",
-                   help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
-                   " headroom of the system and of each cgroup with a memory.max, and the"
-                   " process its OOM killer would kill now. Off by default: each scrape"
-                   " then walks every process a second time and reads the whole cgroup"
-                   " tree")
-    p.add_argument("--oom-domains", type=non_negative_int, default=None, metavar="N",
-                   help="with --oom: export the N cgroups with the least headroom, besides"
-                   " the system (default 20; 0: the system alone); tamalloc_oom_domains"
-                   " counts them all")
-    p.add_argument("--max-connections", type=max_connections, default=None, metavar="N",
-                   help=f"serve at most N connections at once, one thread each (default"
-                   f" {DEFAULT_MAX_CONNECTIONS}); past N, a new connection takes the place"
-                   " of the one that has waited longest for its request, or is answered"
-                   " 503 when all N are answering one")
-    p.add_argument("--header-timeout", type=timeout, default=None, metavar="SECONDS",
-                   help="close a connection that has not sent its whole request head"
-                   f" (at most {MAX_HEAD_BYTES // 1024} KiB) within SECONDS of connecting"
-                   " or of its first byte, and one that does not take its answer within"
-                   f" SECONDS (default {DEFAULT_HEADER_TIMEOUT:g})")
-    p.add_argument("--idle-timeout", type=timeout, default=None, metavar="SECONDS",
-                   help="close a kept-alive connection that sends no new request for"
-                   f" SECONDS (default {DEFAULT_IDLE_TIMEOUT:g}; Prometheus reopens it)")
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="export per-process figures for the N processes with the highest"
+        " OOM score and the N with the most resident memory (default 10)",
+    )
+    p.add_argument(
+        "--oom",
+        action="store_true",
+        help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
+        " headroom of the system and of each cgroup with a memory.max, and the"
+        " process its OOM killer would kill now. Off by default: each scrape"
+        " then walks every process a second time and reads the whole cgroup"
+        " tree",
+    )
+    p.add_argument(
+        "--oom-domains",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="with --oom: export the N cgroups with the least headroom, besides"
+        " the system (default 20; 0: the system alone); tamalloc_oom_domains"
+        " counts them all",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=max_connections,
+        default=None,
+        metavar="N",
+        help=f"serve at most N connections at once, one thread each (default"
+        f" {DEFAULT_MAX_CONNECTIONS}); past N, a new connection takes the place"
+        " of the one that has waited longest for its request, or is answered"
+        " 503 when all N are answering one",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=timeout,
+        default=None,
+        metavar="SECONDS",
+        help="close a connection that has not sent its whole request head"
+        f" (at most {MAX_HEAD_BYTES // 1024} KiB) within SECONDS of connecting"
+        " or of its first byte, and one that does not take its answer within"
+        f" SECONDS (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=timeout,
+        default=None,
+        metavar="SECONDS",
+        help="close a kept-alive connection that sends no new request for"
+        f" SECONDS (default {DEFAULT_IDLE_TIMEOUT:g}; Prometheus reopens it)",
+    )
     p.set_defaults(needs_backend=True)

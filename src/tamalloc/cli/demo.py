@@ -101,8 +101,10 @@ class _Demo:
             self.pause("Next: read the memory page by page, checking every byte is 0")
             bad, committed_kb = self.touch(buf, progress)
             if bad is not None:
-                env.info(f"Verdict: FAIL: byte {bad} read {buf[bad]:#04x} before its first"
-                         " write (memory was not zeroed)")
+                env.info(
+                    f"Verdict: FAIL: byte {bad} read {buf[bad]:#04x} before its first"
+                    " write (memory was not zeroed)"
+                )
                 return ExitStatus.ERROR
             grown = format_bytes(max(0, committed_kb - after.committed_kb) * 1024)
             env.info(
@@ -125,7 +127,8 @@ class _Demo:
             raise UsageError(
                 f"--size {format_bytes(size)} is more than the memory available now"
                 f" ({format_bytes(available_kb * 1024)} MemAvailable): touching it would"
-                " swap and then wake the OOM killer; --force to do it anyway")
+                " swap and then wake the OOM killer; --force to do it anyway"
+            )
 
     def _backend_name(self) -> str:
         return get_backend(self.backend).name
@@ -163,11 +166,12 @@ class _Progress:
     def advance(self, done: int, committed_kb: int) -> None:
         committed = format_bytes(committed_kb * 1024)
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, done=format_bytes(done),
-                            committed=committed)
+            self.bar.update(self.task, completed=done, done=format_bytes(done), committed=committed)
         else:
-            self.env.info(f"checked {format_bytes(done)} of {format_bytes(self.total)},"
-                          f" {COMMITTED} {committed}")
+            self.env.info(
+                f"checked {format_bytes(done)} of {format_bytes(self.total)},"
+                f" {COMMITTED} {committed}"
+            )
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:

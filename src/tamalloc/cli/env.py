@@ -229,8 +229,7 @@ def interval(text: str) -> float:
     """Seconds between samples: at least MIN_INTERVAL."""
     value = positive_float(text)
     if value < MIN_INTERVAL:
-        raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_INTERVAL:g} seconds, not {text!r}")
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} seconds, not {text!r}")
     return value
 
 

@@ -60,7 +60,8 @@ def listen_address(text: str) -> ListenAddress:
     # isascii: str.isdigit() is also true of Arabic-Indic digits, which int() reads.
     if not sep or not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise argparse.ArgumentTypeError(
-            f"expected ADDR:PORT with a port 0-65535 (e.g. {DEFAULT_LISTEN}), not {text!r}")
+            f"expected ADDR:PORT with a port 0-65535 (e.g. {DEFAULT_LISTEN}), not {text!r}"
+        )
     port = int(port_text)
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -75,7 +76,8 @@ def listen_address(text: str) -> ListenAddress:
         return ListenAddress("0.0.0.0", port, socket.AF_INET)
     if ":" in host:
         raise argparse.ArgumentTypeError(
-            f"write an IPv6 address in brackets, as [{host}]:{port}, not {text!r}")
+            f"write an IPv6 address in brackets, as [{host}]:{port}, not {text!r}"
+        )
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as err:
@@ -101,18 +103,20 @@ def timeout(text: str) -> float:
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     if args.interval is not None and args.textfile is None:
-        raise UsageError("--interval needs --textfile (a server is scraped when Prometheus"
-                         " asks)")
+        raise UsageError("--interval needs --textfile (a server is scraped when Prometheus asks)")
     if args.textfile is not None and args.listen is not None:
         raise UsageError("--listen and --textfile exclude each other: serve, or write a file")
-    server_options = [f"--{name.replace('_', '-')}" for name in
-                      ("max_connections", "header_timeout", "idle_timeout")
-                      if getattr(args, name) is not None]
+    server_options = [
+        f"--{name.replace('_', '-')}"
+        for name in ("max_connections", "header_timeout", "idle_timeout")
+        if getattr(args, name) is not None
+    ]
     if args.textfile is not None and server_options:
         raise UsageError(f"{server_options[0]} is for the server, not --textfile")
     if args.oom_domains is not None and not args.oom:
-        raise UsageError("--oom-domains needs --oom (the OOM prediction is exported only"
-                         " when asked)")
+        raise UsageError(
+            "--oom-domains needs --oom (the OOM prediction is exported only when asked)"
+        )
     try:
         # prometheus_client: ~50 ms of every other command's start-up.
         from ..exporter.collector import (
@@ -139,8 +143,9 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         header_timeout=args.header_timeout or DEFAULT_HEADER_TIMEOUT,
         idle_timeout=args.idle_timeout or DEFAULT_IDLE_TIMEOUT,
     )
-    return _serve(args.listen or listen_address(DEFAULT_LISTEN), registry,
-                  collector.backend.name, env, limits)
+    return _serve(
+        args.listen or listen_address(DEFAULT_LISTEN), registry, collector.backend.name, env, limits
+    )
 
 
 def _write_textfiles(
@@ -156,25 +161,38 @@ def _write_textfiles(
         env.warn(f"note: node_exporter's textfile collector reads only *.prom files, not {path}")
     if interval is not None:
         with stop_on_sigterm():
-            write_every(path, interval, registry, lambda err: env.warn(
-                f"error: cannot write textfile {path}: {err.strerror or err}"))
+            write_every(
+                path,
+                interval,
+                registry,
+                lambda err: env.warn(f"error: cannot write textfile {path}: {err.strerror or err}"),
+            )
     return ExitStatus.SUCCESS
 
 
-def _serve(address: ListenAddress, registry: CollectorRegistry, backend: str,
-           env: Environment, limits: Limits | None = None) -> int:
+def _serve(
+    address: ListenAddress,
+    registry: CollectorRegistry,
+    backend: str,
+    env: Environment,
+    limits: Limits | None = None,
+) -> int:
     from prometheus_client.exposition import make_wsgi_app
 
     try:
-        server = make_server(address.host, address.port, address.family,
-                             make_wsgi_app(registry), limits or Limits(),
-                             on_error=lambda message: env.warn(f"error: {message}"))
+        server = make_server(
+            address.host,
+            address.port,
+            address.family,
+            make_wsgi_app(registry),
+            limits or Limits(),
+            on_error=lambda message: env.warn(f"error: {message}"),
+        )
     except OSError as err:
         hint = ""
         if err.errno == errno.EADDRINUSE:
             hint = " (another program listens there; choose another with --listen)"
-        raise ExporterError(
-            f"cannot listen on {address}: {err.strerror or err}{hint}") from None
+        raise ExporterError(f"cannot listen on {address}: {err.strerror or err}{hint}") from None
     with server:
         bound = ListenAddress(address.host, server.server_address[1], address.family)
         env.info(f"tamalloc exporter: serving http://{bound}/metrics (backend {backend})")

@@ -110,13 +110,14 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Lazily-zeroed buffers and per-process/system memory statistics.",
         parents=[common],
     )
-    parser.add_argument("--version", action=_VersionAction, nargs=0,
-                        help="print the version, the backend in use and whether the C"
-                        " scan is, then exit")
-    # prog given: argparse would format the usage to find it (the same "tamalloc").
-    commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, prog=PROG
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        nargs=0,
+        help="print the version, the backend in use and whether the C scan is, then exit",
     )
+    # prog given: argparse would format the usage to find it (the same "tamalloc").
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=PROG)
     add_commands(commands, common, only)
     return parser
 

@@ -20,6 +20,7 @@ from .output import (
 if TYPE_CHECKING:
     from ..oom import OomCandidate, OomDomain
 
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     # The OOM model and its inputs: 2-5 ms of every other command's start-up.
     from ..oom import predict_oom
@@ -45,15 +46,19 @@ def _headline(domain: OomDomain, units: str) -> str:
     where = "system" if domain.cgroup is None else f"cgroup {domain.cgroup}"
     limit = "RAM + swap" if domain.cgroup is None else "memory.max, plus swap if any"
     if domain.kill_group is not None:
-        dies = (f"whole group {domain.kill_group} (memory.oom.group):"
-                f" {len(domain.killed_pids)} process{'es' if len(domain.killed_pids) != 1 else ''}")
+        dies = (
+            f"whole group {domain.kill_group} (memory.oom.group):"
+            f" {len(domain.killed_pids)} process{'es' if len(domain.killed_pids) != 1 else ''}"
+        )
     elif domain.victim is not None:
         dies = f"{domain.victim.pid} ({domain.victim.name})"
     else:
         dies = "nobody"
-    return (f"OOM in {where}: kills {dies}; limit {format_size(domain.limit_kb, units)}"
-            f" ({limit}), used {format_size(domain.usage_kb, units)},"
-            f" headroom {format_size(domain.headroom_kb, units)}")
+    return (
+        f"OOM in {where}: kills {dies}; limit {format_size(domain.limit_kb, units)}"
+        f" ({limit}), used {format_size(domain.usage_kb, units)},"
+        f" headroom {format_size(domain.headroom_kb, units)}"
+    )
 
 
 def _fate(c: OomCandidate, domain: OomDomain) -> str:

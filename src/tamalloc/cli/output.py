@@ -25,7 +25,9 @@ COMMITTED = "committed (RSS)"
 def add_units_argument(parser: argparse.ArgumentParser, *, csv: bool) -> None:
     """--units; ``csv``: whether the command has --csv, which the help then covers."""
     parser.add_argument(
-        "--units", choices=UNITS, default="auto",
+        "--units",
+        choices=UNITS,
+        default="auto",
         help="sizes: auto (B, KiB, MiB, ...), kb or mb, plain numbers without separators"
         + ("; --csv: kb (the default) or mb columns" if csv else ""),
     )
@@ -101,8 +103,10 @@ def render_table(
     ellipsis = "~" if cannot_encode("…", encoding) else "…"
     if not env.interactive:
         # Piped: full width (a file or another program has no columns), unless forced.
-        lines = [line for line, _ in _layout(columns, rows, footer, max_width=env.width,
-                                             ellipsis=ellipsis)]
+        lines = [
+            line
+            for line, _ in _layout(columns, rows, footer, max_width=env.width, ellipsis=ellipsis)
+        ]
         if title and env.width is not None:
             title = title[: env.width]
         env.stdout.write("\n".join([title, *lines] if title else lines) + "\n")
@@ -118,8 +122,9 @@ def render_table(
         text.append(title[: out.width] + "\n", style="italic")
     row_styles = iter(styles or ())
     rule = "-" if cannot_encode("─", encoding) else "─"
-    for line, kind in _layout(columns, rows, footer, max_width=out.width, rule=rule,
-                              ellipsis=ellipsis):
+    for line, kind in _layout(
+        columns, rows, footer, max_width=out.width, rule=rule, ellipsis=ellipsis
+    ):
         style = next(row_styles, None) if kind == "row" else _KIND_STYLES[kind]
         text.append(line + "\n", style=style or "")
     out.print(text, end="")

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 def _csv(env: Environment, rows: list[MemStats], units: str) -> None:
     """Plain numbers: kB as the API gives them, or MiB (2 decimals) with --units mb."""
+
     def cell(row: MemStats, name: str) -> object:
         value = getattr(row, name)
         if name == "committed_pct":
@@ -147,9 +148,11 @@ def _csv(env: Environment, rows: list[MemStats], units: str) -> None:
     # (PYTHONIOENCODING=ascii), as backslash escapes (main's tolerate_encoding), which
     # is said once rather than left to be found.
     if any(cannot_encode(r.name, env.encoding) for r in rows):
-        env.warn(f"the output's encoding ({env.encoding}) cannot represent some process"
-                 " names: written with backslash escapes (set PYTHONIOENCODING=utf-8, or"
-                 " use --json, for the exact names)")
+        env.warn(
+            f"the output's encoding ({env.encoding}) cannot represent some process"
+            " names: written with backslash escapes (set PYTHONIOENCODING=utf-8, or"
+            " use --json, for the exact names)"
+        )
     header = [f"{n[:-3]}_mib" if mib and n.endswith("_kb") else n for n in FIELD_NAMES]
     writer = csv.writer(env.stdout, lineterminator="\n")
     writer.writerow(header)

@@ -39,14 +39,23 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         (COMMITTED, size(total.committed_kb), "resident in RAM, VmRSS summed"),
         ("committed %", pct, "committed (RSS) as a % of reserved (VSZ)"),
         ("swap", size(total.swap_kb), "swapped out, VmSwap summed"),
-        ("Committed_AS", size(total.committed_as_kb),
-         "memory the kernel has promised to all processes (/proc/meminfo); not RSS"),
+        (
+            "Committed_AS",
+            size(total.committed_as_kb),
+            "memory the kernel has promised to all processes (/proc/meminfo); not RSS",
+        ),
         ("Committed_AS %", commit_use, "Committed_AS as a % of CommitLimit"),
-        ("CommitLimit", size(total.commit_limit_kb),
-         "ceiling for Committed_AS, enforced when overcommit is 2"),
+        (
+            "CommitLimit",
+            size(total.commit_limit_kb),
+            "ceiling for Committed_AS, enforced when overcommit is 2",
+        ),
         ("MemTotal", size(total.mem_total_kb), "usable RAM"),
-        ("overcommit", f"{total.overcommit_memory} ({total.overcommit_mode})",
-         "vm.overcommit_memory"),
+        (
+            "overcommit",
+            f"{total.overcommit_memory} ({total.overcommit_mode})",
+            "vm.overcommit_memory",
+        ),
     ]
     render_table(
         env,

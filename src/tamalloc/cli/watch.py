@@ -211,18 +211,27 @@ class _LiveView:
             return format_size(int(kb), u)
 
         bars = self.bars
-        grid.add_row(RESERVED, size(s.reserved_kb),
-                     f"[blue]{sparkline(reserved, bars)}[/] [dim]{value_range(reserved, size)}")
-        grid.add_row(COMMITTED, size(s.committed_kb),
-                     f"[green]{sparkline(committed, bars)}[/]"
-                     f" [dim]{value_range(committed, size)}")
-        grid.add_row("committed %", format_pct(s.committed_pct),
-                     f"[green]{sparkline(pcts, bars)}[/] [dim]{value_range(pcts, format_pct)}")
+        grid.add_row(
+            RESERVED,
+            size(s.reserved_kb),
+            f"[blue]{sparkline(reserved, bars)}[/] [dim]{value_range(reserved, size)}",
+        )
+        grid.add_row(
+            COMMITTED,
+            size(s.committed_kb),
+            f"[green]{sparkline(committed, bars)}[/] [dim]{value_range(committed, size)}",
+        )
+        grid.add_row(
+            "committed %",
+            format_pct(s.committed_pct),
+            f"[green]{sparkline(pcts, bars)}[/] [dim]{value_range(pcts, format_pct)}",
+        )
         grid.add_row("swap", size(s.swap_kb), "")
         grid.add_row("OOM score", str(s.oom_score), f"adj {s.oom_score_adj}")
         grid.add_row("", "", "")
-        grid.add_row(f"[dim]every {self.interval:g} s", f"[dim]{self.samples} samples",
-                     "[dim]Ctrl-C to stop")
+        grid.add_row(
+            f"[dim]every {self.interval:g} s", f"[dim]{self.samples} samples", "[dim]Ctrl-C to stop"
+        )
         # A Text, not markup: the name is shown as ps would (rich's escape() only
         # guards its markup, and passed ESC and newline to the terminal).
         title = Text.assemble((visible(s.name, self.encoding), "bold"), f" pid {s.pid}")

@@ -77,8 +77,9 @@ _OOM_NOTE = (
 
 # Keys and fields as C callables: a scrape of 1,000 processes on the kernel backend
 # must cost at most twice the scan itself, which takes about a millisecond.
-_BY_OOM = operator.itemgetter(MemStats._fields.index("oom_score"),
-                              MemStats._fields.index("committed_kb"))
+_BY_OOM = operator.itemgetter(
+    MemStats._fields.index("oom_score"), MemStats._fields.index("committed_kb")
+)
 _BY_RESIDENT = operator.itemgetter(MemStats._fields.index("committed_kb"))
 _RESERVED = operator.itemgetter(MemStats._fields.index("reserved_kb"))
 _SWAP = operator.itemgetter(MemStats._fields.index("swap_kb"))
@@ -116,8 +117,11 @@ def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[Oom
     and then by path: at most ``limit + 1`` domains however many cgroups are limited."""
     domains = list(domains)
     system = [d for d in domains if d.kind == "system"]
-    cgroups = heapq.nsmallest(max(limit, 0), (d for d in domains if d.kind == "cgroup"),
-                              key=lambda d: (d.headroom_kb / max(d.limit_kb, 1), d.cgroup or ""))
+    cgroups = heapq.nsmallest(
+        max(limit, 0),
+        (d for d in domains if d.kind == "cgroup"),
+        key=lambda d: (d.headroom_kb / max(d.limit_kb, 1), d.cgroup or ""),
+    )
     return system + sorted(cgroups, key=lambda d: d.cgroup or "")
 
 
@@ -153,8 +157,9 @@ def _kernel_hides_nothing(has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_
     return off or has_cap_sys_ptrace()
 
 
-def _system(backend: Backend,
-            has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace) -> _System:
+def _system(
+    backend: Backend, has_cap_sys_ptrace: Callable[[], bool] = _has_cap_sys_ptrace
+) -> _System:
     """Commit accounting from /proc/meminfo on both backends (the syscall reports the
     same kernel counters), and whether processes are hidden. On the kernel backend that
     costs a get_total_mem_stats call, which walks every process again: it is made only
@@ -162,8 +167,11 @@ def _system(backend: Backend,
     twice the scan."""
     meminfo = read_meminfo()
     if backend.name == "kernel":
-        some_hidden = (False if _kernel_hides_nothing(has_cap_sys_ptrace)
-                       else backend.total_mem_stats().some_hidden)
+        some_hidden = (
+            False
+            if _kernel_hides_nothing(has_cap_sys_ptrace)
+            else backend.total_mem_stats().some_hidden
+        )
         visibility = kernel_visibility(some_hidden)
     else:
         visibility = procfs_visibility()
@@ -232,8 +240,11 @@ class MemoryCollector(Collector):
 
     def _fail(self, what: str, err: Exception) -> None:
         if self._on_error is not None:
-            detail = str(err) if isinstance(err, (TamallocError, OSError)) else (
-                f"{type(err).__name__}: {err}")
+            detail = (
+                str(err)
+                if isinstance(err, (TamallocError, OSError))
+                else (f"{type(err).__name__}: {err}")
+            )
             self._on_error(f"scrape: cannot read {what}: {detail}")
 
     def _collect(self) -> list[Metric]:
@@ -280,41 +291,57 @@ class MemoryCollector(Collector):
         if not ok:
             self._failed_scrapes += 1
         metrics += [
-            _gauge("tamalloc_scrape_success",
-                   "1 if this scrape read every figure, 0 if a part failed (the exporter's"
-                   " stderr says which).", 1 if ok else 0),
+            _gauge(
+                "tamalloc_scrape_success",
+                "1 if this scrape read every figure, 0 if a part failed (the exporter's"
+                " stderr says which).",
+                1 if ok else 0,
+            ),
             CounterMetricFamily(
                 "tamalloc_scrape_errors",
                 "Scrapes since the exporter started in which a part failed to read.",
                 value=self._failed_scrapes,
             ),
-            _gauge("tamalloc_scrape_duration_seconds",
-                   "Seconds this scrape took to read and compute every tamalloc figure.",
-                   time.perf_counter() - start),
+            _gauge(
+                "tamalloc_scrape_duration_seconds",
+                "Seconds this scrape took to read and compute every tamalloc figure.",
+                time.perf_counter() - start,
+            ),
         ]
         return metrics
 
     @staticmethod
     def _system_metrics(system: _System) -> list[Metric]:
         metrics: list[Metric] = [
-            _gauge("tamalloc_system_committed_as_bytes",
-                   "Memory the kernel has promised to all processes (Committed_AS of"
-                   " /proc/meminfo): what they may still touch, not what is resident.",
-                   system.committed_as_kb * _KIB),
-            _gauge("tamalloc_system_commit_limit_bytes",
-                   "Ceiling for Committed_AS (CommitLimit of /proc/meminfo): allocations"
-                   " beyond it fail only when vm.overcommit_memory is 2.",
-                   system.commit_limit_kb * _KIB),
-            _gauge("tamalloc_system_memory_bytes",
-                   "Usable RAM (MemTotal of /proc/meminfo).", system.mem_total_kb * _KIB),
-            _gauge("tamalloc_system_overcommit_mode",
-                   "vm.overcommit_memory: 0 heuristic overcommit, 1 always overcommit,"
-                   " 2 never (Committed_AS may not pass CommitLimit).",
-                   system.overcommit_memory),
-            _gauge("tamalloc_processes_all_visible",
-                   "1 if the exporter sees every user process, 0 if some are or may be"
-                   " hidden from it and left out of every figure (run it as root).",
-                   1 if system.complete else 0),
+            _gauge(
+                "tamalloc_system_committed_as_bytes",
+                "Memory the kernel has promised to all processes (Committed_AS of"
+                " /proc/meminfo): what they may still touch, not what is resident.",
+                system.committed_as_kb * _KIB,
+            ),
+            _gauge(
+                "tamalloc_system_commit_limit_bytes",
+                "Ceiling for Committed_AS (CommitLimit of /proc/meminfo): allocations"
+                " beyond it fail only when vm.overcommit_memory is 2.",
+                system.commit_limit_kb * _KIB,
+            ),
+            _gauge(
+                "tamalloc_system_memory_bytes",
+                "Usable RAM (MemTotal of /proc/meminfo).",
+                system.mem_total_kb * _KIB,
+            ),
+            _gauge(
+                "tamalloc_system_overcommit_mode",
+                "vm.overcommit_memory: 0 heuristic overcommit, 1 always overcommit,"
+                " 2 never (Committed_AS may not pass CommitLimit).",
+                system.overcommit_memory,
+            ),
+            _gauge(
+                "tamalloc_processes_all_visible",
+                "1 if the exporter sees every user process, 0 if some are or may be"
+                " hidden from it and left out of every figure (run it as root).",
+                1 if system.complete else 0,
+            ),
         ]
         # No count of hidden processes: the kernel gives none, since a count would let
         # any caller follow other users' process starts and exits.
@@ -325,17 +352,27 @@ class MemoryCollector(Collector):
         resident = sum(map(_BY_RESIDENT, stats))
         swap = sum(map(_SWAP, stats))
         metrics: list[Metric] = [
-            _gauge("tamalloc_processes",
-                   "User processes this scrape saw (kernel threads are not counted).",
-                   len(stats)),
-            _gauge("tamalloc_processes_reserved_bytes",
-                   "Virtual memory reserved by all user processes: VmSize (VSZ) summed.",
-                   reserved * _KIB),
-            _gauge("tamalloc_processes_resident_bytes",
-                   "Memory of all user processes resident in RAM: VmRSS (RSS) summed, so"
-                   " a page shared by two processes counts twice.", resident * _KIB),
-            _gauge("tamalloc_processes_swap_bytes",
-                   "Memory of all user processes swapped out: VmSwap summed.", swap * _KIB),
+            _gauge(
+                "tamalloc_processes",
+                "User processes this scrape saw (kernel threads are not counted).",
+                len(stats),
+            ),
+            _gauge(
+                "tamalloc_processes_reserved_bytes",
+                "Virtual memory reserved by all user processes: VmSize (VSZ) summed.",
+                reserved * _KIB,
+            ),
+            _gauge(
+                "tamalloc_processes_resident_bytes",
+                "Memory of all user processes resident in RAM: VmRSS (RSS) summed, so"
+                " a page shared by two processes counts twice.",
+                resident * _KIB,
+            ),
+            _gauge(
+                "tamalloc_processes_swap_bytes",
+                "Memory of all user processes swapped out: VmSwap summed.",
+                swap * _KIB,
+            ),
         ]
         # Four figures a process (oom_score_adj is in the score, and each sample costs
         # formatting time at every scrape).
@@ -343,22 +380,26 @@ class MemoryCollector(Collector):
             "reserved": GaugeMetricFamily(
                 "tamalloc_process_reserved_bytes",
                 "Virtual memory the process has reserved (VmSize, VSZ)." + _TOP_NOTE,
-                labels=_PROCESS_LABELS),
+                labels=_PROCESS_LABELS,
+            ),
             "resident": GaugeMetricFamily(
                 "tamalloc_process_resident_bytes",
                 "Memory of the process resident in RAM (VmRSS, RSS)." + _TOP_NOTE,
-                labels=_PROCESS_LABELS),
+                labels=_PROCESS_LABELS,
+            ),
             "swap": GaugeMetricFamily(
                 "tamalloc_process_swap_bytes",
                 "Memory of the process swapped out (VmSwap)." + _TOP_NOTE,
-                labels=_PROCESS_LABELS),
+                labels=_PROCESS_LABELS,
+            ),
             "oom": GaugeMetricFamily(
                 "tamalloc_process_oom_score",
                 "The process's OOM score as /proc/PID/oom_score prints it: (1000 + its"
                 " share of RAM + swap in thousandths + oom_score_adj) x 2/3, so 666 for a"
                 " small process with no adjustment, 1333 for one holding everything; the"
                 " OOM killer kills the highest." + _TOP_NOTE,
-                labels=_PROCESS_LABELS),
+                labels=_PROCESS_LABELS,
+            ),
         }
         for s in top_processes(stats, self.top):
             labels = [str(s.pid), s.name]
@@ -376,20 +417,23 @@ class MemoryCollector(Collector):
             "Memory an OOM domain may use before its OOM killer runs: RAM + swap for the"
             " system; for a cgroup, memory.max plus the swap it may use (memory.swap.max,"
             " at most the swap there is; none when vm.swappiness is 0)." + _OOM_NOTE,
-            labels=label)
+            labels=label,
+        )
         usage = GaugeMetricFamily(
             "tamalloc_oom_domain_usage_bytes",
             "Memory an OOM domain uses now, as its limit counts it: for the system RAM in"
             " use (MemTotal - MemAvailable) + swap in use; for a cgroup memory.current"
             " (+ memory.swap.current when its limit includes swap), page cache the kernel"
             " would reclaim before an OOM included." + _OOM_NOTE,
-            labels=label)
+            labels=label,
+        )
         headroom = GaugeMetricFamily(
             "tamalloc_oom_domain_headroom_bytes",
             "Bytes an OOM domain can still take before its OOM killer runs: limit minus"
             " usage, 0 at the limit. For a cgroup it is a floor: reclaimable page cache"
             " counts as used." + _OOM_NOTE,
-            labels=label)
+            labels=label,
+        )
         victim = GaugeMetricFamily(
             "tamalloc_oom_victim",
             "Who the kernel would kill if this domain ran out of memory now (tamalloc's"
@@ -397,19 +441,22 @@ class MemoryCollector(Collector):
             " 0..2000 like /proc/PID/oom_score but weighed against the domain's limit."
             " One series per domain with a victim; none when nothing in it can be killed"
             " or an earlier victim is still exiting." + _OOM_NOTE,
-            labels=["domain", *_PROCESS_LABELS])
+            labels=["domain", *_PROCESS_LABELS],
+        )
         group = GaugeMetricFamily(
             "tamalloc_oom_group_kill",
             "1 when an OOM in this domain now would kill the whole cgroup named by label"
             " group, because memory.oom.group is set there: every process in it dies"
             " with the victim, not the victim alone." + _OOM_NOTE,
-            labels=["domain", "group"])
+            labels=["domain", "group"],
+        )
         killed = GaugeMetricFamily(
             "tamalloc_oom_killed_processes",
             "Processes an OOM in this domain now would kill: 1 (the victim); under"
             " memory.oom.group every process of that cgroup but those with oom_score_adj"
             " -1000; 0 when it would kill none." + _OOM_NOTE,
-            labels=label)
+            labels=label,
+        )
         for d in least_headroom_domains(domains, self.oom_domains):
             name = _SYSTEM_DOMAIN if d.cgroup is None else d.cgroup
             limit.add_metric([name], d.limit_kb * _KIB)
@@ -421,12 +468,19 @@ class MemoryCollector(Collector):
                 group.add_metric([name, d.kill_group], 1)
             killed.add_metric([name], len(d.killed_pids))
         return [
-            _gauge("tamalloc_oom_domains",
-                   "Cgroups with a finite memory.max, each an OOM domain of its own, all of"
-                   " them: the tamalloc_oom_domain_* series cover only the N with the least"
-                   " headroom (tamalloc exporter --oom-domains N), and the system.",
-                   limited),
-            limit, usage, headroom, victim, group, killed,
+            _gauge(
+                "tamalloc_oom_domains",
+                "Cgroups with a finite memory.max, each an OOM domain of its own, all of"
+                " them: the tamalloc_oom_domain_* series cover only the N with the least"
+                " headroom (tamalloc exporter --oom-domains N), and the system.",
+                limited,
+            ),
+            limit,
+            usage,
+            headroom,
+            victim,
+            group,
+            killed,
         ]
 
 

@@ -43,8 +43,7 @@ _CLOSE_WAIT = 5.0
 _BUSY = b"503 Service Unavailable: too many connections, all answering a request\n"
 _BUSY_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"
-    % (len(_BUSY), _BUSY)
+    b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s" % (len(_BUSY), _BUSY)
 )
 
 
@@ -107,8 +106,7 @@ class ConnectionTable:
                 # Its thread lets go before the new one starts, so that threads and
                 # sockets stay within the limit however fast connections come (on a
                 # busy machine a closed connection's thread may take a while to run).
-                if not self._released.wait_for(lambda: oldest not in self._closing,
-                                               _CLOSE_WAIT):
+                if not self._released.wait_for(lambda: oldest not in self._closing, _CLOSE_WAIT):
                     return False
             self._waiting[sock] = time.monotonic()
             return True
@@ -260,8 +258,10 @@ def metrics_handler(app: WSGIApp, limits: Limits = Limits()) -> type[BaseHTTPReq
                 table = self._table()
                 if table is not None:
                     table.wait(self.connection)
-                self._reads.deadline, self._reads.then = now + self.idle_timeout, \
-                    self.header_timeout
+                self._reads.deadline, self._reads.then = (
+                    now + self.idle_timeout,
+                    self.header_timeout,
+                )
             else:
                 self._reads.deadline, self._reads.then = now + self.header_timeout, None
             self._writes.deadline = now + self.header_timeout  # each answer sets its own
@@ -297,8 +297,9 @@ def metrics_handler(app: WSGIApp, limits: Limits = Limits()) -> type[BaseHTTPReq
                     return
                 raise
 
-        def send_error(self, code: int, message: str | None = None,
-                       explain: str | None = None) -> None:
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
             self._writes.deadline = time.monotonic() + self.header_timeout
             super().send_error(code, message, explain)
 
@@ -342,8 +343,9 @@ def metrics_handler(app: WSGIApp, limits: Limits = Limits()) -> type[BaseHTTPReq
             answer: list[tuple[str, list[tuple[str, str]]]] = []
             parts: list[bytes] = []  # PEP 3333's write(), which the library's app skips
 
-            def start_response(status: str, headers: list[tuple[str, str]],
-                               exc_info: Any = None) -> Callable[[bytes], object]:
+            def start_response(
+                status: str, headers: list[tuple[str, str]], exc_info: Any = None
+            ) -> Callable[[bytes], object]:
                 answer[:] = [(status, headers)]
                 return parts.append
 
@@ -359,13 +361,15 @@ def metrics_handler(app: WSGIApp, limits: Limits = Limits()) -> type[BaseHTTPReq
             # that stops reading it (the kernel's buffers full) holds its thread no
             # longer than a slow head would.
             self._writes.deadline = time.monotonic() + self.header_timeout
-            (status, headers), = answer
+            ((status, headers),) = answer
             code, _, reason = status.partition(" ")
             self.send_response(int(code), reason)
             for name, value in headers:
                 self.send_header(name, value)
-            if self.headers.get("Transfer-Encoding") or self.headers.get(
-                    "Content-Length", "0").strip() != "0":
+            if (
+                self.headers.get("Transfer-Encoding")
+                or self.headers.get("Content-Length", "0").strip() != "0"
+            ):
                 # A request body the app left unread would be taken for the next request.
                 self.send_header("Connection", "close")  # sets close_connection
             if not any(name.lower() == "content-length" for name, _ in headers):
@@ -381,8 +385,12 @@ def metrics_handler(app: WSGIApp, limits: Limits = Limits()) -> type[BaseHTTPReq
 
 
 def make_server(
-    host: str, port: int, family: socket.AddressFamily, app: WSGIApp,
-    limits: Limits = Limits(), on_error: Callable[[str], None] | None = None,
+    host: str,
+    port: int,
+    family: socket.AddressFamily,
+    app: WSGIApp,
+    limits: Limits = Limits(),
+    on_error: Callable[[str], None] | None = None,
 ) -> ThreadingHTTPServer:
     """A server bound to ``host:port`` (OSError when it cannot be) that answers with
     ``app`` under ``limits``: one thread per connection, at most
