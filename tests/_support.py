@@ -166,6 +166,22 @@ def read_int(path: str) -> int:
         return int(f.read())
 
 
+def run_python(
+    code: str, *, timeout: float = 60, check: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE`` in a new interpreter (module state fresh) with this work
+    tree's package, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=subprocess_env(**env),
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m tamalloc ARGS`` in a subprocess, output captured as text."""
     return subprocess.run(

@@ -5,13 +5,11 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import subprocess
-import sys
 
 import pytest
 
 import tamalloc
-from _support import GiB, MiB, read_int, subprocess_env
+from _support import GiB, MiB, read_int, run_python
 from tamalloc import Buffer, alloc
 
 PAGE = mmap.PAGESIZE
@@ -159,14 +157,7 @@ def test_rlimit_as_is_a_memory_error(backend: str) -> None:
         f"try:\n    tamalloc.alloc('2G', backend={backend!r})\n"
         "except MemoryError as err:\n    print('MemoryError', err)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-        check=True,
-    ).stdout
+    out = run_python(code, check=True).stdout
     assert out.startswith("MemoryError")
 
 
@@ -262,13 +253,7 @@ def test_numpy_view_of_a_closed_buffer_does_not_crash() -> None:
         "try:\n    np.frombuffer(buf, dtype=np.uint8)\nexcept (ValueError, TypeError):\n"
         "    print('closed')\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    run = run_python(code)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["refused", "0", "closed"]
 

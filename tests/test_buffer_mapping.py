@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import tamalloc
-from _support import MiB, subprocess_env
+from _support import MiB, run_python, subprocess_env
 from tamalloc import _libc
 from tamalloc.backends import kernel_available
 from tamalloc.buffer import C_MAPPING, alloc
@@ -218,13 +218,7 @@ def test_index_that_closes_the_buffer_is_a_value_error() -> None:
         "        except ValueError as err:\n"
         "            print(action, 'closed' in str(err))\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-    )
+    run = run_python(code)
     assert run.returncode == 0, run.stderr
     assert (
         run.stdout.split()

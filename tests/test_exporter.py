@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tamalloc
 import tamalloc.oom
-from _support import Child, assert_clean_error, run_cli, subprocess_env
+from _support import Child, assert_clean_error, run_cli, run_python, subprocess_env
 from conftest import IN_VM
 from tamalloc.exporter.collector import MemoryCollector, make_registry, render, top_processes
 from tamalloc.exporter.service import OPEN_FILES_WANTED
@@ -496,15 +496,7 @@ def test_without_prometheus_client_the_error_says_what_to_install() -> None:
         "import sys; sys.modules['prometheus_client'] = None\n"
         "from tamalloc.cli.main import main; sys.exit(main(['exporter']))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-    )
-    line = assert_clean_error(result, 1)
+    line = assert_clean_error(run_python(code, timeout=WAIT), 1)
     assert "pip install prometheus_client" in line and "pip install '.[exporter]'" in line
 
 

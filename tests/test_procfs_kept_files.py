@@ -24,6 +24,7 @@ from _support import (
     assert_memory_matches_status,
     read_between_equal_statuses,
     read_int,
+    run_python,
     stopped,
     subprocess_env,
 )
@@ -108,15 +109,7 @@ def test_kept_fds_sit_high_and_close_on_exec() -> None:
 
 def run_json(code: str) -> Any:
     """What Python code prints as JSON, run in a new interpreter (module state fresh)."""
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-        check=True,
-    )
-    return json.loads(run.stdout)
+    return json.loads(run_python(code, check=True).stdout)
 
 
 def test_nothing_is_kept_under_a_low_fd_limit() -> None:
@@ -380,13 +373,7 @@ def test_forks_during_scans_with_tracemalloc_on_do_not_hang(many_sleepers: None)
         "thread.join()\n"
         "print('done')\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=300,
-    )
+    run = run_python(code, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "done\n"
 
@@ -538,13 +525,7 @@ def test_the_budget_from_the_environment() -> None:
         kept_bytes, fds = json.loads(run.stdout)
         assert kept_bytes <= most
         assert (fds > 0) == (most > 0)
-    bad = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(TAMALLOC_KEPT_BYTES="-5"),
-        timeout=60,
-    )
+    bad = run_python(code, TAMALLOC_KEPT_BYTES="-5")
     assert bad.returncode != 0
     assert "$TAMALLOC_KEPT_BYTES" in bad.stderr
     # The CLI says so in one line, as it does of a bad $TAMALLOC_BACKEND.
