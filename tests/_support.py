@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import signal
@@ -14,7 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MiB = 1 << 20
@@ -180,6 +183,35 @@ def run_python(
         env=subprocess_env(**env),
         stdin=subprocess.DEVNULL,
     )
+
+
+# Run as root after the child's imports (nobody may not read the interpreter's files):
+# a private mount namespace with /proc mounted hidepid=2, then user nobody.
+_HIDEPID_NOBODY = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x20000, 1 << 14, 1 << 18
+if libc.unshare(CLONE_NEWNS) != 0:
+    print(json.dumps({"skip": os.strerror(ctypes.get_errno())})); raise SystemExit
+if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+    raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+if libc.mount(b"proc", b"/proc", b"proc", 0, b"hidepid=2") != 0:
+    raise OSError(ctypes.get_errno(), "mount -t proc -o hidepid=2")
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+"""
+
+
+def run_as_nobody_under_hidepid(imports: str, body: str, **env: str) -> Any:
+    """What ``body`` prints as JSON when run as nobody under a /proc mounted hidepid=2
+    (``imports`` run first, as root); skips where no mount namespace can be had."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace (runs in `make vm-test`)")
+    run = run_python(imports + _HIDEPID_NOBODY + body, timeout=120, **env)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    if isinstance(seen, dict) and "skip" in seen:
+        pytest.skip(f"unshare(CLONE_NEWNS) refused here: {seen['skip']}")
+    return seen
 
 
 def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:

@@ -11,9 +11,15 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-from _support import Child, read_int, run_cli, run_on_pty, status_kb, subprocess_env
+from _support import (
+    Child,
+    read_int,
+    run_as_nobody_under_hidepid,
+    run_cli,
+    run_on_pty,
+    status_kb,
+    subprocess_env,
+)
 from tamalloc.models import FIELD_NAMES
 
 # --- stats ---------------------------------------------------------------------------
@@ -156,23 +162,14 @@ def test_stats_json_does_not_import_rich() -> None:
     assert re.search(r"\|\s+tamalloc\.cli\.stats$", result.stderr, re.MULTILINE)
 
 
-# Root sets up a private mount namespace with /proc mounted hidepid=2, then becomes
-# nobody (imports and the parser first: nobody may not read the interpreter's files).
-_HIDEPID_CHILD = """
-import ctypes, encodings.ascii, io, json, os
+_HIDEPID_IMPORTS = """
+import encodings.ascii, io, json, os
 import tamalloc, tamalloc.backends.procfs, tamalloc.cli.main, tamalloc.process_visibility
 from tamalloc.cli import stats
 from tamalloc.cli.env import Environment
 tamalloc.cli.main._build_parser()
-libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x20000, 1 << 14, 1 << 18
-if libc.unshare(CLONE_NEWNS) != 0:
-    print(json.dumps({"skip": os.strerror(ctypes.get_errno())})); raise SystemExit
-if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-    raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-if libc.mount(b"proc", b"/proc", b"proc", 0, b"hidepid=2") != 0:
-    raise OSError(ctypes.get_errno(), "mount -t proc -o hidepid=2")
-os.setgroups([]); os.setgid(65534); os.setuid(65534)
+"""
+_HIDEPID_BODY = """
 out = {}
 for pid in (1, int(os.environ["FREE_PID"])):
     env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)
@@ -184,21 +181,9 @@ print(json.dumps(out))
 
 def test_a_process_hidden_by_hidepid_is_called_hidden() -> None:
     # issue 16, item 11: under hidepid=2 `stats 1` said "no such process".
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a private mount namespace (runs in `make vm-test`)")
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process, for the contrast
-    run = subprocess.run(
-        [sys.executable, "-c", _HIDEPID_CHILD],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(FREE_PID=str(gone.pid)),
-    )
-    assert run.returncode == 0, run.stderr
-    seen = json.loads(run.stdout)
-    if "skip" in seen:
-        pytest.skip(f"unshare(CLONE_NEWNS) refused here: {seen['skip']}")
+    seen = run_as_nobody_under_hidepid(_HIDEPID_IMPORTS, _HIDEPID_BODY, FREE_PID=str(gone.pid))
     status, stderr = seen["1"]
     assert status == 1
     assert stderr.startswith(
