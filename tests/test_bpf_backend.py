@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ from _support import (
 from conftest import IN_VM
 from tamalloc import cgroupfs
 from tamalloc.backends import bpf_unavailable_reason, get_backend
+from tamalloc.errors import NoSuchProcess
 from tamalloc.models import MemStats, OomTask
 from test_procfs_scan import (  # noqa: F401  (fixtures)
     ZOMBIE_LEADER_NAME,
@@ -197,6 +199,70 @@ def test_zombie_leader_read_through_its_live_thread(zombie_leader: int) -> None:
     assert_status_fields(stats, live_thread_status_kb(zombie_leader))
     assert stats.oom_score == read_int(f"/proc/{zombie_leader}/oom_score")
     assert zombie_leader in _by_pid(backend.oom_tasks())
+
+
+# A vfork child that does not exec: it prints its pid and waits on stdin, on its parent's
+# mm, while the parent is blocked in vfork(). oom_badness() skips it (in_vfork()).
+VFORK_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+
+int main(void)
+{
+	char buf[16];
+	pid_t pid = vfork();
+
+	if (pid == 0) {
+		char line[32];
+		int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+
+		write(1, line, n);
+		while (read(0, buf, sizeof(buf)) > 0)
+			;
+		_exit(0);
+	}
+	return pid < 0;
+}
+"""
+
+
+def test_vfork_child_is_unkillable_as_the_kernel_says(tmp_path: Path) -> None:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("needs a C compiler (gcc) to build the vfork program")
+    (tmp_path / "vfork.c").write_text(VFORK_C)
+    exe = tmp_path / "vforker"
+    subprocess.run([compiler, "-O2", "-o", str(exe), str(tmp_path / "vfork.c")], check=True)
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        tasks = _by_pid(get_backend("bpf").oom_tasks())
+        stats = _by_pid(get_backend("bpf").all_mem_stats())
+        assert read_int(f"/proc/{child}/oom_score") == 0
+        task = tasks[child]
+        assert isinstance(task, OomTask)
+        assert task.unkillable and task.oom_score == 0 == stats[child].oom_score
+        parent = tasks[proc.pid]  # blocked in vfork(), on the same mm: killable
+        assert isinstance(parent, OomTask)
+        assert not parent.unkillable
+        assert parent.oom_score == read_int(f"/proc/{proc.pid}/oom_score") > 0
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_mem_stats_of_one_pid(spawn_child: Callable[..., Child]) -> None:
+    child = spawn_child(reserve=16 * MiB, touch=2 * MiB)
+    backend = get_backend("bpf")
+    with stopped(child.pid):
+        one = backend.mem_stats(child.pid)
+        everyone = _by_pid(backend.all_mem_stats())
+    assert one == everyone[child.pid]
+    # A pid the pass does not show as a process is /proc's to answer: no such process.
+    with pytest.raises(NoSuchProcess):
+        backend.mem_stats(2**22 + 1)  # above pid_max
 
 
 def test_a_zombie_process_is_left_out() -> None:
