@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import tamalloc
 from _support import (
     Child,
     MiB,
@@ -367,3 +368,14 @@ def test_version_says_bpf_in_use() -> None:
     assert "backend: bpf;" in result.stdout and "bpf: in use" in result.stdout
     result = run_cli("--version", TAMALLOC_BACKEND="procfs")
     assert "bpf: available, used only if asked" in result.stdout
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_alloc_on_bpf_maps_as_procfs(huge: bool) -> None:
+    buf = tamalloc.alloc("4M", huge=huge, backend="bpf")
+    try:
+        assert (buf.backend, len(buf), buf[0], buf[len(buf) - 1]) == ("bpf", 4 * MiB, 0, 0)
+        buf[0] = 7
+        assert buf[0] == 7
+    finally:
+        buf.close()
