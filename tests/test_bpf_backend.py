@@ -362,6 +362,26 @@ def test_forced_without_privilege_is_one_line_error() -> None:
     assert "bpf backend cannot run" in line and "CAP_BPF" in line
 
 
+def test_cap_bpf_and_cap_perfmon_suffice() -> None:
+    """What the exporter's systemd unit documents: an unprivileged user with CAP_BPF and
+    CAP_PERFMON (ambient) runs the backend."""
+    caps = ["--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
+    script = (
+        "from tamalloc.backends import get_backend; print(len(get_backend('bpf').all_mem_stats()))"
+    )
+    result = subprocess.run(
+        [*_AS_NOBODY[:-1], *caps, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(bpf.__file__).parents[2])},
+    )
+    if "Operation not permitted" in result.stderr and "setpriv" in result.stderr:
+        pytest.skip(f"cannot grant CAP_BPF/CAP_PERFMON here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 0
+
+
 def test_version_says_bpf_in_use() -> None:
     result = run_cli("--backend", "bpf", "--version")
     assert result.returncode == 0, result.stderr
