@@ -35,34 +35,32 @@ static int keep_warning(enum libbpf_print_level level, const char *fmt, va_list 
 	if (level == LIBBPF_DEBUG)
 		return 0;
 	vsnprintf(last_warning, sizeof(last_warning), fmt, ap);
+	if (!strncmp(last_warning, "libbpf: ", 8))
+		memmove(last_warning, last_warning + 8, strlen(last_warning + 8) + 1);
 	len = strlen(last_warning);
 	while (len && (last_warning[len - 1] == '\n' || last_warning[len - 1] == ' '))
 		last_warning[--len] = '\0';
 	return 0;
 }
 
+/* OSError(err, "what: strerror (libbpf: its last warning)"); returns NULL. */
 static PyObject *os_error(int err, const char *what)
 {
-	PyObject *msg, *exc;
+	char reason[128];
+	PyObject *exc;
 
 	if (err < 0)
 		err = -err;
 	if (!err)
 		err = EINVAL;
-	msg = PyUnicode_FromFormat("%s: %s%s%s", what, strerror(err),
-				   last_warning[0] ? " (libbpf: " : "",
-				   last_warning[0] ? last_warning : "");
-	if (!msg)
-		return NULL;
-	if (last_warning[0]) {
-		PyObject *closed = PyUnicode_FromFormat("%U)", msg);
-
-		Py_DECREF(msg);
-		if (!closed)
-			return NULL;
-		msg = closed;
-	}
-	exc = Py_BuildValue("(iN)", err, msg);
+	/* libbpf's own codes (4000 and up) too, e.g. "Invalid ELF file" */
+	if (libbpf_strerror(err, reason, sizeof(reason)))
+		snprintf(reason, sizeof(reason), "%s", strerror(err));
+	if (last_warning[0])
+		exc = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s (libbpf: %s)", what,
+								      reason, last_warning));
+	else
+		exc = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, reason));
 	if (exc) {
 		PyErr_SetObject(PyExc_OSError, exc);
 		Py_DECREF(exc);
