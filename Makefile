@@ -28,7 +28,8 @@ fresh-test: ## the README's commands in a new minimal Debian 12 root (root, abou
 
 # A stamp of its own: a .venv made by the README's first command has no test tools.
 $(VENV)/.test-tools: pyproject.toml setup.py src/tamalloc/_mapping.c \
-		$(wildcard src/tamalloc/backends/_procscan_c/*.[ch])
+		$(wildcard src/tamalloc/backends/_procscan_c/*.[ch]) \
+		$(wildcard src/tamalloc/backends/_bpf/*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'

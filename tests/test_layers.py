@@ -34,6 +34,8 @@ LAYERS = {
     "tamalloc.backends": SOURCES,
     "tamalloc.backends._procscan": SOURCES,
     "tamalloc.backends.base": SOURCES,
+    "tamalloc.backends.bpf": SOURCES,
+    "tamalloc.backends._bpfiter": SOURCES,
     "tamalloc.backends.kernel": SOURCES,
     "tamalloc.backends.procfs": SOURCES,
     "tamalloc.cgroupfs": SOURCES,

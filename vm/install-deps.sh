@@ -7,6 +7,9 @@ set -euo pipefail
 packages=(
 	# the README's first command: venv, pip (PyPI over https), the C scan
 	python3 python3-venv python3-dev gcc libc6-dev ca-certificates
+	# the bpf backend (optional at install): clang -target bpf compiles its task
+	# iterator, libbpf loads it; bpftool inspects it (bpftool prog, btf dump)
+	clang libbpf-dev bpftool
 	# the kernel build (vm/kernel.py) and the series check (git am, checkpatch)
 	linux-source-6.1 xz-utils make flex bison bc libelf-dev libssl-dev cpio
 	dwarves perl git rsync kmod

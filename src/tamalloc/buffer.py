@@ -173,8 +173,9 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
     if length > _MAX_LENGTH:
         raise MemoryError(f"cannot allocate {length} bytes: larger than the address space")
     chosen = get_backend(backend)
-    if chosen.name == "procfs" and not huge:
-        # What ProcfsBackend.map_anonymous does, made as a Buffer directly.
+    if chosen.name in ("procfs", "bpf") and not huge:
+        # What ProcfsBackend.map_anonymous does (bpf's is procfs's), made as a Buffer
+        # directly.
         try:
             buf = _new(length)
         except OSError as exc:  # not a `with` block: this path is timed in µs
@@ -182,7 +183,7 @@ def alloc(size: int | str, *, huge: bool = False, backend: str | None = None) ->
     else:
         address, owner = chosen.map_anonymous(length, huge)
         if owner is not None:
-            # Only procfs's plain mapping has an owner, and it is made above instead.
+            # Only procfs's (and bpf's) plain mapping has an owner, made above instead.
             owner.close()
             raise RuntimeError(f"backend {chosen.name} returned an mmap object to take over")
         try:

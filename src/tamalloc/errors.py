@@ -56,6 +56,15 @@ class KernelUnavailable(TamallocError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
+class BpfUnavailable(TamallocError):
+    """The bpf backend was requested but cannot run here; the message says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the bpf backend cannot run: {reason}; use --backend procfs / backend='procfs'"
+        )
+
+
 _NO_PROCESS = frozenset({errno.ESRCH, errno.ENOENT})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 # A process that exits or hides from us during a scan of all processes is left out.

@@ -1,4 +1,9 @@
-"""Backend selection: the tamalloc syscalls where present, /proc everywhere else.
+"""Backend selection: the tamalloc syscalls where present, /proc everywhere else; the
+BPF task iterator (``bpf``) when asked for.
+
+``bpf`` comes between the two in the intended order, but loading its program costs tens
+of milliseconds a process (see :mod:`.bpf`), more than a one-shot procfs scan: until the
+loaded program is kept between processes it is used only when forced.
 
 The default is decided once per process (``TAMALLOC_BACKEND`` or probing the kernel)
 and cached; every public function also takes ``backend=`` to override it per call.
@@ -28,14 +33,26 @@ def kernel_available() -> bool:
 def _check_name(name: str, origin: str) -> BackendName:
     if name == "kernel":
         return "kernel"
+    if name == "bpf":
+        return "bpf"
     if name == "procfs":
         return "procfs"
-    raise ValueError(f"unknown backend {name!r} from {origin}: expected 'kernel' or 'procfs'")
+    raise ValueError(
+        f"unknown backend {name!r} from {origin}: expected 'kernel', 'bpf' or 'procfs'"
+    )
+
+
+def bpf_unavailable_reason() -> str | None:
+    """Why the bpf backend cannot run here, or None (then its program is loaded)."""
+    from .bpf import unavailable_reason
+
+    return unavailable_reason()
 
 
 @functools.cache
 def default_backend_name() -> BackendName:
-    """``$TAMALLOC_BACKEND`` if set, else kernel when available, else procfs."""
+    """``$TAMALLOC_BACKEND`` if set, else kernel when available, else procfs (bpf only
+    when named: see the module's note)."""
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return _check_name(env, f"${ENV_VAR}")
@@ -48,6 +65,10 @@ def _instance(name: BackendName) -> Backend:
         from .kernel import KernelBackend
 
         return KernelBackend()
+    if name == "bpf":
+        from .bpf import BpfBackend
+
+        return BpfBackend()
     from .procfs import ProcfsBackend
 
     return ProcfsBackend()
@@ -56,8 +77,9 @@ def _instance(name: BackendName) -> Backend:
 def get_backend(name: str | None = None) -> Backend:
     """The backend called ``name`` (default: :func:`default_backend_name`).
 
-    Raises KernelUnavailable for "kernel" on a kernel without the syscalls and
-    ValueError for an unknown name.
+    Raises KernelUnavailable for "kernel" on a kernel without the syscalls,
+    BpfUnavailable for "bpf" where its program cannot run, and ValueError for an
+    unknown name.
     """
     if name is None:
         return _default_instance()

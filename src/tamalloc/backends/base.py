@@ -1,5 +1,5 @@
 """What a backend is: its name and the calls every backend answers. Below the
-implementations (:mod:`.kernel`, :mod:`.procfs`) and the selection in
+implementations (:mod:`.kernel`, :mod:`.bpf`, :mod:`.procfs`) and the selection in
 :mod:`tamalloc.backends`, which both name it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Literal, Protocol
 
 from ..models import MemStats, OomTask, TotalMemStats
 
-BackendName = Literal["kernel", "procfs"]
-BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "procfs")
+BackendName = Literal["kernel", "bpf", "procfs"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("kernel", "bpf", "procfs")
 
 
 class Backend(Protocol):

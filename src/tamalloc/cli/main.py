@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .._version import __version__
-from ..backends import BACKEND_NAMES, default_backend_name, get_backend, kernel_available
+from ..backends import (
+    BACKEND_NAMES,
+    bpf_unavailable_reason,
+    default_backend_name,
+    get_backend,
+    kernel_available,
+)
 from ..errors import TamallocError
 from .commands import COMMANDS, add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
@@ -70,15 +76,31 @@ def version_text(backend: str | None = None) -> str:
         name = backend or default_backend_name()
     except ValueError as err:  # a bad $TAMALLOC_BACKEND: say so rather than fail
         return f"{PROG} {__version__} (backend: none, {err})"
+    shown = name
     if name == "kernel" and not kernel_available():
-        name = "kernel, unavailable on this kernel"
+        shown = "kernel, unavailable on this kernel"
     try:  # the import is the test: the extension may not be built
         from ..backends import _procscan  # noqa: F401
     except ImportError:
         scan = "not built, the pure-Python scan is used"
     else:
-        scan = "in use" if name == "procfs" else "built, unused by the kernel backend"
-    return f"{PROG} {__version__} (backend: {name}; C scan tamalloc.backends._procscan: {scan})"
+        scan = "in use" if name == "procfs" else f"built, unused by the {name} backend"
+    return (
+        f"{PROG} {__version__} (backend: {shown}; {_others_text(name)};"
+        f" C scan tamalloc.backends._procscan: {scan})"
+    )
+
+
+def _others_text(name: str) -> str:
+    """Why the backends other than ``name`` are not in use (probing bpf loads it)."""
+    parts = []
+    if name != "kernel":
+        parts.append("kernel: " + ("present" if kernel_available() else "no tamalloc syscalls"))
+    reason = bpf_unavailable_reason()
+    if name == "bpf":
+        return "; ".join([*parts, f"bpf: unavailable, {reason}" if reason else "bpf: in use"])
+    parts.append(f"bpf: unavailable, {reason}" if reason else "bpf: available, used only if asked")
+    return "; ".join(parts)
 
 
 class _VersionAction(argparse.Action):

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * tamalloc.backends._bpfiter: loads memstats.bpf.o through libbpf once per process,
+ * attaches its task iterator, and returns one pass's records as bytes.
+ *
+ * load(path): open, load (libbpf relocates the CO-RE accesses against
+ * /sys/kernel/btf/vmlinux) and attach; the link is kept for the life of the process
+ * (a second load() is a no-op), so only the first pass pays for the load.
+ * read(): bpf_iter_create() on the link, read() until 0, the bytes.
+ * Errors are OSError with libbpf's errno and its last warning as the message.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+static struct bpf_object *obj;
+static struct bpf_link *iter_link;
+static size_t last_size = 64 * 1024;	/* grows to the last pass's size */
+static char last_warning[256];
+
+/* libbpf prints to stderr by default: keep its last warning for the error instead. */
+static int keep_warning(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	size_t len;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(last_warning, sizeof(last_warning), fmt, ap);
+	if (!strncmp(last_warning, "libbpf: ", 8))
+		memmove(last_warning, last_warning + 8, strlen(last_warning + 8) + 1);
+	len = strlen(last_warning);
+	while (len && (last_warning[len - 1] == '\n' || last_warning[len - 1] == ' '))
+		last_warning[--len] = '\0';
+	return 0;
+}
+
+/* OSError(err, "what: strerror (libbpf: its last warning)"); returns NULL. */
+static PyObject *os_error(int err, const char *what)
+{
+	char reason[128];
+	PyObject *exc;
+
+	if (err < 0)
+		err = -err;
+	if (!err)
+		err = EINVAL;
+	/* libbpf's own codes (4000 and up) too, e.g. "Invalid ELF file" */
+	if (libbpf_strerror(err, reason, sizeof(reason)))
+		snprintf(reason, sizeof(reason), "%s", strerror(err));
+	if (last_warning[0])
+		exc = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s (libbpf: %s)", what,
+								      reason, last_warning));
+	else
+		exc = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", what, reason));
+	if (exc) {
+		PyErr_SetObject(PyExc_OSError, exc);
+		Py_DECREF(exc);
+	}
+	return NULL;
+}
+
+static PyObject *bpfiter_load(PyObject *self, PyObject *arg)
+{
+	struct bpf_program *prog;
+	struct bpf_object *o;
+	struct bpf_link *l;
+	PyObject *bytes;
+	int err;
+
+	(void)self;
+	if (iter_link)
+		Py_RETURN_NONE;
+	if (!PyUnicode_FSConverter(arg, &bytes))
+		return NULL;
+	last_warning[0] = '\0';
+	libbpf_set_print(keep_warning);
+	/* The GIL stays held: two threads cannot load at once, and the static pointers
+	 * are set only when everything worked. */
+	o = bpf_object__open_file(PyBytes_AS_STRING(bytes), NULL);
+	Py_DECREF(bytes);
+	if (!o)
+		return os_error(errno, "cannot open the BPF object");
+	err = bpf_object__load(o);
+	if (err) {
+		bpf_object__close(o);
+		return os_error(err, "cannot load the BPF program");
+	}
+	prog = bpf_object__find_program_by_name(o, "tam_memstats");
+	if (!prog) {
+		bpf_object__close(o);
+		return os_error(ENOENT, "no tam_memstats in the BPF object");
+	}
+	l = bpf_program__attach_iter(prog, NULL);
+	if (!l) {
+		err = errno;
+		bpf_object__close(o);
+		return os_error(err, "cannot attach the task iterator");
+	}
+	obj = o;
+	iter_link = l;
+	Py_RETURN_NONE;
+}
+
+static PyObject *bpfiter_read(PyObject *self, PyObject *unused)
+{
+	size_t cap, len = 0;
+	ssize_t n = 0;
+	int fd, err = 0;
+	char *buf, *grown;
+	PyObject *out;
+
+	(void)self;
+	(void)unused;
+	if (!iter_link) {
+		PyErr_SetString(PyExc_RuntimeError, "load() first");
+		return NULL;
+	}
+	cap = last_size + last_size / 4;
+	buf = malloc(cap);
+	if (!buf)
+		return PyErr_NoMemory();
+	Py_BEGIN_ALLOW_THREADS
+	fd = bpf_iter_create(bpf_link__fd(iter_link));
+	if (fd < 0) {
+		err = errno;
+	} else {
+		for (;;) {
+			if (cap - len < 4096) {
+				grown = realloc(buf, cap * 2);
+				if (!grown) {
+					err = ENOMEM;
+					break;
+				}
+				buf = grown;
+				cap *= 2;
+			}
+			n = read(fd, buf + len, cap - len);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				err = errno;
+				break;
+			}
+			if (n == 0)
+				break;
+			len += (size_t)n;
+		}
+		close(fd);
+	}
+	Py_END_ALLOW_THREADS
+	if (err) {
+		free(buf);
+		if (err == ENOMEM)
+			return PyErr_NoMemory();
+		last_warning[0] = '\0';
+		return os_error(err, "reading the task iterator");
+	}
+	if (len > last_size)
+		last_size = len;
+	out = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+	free(buf);
+	return out;
+}
+
+static PyObject *bpfiter_loaded(PyObject *self, PyObject *unused)
+{
+	(void)self;
+	(void)unused;
+	return PyBool_FromLong(iter_link != NULL);
+}
+
+static PyMethodDef methods[] = {
+	{"load", bpfiter_load, METH_O, "load(path): load and attach the iterator once"},
+	{"read", bpfiter_read, METH_NOARGS, "read() -> bytes: one pass of the iterator"},
+	{"loaded", bpfiter_loaded, METH_NOARGS, "loaded() -> bool"},
+	{NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+	PyModuleDef_HEAD_INIT, "_bpfiter", "libbpf loader of the task iterator", -1, methods,
+	NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__bpfiter(void)
+{
+	return PyModule_Create(&module);
+}
