@@ -227,6 +227,20 @@ SCENARIOS = [
         frozenset({"even+200"}),
     ),
     Scenario(
+        # "sparse" has less resident than "mid" (16 vs 24 MiB) but as much again in page
+        # tables: oom_badness() counts them, so it ranks first
+        "memcg-pgtables-count",
+        {"": LIMIT},
+        (
+            ("small", "", 8, 0, "plain"),
+            ("mid", "", 24, 0, "plain"),
+            ("sparse", "", 16, 0, "sparse"),
+        ),
+        "",
+        "",
+        frozenset({"sparse"}),
+    ),
+    Scenario(
         # /a/b may take 512 MiB by its own limit but /a only 64: the pusher's charge in
         # /a/b fails at /a's counter, and /a's OOM weighs /a/c's bigger process too
         "nested-small-parent-binds",
@@ -241,20 +255,6 @@ SCENARIOS = [
         frozenset({"c-big"}),
         cli=True,
         inner="a/b",
-    ),
-    Scenario(
-        # "sparse" has less resident than "mid" (16 vs 24 MiB) but as much again in page
-        # tables: oom_badness() counts them, so it ranks first
-        "memcg-pgtables-count",
-        {"": LIMIT},
-        (
-            ("small", "", 8, 0, "plain"),
-            ("mid", "", 24, 0, "plain"),
-            ("sparse", "", 16, 0, "sparse"),
-        ),
-        "",
-        "",
-        frozenset({"sparse"}),
     ),
 ]
 
