@@ -972,3 +972,24 @@ def test_bad_oom_options_are_usage_errors(args: list[str], says: str, tmp_path: 
     line = assert_clean_error(result, 2)
     assert says in line
     assert not (tmp_path / "x.prom").exists()
+
+
+def test_oom_domains_rank_a_cgroup_by_the_headroom_its_ancestor_leaves(
+    recorded_oom: Callable[[OomInputs], list[str | None]],
+) -> None:
+    # /p/big's own limit (10 GiB) leaves 9 GiB, but /p (2 GiB, 1.9 used) only 100 MiB:
+    # its effective share is 1%, below /small's 50%, and its headroom is /p's.
+    recorded_oom(
+        oom_inputs(
+            [],
+            {
+                "/p": oom_cgroup(2 * GIB_KB, 2 * GIB_KB - 100 * MIB_KB),
+                "/p/big": oom_cgroup(10 * GIB_KB, GIB_KB),
+                "/small": oom_cgroup(200 * MIB_KB, 100 * MIB_KB),
+            },
+        )
+    )
+    metrics = scrape(with_backend(FakeBackend(fake_stats(3)), oom=True, oom_domains=2))
+    headroom = by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")
+    assert set(headroom) == {"system", "/p", "/p/big"}
+    assert headroom["/p/big"] == headroom["/p"] == 100 << 20

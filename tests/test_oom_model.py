@@ -310,6 +310,53 @@ def test_nested_limits_each_weigh_their_subtree() -> None:
     assert [d.cgroup for d in predict(data, cgroup="/ab")] == [None]
 
 
+def test_a_smaller_ancestor_bounds_the_headroom_and_says_so() -> None:
+    # /a/b may take 512 MiB by its own limit, but /a (64 MiB) has 24 MiB left: a charge
+    # in /a/b fails at /a's counter first (page_counter_try_charge walks up), so the
+    # OOM that comes is /a's.
+    tasks = [task(10, 30, cgroup="/a/b"), task(11, 8, cgroup="/a/b"), task(12, 2, cgroup="/a")]
+    limits = {
+        "/a": cg(64, current_kb=40 * 1024),
+        "/a/b": cg(512, current_kb=38 * 1024),
+        "/a/b/c": cg(1024, current_kb=0),
+    }
+    sys_d, a, b, c = predict(inputs(tasks, limits))
+    assert sys_d.bound_by is None
+    assert (a.headroom_kb, a.bound_by) == (24 * 1024, "/a")
+    assert (b.limit_kb, b.usage_kb) == (512 * 1024, 38 * 1024)  # its own figures stay
+    assert (b.headroom_kb, b.bound_by) == (24 * 1024, "/a")
+    assert (c.headroom_kb, c.bound_by) == (24 * 1024, "/a")  # through any depth
+    assert any("/a has less room left than /a/b's own limit" in n for n in b.notes)
+    assert not any("less room" in n for n in a.notes)
+    # Its own limit binds when it is the tighter one; on a tie too, since the walk up
+    # meets the lower counter first.
+    limits["/a/b"] = cg(50, current_kb=38 * 1024)
+    b = domain_of(predict(inputs(tasks, limits)), "/a/b")
+    assert (b.headroom_kb, b.bound_by) == (12 * 1024, "/a/b")
+    limits["/a/b"] = cg(62, current_kb=38 * 1024)
+    b = domain_of(predict(inputs(tasks, limits)), "/a/b")
+    assert (b.headroom_kb, b.bound_by) == (24 * 1024, "/a/b")
+    # An ancestor over its limit leaves none; an unlimited one does not count.
+    limits["/a"] = cg(64, current_kb=70 * 1024)
+    assert domain_of(predict(inputs(tasks, limits)), "/a/b/c").headroom_kb == 0
+    limits["/a"] = cg(None, current_kb=70 * 1024)
+    limits["/a/b"] = cg(2048, current_kb=38 * 1024)
+    c = domain_of(predict(inputs(tasks, limits)), "/a/b/c")
+    assert c.bound_by == "/a/b/c" and c.headroom_kb == 1024 * 1024
+
+
+def test_an_ancestors_headroom_counts_its_swap_as_its_domain_does() -> None:
+    limits = {
+        "/a": cg(64, current_kb=40 * 1024, swap_current_kb=8 * 1024, swap_max_kb=0),
+        "/a/b": cg(512, current_kb=40 * 1024, swap_max_kb=0),
+    }
+    data = inputs([task(10, 1, cgroup="/a/b")], limits, swap_total_kb=GIB_KB)
+    a, b = predict(data)[1:]
+    assert a.headroom_kb == b.headroom_kb == 16 * 1024 and b.bound_by == "/a"
+    data = inputs([task(10, 1, cgroup="/a/b")], limits, swappiness=0)
+    assert domain_of(predict(data), "/a/b").headroom_kb == 24 * 1024
+
+
 def test_unknown_cgroup_is_an_error() -> None:
     data = inputs([task(10, 1)], {"/a": cg(1)})
     with pytest.raises(NoSuchCgroup, match="no such cgroup: /nope"):

@@ -37,12 +37,35 @@ SPLAT = re.compile(
 )
 # Boot banners that name a debug facility without reporting anything.
 BANNER = re.compile(r"KernelAddressSanitizer initialized|kasan: ")
-# --allow-oom: an OOM killer's report runs from "<comm> invoked oom-killer: ..." to
-# "Out of memory: Killed process N (...)" (a memory cgroup's OOM: "Memory cgroup out of
-# memory: Killed process N (...)"), and its stack dump prints one "Call Trace:".
-# That one line per complete report is accepted; every other line is checked as usual.
+# --allow-oom: an OOM killer's report runs from dump_header()'s "<comm> invoked
+# oom-killer: ..." to the line of mm/oom_kill.c (6.1) that ends it, and its stack dump
+# prints one "Call Trace:". That one line per complete report is accepted; every other
+# line is checked as usual. A report ends, in the message of out_of_memory() ("Out of
+# memory", "Memory cgroup out of memory", or "Out of memory (oom_kill_allocating_task)"):
+#   - __oom_kill_process(): "MESSAGE: Killed process N (comm) total-vm:...kB, anon-rss:
+#     ...kB, file-rss:...kB, shmem-rss:...kB, UID:N pgtables:...kB oom_score_adj:N";
+#   - __oom_kill_process() when the victim has no mm left: "MESSAGE: OOM victim N (comm)
+#     is already exiting. Skip killing the task";
+#   - out_of_memory() when select_bad_process() found nobody: "Out of memory and no
+#     killable processes..." (a memcg OOM or sysrq then kills nobody; a system-wide one
+#     panics, and the panic is flagged on its own).
+# check_panic_on_oom()'s report ends in a panic: not accepted. A comm is any text but a
+# newline, so the whole line must match, from the optional timestamp on.
+_OOM_MESSAGE = (
+    r"(?:Out of memory|Out of memory \(oom_kill_allocating_task\)|Memory cgroup out of memory)"
+)
+_STAMP = r"^(?:\[[ \d.]+\] )?"
 OOM_START = re.compile(r" invoked oom-killer: gfp_mask=")
-OOM_END = re.compile(r"\b(Out of memory|Memory cgroup out of memory): Killed process \d+ \(")
+OOM_END = re.compile(
+    _STAMP
+    + r"(?:"
+    + _OOM_MESSAGE
+    + r": Killed process \d+ \(.*\) total-vm:\d+kB, anon-rss:\d+kB, file-rss:\d+kB,"
+    r" shmem-rss:\d+kB, UID:\d+ pgtables:\d+kB oom_score_adj:-?\d+"
+    r"|" + _OOM_MESSAGE + r": OOM victim \d+ \(.*\) is already exiting\. Skip killing the task"
+    r"|Out of memory and no killable processes\.\.\."
+    r")\s*$"
+)
 CALL_TRACE_ONLY = re.compile(r"^(\[[ \d.]+\] )?Call Trace:\s*$")
 
 

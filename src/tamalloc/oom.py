@@ -72,7 +72,15 @@ class OomDomain:
     total_pages: int
     limit_kb: int
     usage_kb: int
+    # What the domain can still take before an OOM: the least, over itself and every
+    # limited ancestor, of (limit - usage), 0 at the limit. A charge walks up the
+    # hierarchy (try_charge() -> page_counter_try_charge()) and fails at the first
+    # counter over its limit, so a smaller ancestor's OOM comes first.
     headroom_kb: int
+    # The cgroup whose limit leaves that least headroom, where the OOM happens first:
+    # the domain itself, or an ancestor (the lowest one on a tie, as the walk goes up).
+    # None for the system.
+    bound_by: str | None
     candidates: tuple[OomCandidate, ...]  # ranked, victim first, unkillable last
     victim: OomCandidate | None
     kill_group: str | None  # memory.oom.group cgroup whose tasks all die
@@ -185,6 +193,36 @@ def _cgroup_total_pages(info: OomCgroup, inputs: OomInputs) -> int:
     return total or 1
 
 
+def _budget(info: OomCgroup, inputs: OomInputs) -> tuple[int, int, int]:
+    """A limited cgroup's (total pages, limit kB, usage kB), swap included when the
+    limit counts it."""
+    total = _cgroup_total_pages(info, inputs)
+    swap = info.swap_current_kb if inputs.swappiness else 0
+    return total, total * inputs.page_kb, info.current_kb + swap
+
+
+def _is_limited(path: str, info: OomCgroup) -> bool:
+    return info.memory_max_kb is not None and info.has_memory_controller and path != ROOT
+
+
+def _binding(path: str, inputs: OomInputs) -> tuple[str, int]:
+    """The cgroup among ``path`` and its limited ancestors with the least headroom (the
+    lowest on a tie: page_counter_try_charge() fails at the first counter over its
+    limit on the way up), and that headroom in kB."""
+    best: tuple[str, int] | None = None
+    here: str | None = path
+    while here is not None:
+        info = inputs.cgroups.get(here)
+        if info is not None and _is_limited(here, info):
+            _, limit_kb, usage_kb = _budget(info, inputs)
+            room = max(limit_kb - usage_kb, 0)
+            if best is None or room < best[1]:
+                best = (here, room)
+        here = _parent(here)
+    assert best is not None, path  # path itself is limited
+    return best
+
+
 def _domain(
     inputs: OomInputs,
     kind: Literal["system", "cgroup"],
@@ -194,6 +232,7 @@ def _domain(
     limit_kb: int,
     usage_kb: int,
     notes: list[str],
+    bound: tuple[str, int] | None = None,
 ) -> OomDomain:
     tasks = list(tasks)
     ranked = sorted((candidate(t, total_pages, inputs.page_kb) for t in tasks), key=_rank_key)
@@ -247,13 +286,24 @@ def _domain(
             )
     elif not exiting:
         notes.append(f"no killable task in {where}")
+    headroom = max(limit_kb - usage_kb, 0)
+    bound_by = path
+    if bound is not None:
+        bound_by, headroom = bound
+        if bound_by != path:
+            notes.insert(
+                0,
+                f"{bound_by} has less room left than {path}'s own limit: an OOM in"
+                f" {bound_by} comes first, weighing every task of {bound_by}",
+            )
     return OomDomain(
         kind=kind,
         cgroup=path,
         total_pages=total_pages,
         limit_kb=limit_kb,
         usage_kb=usage_kb,
-        headroom_kb=max(limit_kb - usage_kb, 0),
+        headroom_kb=headroom,
+        bound_by=bound_by,
         candidates=tuple(ranked),
         victim=victim,
         kill_group=kill_group,
@@ -324,12 +374,11 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
     ]
     for path in sorted(inputs.cgroups):
         info = inputs.cgroups[path]
-        if info.memory_max_kb is None or not info.has_memory_controller or path == ROOT:
+        if not _is_limited(path, info):
             continue
         if wanted is not None and not is_within(wanted, path):
             continue
-        total = _cgroup_total_pages(info, inputs)
-        with_swap = bool(inputs.swappiness)
+        total, limit_kb, usage_kb = _budget(info, inputs)
         members = [t for t in inputs.tasks if t.cgroup is not None and is_within(t.cgroup, path)]
         domains.append(
             _domain(
@@ -338,9 +387,10 @@ def predict(inputs: OomInputs, *, cgroup: str | None = None) -> list[OomDomain]:
                 path,
                 members,
                 total,
-                limit_kb=total * page_kb,
-                usage_kb=info.current_kb + (info.swap_current_kb if with_swap else 0),
+                limit_kb=limit_kb,
+                usage_kb=usage_kb,
                 notes=_cgroup_notes(inputs),
+                bound=_binding(path, inputs),
             )
         )
     return domains

@@ -144,6 +144,38 @@ def test_a_group_kill_is_shown_whole_and_the_spared_say_why() -> None:
     assert spared.startswith("safe: oom_score_adj -1000")
 
 
+def test_the_first_line_names_a_smaller_ancestor_that_binds() -> None:
+    def t(pid: int, cgroup: str, rss_mib: int) -> OomTask:
+        return OomTask(pid, f"p{pid}", cgroup, rss_mib << 10, 0, 0, 0, 0, False, False)
+
+    data = OomInputs(
+        tasks=(t(10, "/a/b", 30), t(11, "/a/c", 20)),
+        cgroups={
+            "/": OomCgroup(None, None, 0, 0, False, True),
+            "/a": OomCgroup(64 << 10, 0, 60 << 10, 0, False, True),
+            "/a/b": OomCgroup(512 << 10, 0, 40 << 10, 0, False, True),
+            "/a/c": OomCgroup(None, 0, 20 << 10, 0, False, True),
+        },
+        mem_total_kb=1 << 22,
+        mem_available_kb=1 << 21,
+        swap_total_kb=0,
+        swap_free_kb=0,
+        page_size=4096,
+        swappiness=60,
+        oom_kill_allocating_task=0,
+        panic_on_oom=0,
+        cgroup_v1_memory=False,
+        backend="procfs",
+    )
+    _, a, b = predict(data)
+    first_a = " ".join(render(a, top=5)[0:2])
+    first_b = " ".join(render(b, top=5)[0:2])
+    assert "headroom 4096 kB" in first_a and "bound by" not in first_a
+    assert "limit 524288 kB" in first_b and "used 40960 kB" in first_b
+    assert "headroom 4096 kB (bound by /a, whose OOM comes first)" in first_b
+    assert any("an OOM in /a comes first" in line for line in render(b, top=5))
+
+
 def test_fits_a_narrow_terminal(doomed: Child) -> None:
     out = ANSI.sub("", run_on_pty("oom", "--top", "3", columns=70))
     assert str(doomed.pid) in out

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,10 @@ class Scenario:
     domain: str | None  # the OOM domain (rel path); None: system-wide
     expect: frozenset[str]  # the labels the scenario is built to have killed
     cli: bool = False  # also ask `tamalloc oom --json --cgroup PATH`
+    # A cgroup below the domain whose own, larger limit the domain's binds: its predicted
+    # headroom must be the domain's and its bound_by the domain, and its own memcg must
+    # see no OOM (memory.events "oom") while the domain's does.
+    inner: str | None = None
 
 
 LIMIT = {"memory.max": "128M"}
@@ -236,6 +240,22 @@ SCENARIOS = [
         "",
         frozenset({"sparse"}),
     ),
+    Scenario(
+        # /a/b may take 512 MiB by its own limit but /a only 64: the pusher's charge in
+        # /a/b fails at /a's counter, and /a's OOM weighs /a/c's bigger process too
+        "nested-small-parent-binds",
+        {"": {}, "a": {"memory.max": "64M"}, "a/b": {"memory.max": "512M"}, "a/c": {}},
+        (
+            ("b-small", "a/b", 4, 0, "plain"),
+            ("b-mid", "a/b", 12, 0, "plain"),
+            ("c-big", "a/c", 24, 0, "plain"),
+        ),
+        "a/b",
+        "a",
+        frozenset({"c-big"}),
+        cli=True,
+        inner="a/b",
+    ),
 ]
 
 
@@ -323,6 +343,8 @@ def predict(
                 f"  candidate {c.pid} {c.name} {c.cgroup} points {c.points} "
                 f"unkillable {c.unkillable}"
             )
+        if scenario.inner is not None:
+            check_bound(predict_oom, backend, groups, scenario, domain_path)
         out[backend] = sorted(tgid.get(p, p) for p in domain.killed_pids)
         record.victims[backend] = None if domain.victim is None else domain.victim.pid
         if backend == "kernel":
@@ -338,6 +360,44 @@ def predict(
         chosen = [d for d in domains if d.get("cgroup") == domain_path]
         assert len(chosen) == 1, result.stdout
         out["cli"] = sorted(tgid.get(p, p) for p in chosen[0]["killed_pids"])
+        if scenario.inner is not None and groups is not None:
+            inner_path = groups.domain(scenario.inner)
+            cmd = [*sup.cli_command(), "oom", "--json", "--cgroup", inner_path]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+            assert result.returncode == 0, result.stdout + result.stderr
+            by_path = {d["cgroup"]: d for d in json.loads(result.stdout)}
+            assert by_path[inner_path]["bound_by"] == domain_path, result.stdout
+            assert by_path[inner_path]["headroom_kb"] == by_path[domain_path]["headroom_kb"]
+
+
+def check_bound(
+    predict_oom: Callable[..., list[tamalloc.oom.OomDomain]],
+    backend: str,
+    groups: sup.Cgroups | None,
+    scenario: Scenario,
+    domain_path: str | None,
+) -> None:
+    """The inner cgroup's prediction: the domain's headroom, and the domain binds. Both
+    from one reading, so that the usage is the same."""
+    assert groups is not None and scenario.inner is not None
+    inner_path = groups.domain(scenario.inner)
+    domains = {d.cgroup: d for d in predict_oom(cgroup=inner_path, backend=backend)}
+    inner, outer = domains[inner_path], domains[domain_path]
+    print(
+        f"{scenario.name} {backend}: {inner_path} limit {inner.limit_kb} kB, headroom"
+        f" {inner.headroom_kb} kB bound by {inner.bound_by}; {domain_path} limit"
+        f" {outer.limit_kb} kB, headroom {outer.headroom_kb} kB"
+    )
+    assert inner.limit_kb > outer.limit_kb
+    assert inner.bound_by == domain_path and outer.bound_by == domain_path
+    assert inner.headroom_kb == outer.headroom_kb
+    assert inner.headroom_kb < inner.limit_kb - inner.usage_kb
+
+
+def memcg_events(path: Path) -> dict[str, int]:
+    """A memory.events file as a dict ("oom", "oom_kill", ...)."""
+    pairs = (line.split() for line in path.read_text().splitlines())
+    return {key: int(value) for key, value in pairs}
 
 
 @pytest.mark.usefixtures("no_oom_dump_lost")
@@ -367,10 +427,19 @@ def test_real_oom_kill_matches_prediction(scenario: Scenario) -> None:
         tgid = {m.tid: m.pid for m in members} | {m.pid: m.pid for m in members}
         predict(scenario, groups, tgid, record)
         before = sup.read_events(events)
+        inner_events = (
+            groups.path(scenario.inner) / "memory.events"
+            if groups is not None and scenario.inner is not None
+            else None
+        )
+        inner_before = memcg_events(inner_events) if inner_events is not None else {}
+        domain_before = memcg_events(events) if inner_events is not None else {}
         pusher = sup.start_pusher(groups.path(scenario.pusher) if groups else None, events)
         sup.push_until_kill(pusher)
         statuses = sup.finish(members, pusher)
         increment = sup.read_events(events) - before
+        inner_after = memcg_events(inner_events) if inner_events is not None else {}
+        domain_after = memcg_events(events) if inner_events is not None else {}
     finally:
         sup.kill_all(members, pusher)
         adj_path.write_text(own_adj)
@@ -406,6 +475,10 @@ def test_real_oom_kill_matches_prediction(scenario: Scenario) -> None:
         else:
             assert report.constraint == "CONSTRAINT_MEMCG", report
             assert report.oom_memcg == groups.domain(scenario.domain or ""), report
+    if inner_events is not None:
+        # The OOM was the domain's own (its limit was hit), not the inner cgroup's.
+        assert domain_after["oom"] > domain_before["oom"], (domain_before, domain_after)
+        assert inner_after["oom"] == inner_before["oom"], (inner_before, inner_after)
     bad = RUN.splats("\n".join(lines), allow_oom=True)
     assert not bad, "kernel log:\n" + "\n".join(bad[:40])
 

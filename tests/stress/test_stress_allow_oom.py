@@ -8,6 +8,7 @@ one bare "Call Trace:" line of each complete report ("... invoked oom-killer: ..
 
 from __future__ import annotations
 
+import pytest
 from stress_support import load_run_py
 
 RUN = load_run_py()
@@ -120,3 +121,73 @@ def test_a_memory_cgroup_report_is_as_strict() -> None:
     # a Call Trace after the last kill belongs to no report
     tail = MEMCG_OOM_REPORT + WARNING.splitlines()[1] + "\n"
     assert RUN.splats(tail, allow_oom=True) == [WARNING.splitlines()[1]]
+
+
+# Every way 6.1's mm/oom_kill.c ends a report it began with dump_header() (issue 18
+# item 7): the victim killed, the victim found already exiting (its mm gone, as after a
+# shared-mm kill), or nobody to kill (a memcg OOM; system-wide that is followed by a
+# panic). MESSAGE is out_of_memory()'s: "Out of memory", "Memory cgroup out of memory",
+# or "Out of memory (oom_kill_allocating_task)".
+KILLED_LINE = OOM_REPORT.splitlines()[14]
+EXITING = "[  101.000015] Out of memory: OOM victim 812 (tamalloc-hog) is already exiting. Skip killing the task"  # noqa: E501
+ENDINGS = {
+    "killed": KILLED_LINE,
+    "killed, allocating task": KILLED_LINE.replace(
+        "Out of memory:", "Out of memory (oom_kill_allocating_task):"
+    ),
+    "killed, memcg": KILLED_LINE.replace("Out of memory:", "Memory cgroup out of memory:"),
+    "killed, a comm with parentheses": KILLED_LINE.replace("(tamalloc-hog)", "(a) (b) c)"),
+    "killed, negative adj": KILLED_LINE.replace("oom_score_adj:1000", "oom_score_adj:-999"),
+    "exiting": EXITING,
+    "exiting, memcg": EXITING.replace("Out of memory:", "Memory cgroup out of memory:"),
+    "exiting, allocating task": EXITING.replace(
+        "Out of memory:", "Out of memory (oom_kill_allocating_task):"
+    ),
+    "nobody killable": "[  101.000015] Out of memory and no killable processes...",
+    "without a timestamp": KILLED_LINE.split("] ", 1)[1],
+}
+
+
+def report_ending(last: str) -> str:
+    """OOM_REPORT up to its summary line, then LAST instead of the kill."""
+    lines = OOM_REPORT.splitlines()[:14]
+    return "\n".join([*lines, last]) + "\n"
+
+
+@pytest.mark.parametrize("name", ENDINGS)
+def test_allow_oom_accepts_every_ending_6_1_prints(name: str) -> None:
+    report = report_ending(ENDINGS[name])
+    assert RUN.splats(report) == ["[  101.000004] Call Trace:"]
+    assert RUN.splats(report, allow_oom=True) == []
+    # and it ends the report: a Call Trace after it is another splat
+    assert RUN.splats(report + WARNING, allow_oom=True) == WARNING.splitlines()[:2]
+
+
+MALFORMED = {
+    "a kill cut short": "[  101.000015] Out of memory: Killed process 812 (",
+    "a kill without its figures": "[  101.000015] Out of memory: Killed process 812 (hog)",
+    "a kill with text after it": KILLED_LINE + " and more",
+    "another message": KILLED_LINE.replace("Out of memory:", "Out of mem:"),
+    "a message inside another line": "[  101.000015] hog: " + KILLED_LINE.split("] ", 1)[1],
+    "exiting, cut short": EXITING.replace(" Skip killing the task", ""),
+    "exiting, not a pid": EXITING.replace("victim 812", "victim x"),
+    "nobody killable, cut short": "[  101.000015] Out of memory and no killable processes",
+    "the panic_on_oom panic": (
+        "[  101.000015] Kernel panic - not syncing: Out of memory: system-wide"
+        " panic_on_oom is enabled"
+    ),
+    "the reaper's line": OOM_REPORT.splitlines()[15],
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_allow_oom_rejects_what_6_1_does_not_print_as_an_ending(name: str) -> None:
+    report = report_ending(MALFORMED[name])
+    flagged = RUN.splats(report, allow_oom=True)
+    assert "[  101.000004] Call Trace:" in flagged
+
+
+def test_a_panic_after_nobody_killable_is_still_flagged() -> None:
+    panic = "[  101.000016] Kernel panic - not syncing: System is deadlocked on memory"
+    report = report_ending(ENDINGS["nobody killable"]) + panic + "\n"
+    assert RUN.splats(report, allow_oom=True) == [panic]

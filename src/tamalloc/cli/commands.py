@@ -69,7 +69,7 @@ for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
 # The commands, in the order --help lists them.
 COMMANDS = ("stats", "total", "system", "oom", "watch", "demo", "exporter")
 
-# `tamalloc oom --top`'s default.
+# `tamalloc oom --top`'s default for the table (--json lists every candidate unless given).
 DEFAULT_TOP = 10
 
 # A sparkline is one character a sample: a longer one than any terminal is wide shows
@@ -241,10 +241,9 @@ def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--top",
         type=positive_int,
-        default=DEFAULT_TOP,
         metavar="N",
-        help=f"candidates shown per domain (default {DEFAULT_TOP}); whoever"
-        " would die is shown as well",
+        help=f"candidates shown per domain (default {DEFAULT_TOP}; with --json, all"
+        " unless given); whoever would die is shown as well",
     )
     add_units_argument(p, csv=False)
     p.add_argument(

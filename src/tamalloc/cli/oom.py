@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
+from .commands import DEFAULT_TOP
 from .env import Environment, ExitStatus, report_hidden, visible
 from .output import (
     Column,
@@ -33,13 +34,35 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     if system:
         report_hidden(env, backend, len(system[0].candidates))
     if args.json:
-        write_json(env, [d.to_dict() for d in domains])
+        write_json(env, [_json_domain(d, args.top) for d in domains])
         return ExitStatus.SUCCESS
+    top = DEFAULT_TOP if args.top is None else args.top
     for i, domain in enumerate(domains):
         if i:
             env.stdout.write("\n")
-        _table(env, domain, args.top, args.units)
+        _table(env, domain, top, args.units)
     return ExitStatus.SUCCESS
+
+
+def _shown(domain: OomDomain, top: int) -> list[OomCandidate]:
+    """The first ``top`` candidates, and whoever dies even below the cut: the list
+    answers "who goes"."""
+    shown = list(domain.candidates[:top])
+    shown += [c for c in domain.candidates[top:] if c.pid in domain.killed_pids]
+    return shown
+
+
+def _json_domain(domain: OomDomain, top: int | None) -> dict[str, Any]:
+    """A domain as docs/oom.schema.json describes it: every candidate, or with --top
+    the same cut as the table, ``more_candidates`` saying how many were left out."""
+    data = domain.to_dict()
+    if top is not None:
+        shown = _shown(domain, top)
+        data["candidates"] = [c.to_dict() for c in shown]
+        data["more_candidates"] = len(domain.candidates) - len(shown)
+    else:
+        data["more_candidates"] = 0
+    return data
 
 
 def _headline(domain: OomDomain, units: str) -> str:
@@ -54,11 +77,15 @@ def _headline(domain: OomDomain, units: str) -> str:
         dies = f"{domain.victim.pid} ({domain.victim.name})"
     else:
         dies = "nobody"
-    return (
+    headline = (
         f"OOM in {where}: kills {dies}; limit {format_size(domain.limit_kb, units)}"
         f" ({limit}), used {format_size(domain.usage_kb, units)},"
         f" headroom {format_size(domain.headroom_kb, units)}"
     )
+    if domain.bound_by is not None and domain.bound_by != domain.cgroup:
+        # The room is an ancestor's: its OOM comes first, and kills by its own table.
+        headline += f" (bound by {domain.bound_by}, whose OOM comes first)"
+    return headline
 
 
 def _fate(c: OomCandidate, domain: OomDomain) -> str:
@@ -74,9 +101,7 @@ def _fate(c: OomCandidate, domain: OomDomain) -> str:
 
 def _table(env: Environment, domain: OomDomain, top: int, units: str) -> None:
     page_kb = domain.limit_kb // domain.total_pages if domain.total_pages else 4
-    shown = list(domain.candidates[:top])
-    # Whoever dies is listed even below the cut: the table answers "who goes".
-    shown += [c for c in domain.candidates[top:] if c.pid in domain.killed_pids]
+    shown = _shown(domain, top)
     columns = (
         Column("FATE", numeric=False),
         Column("PID"),

@@ -110,11 +110,12 @@ def top_processes(stats: Iterable[MemStats], top: int) -> list[MemStats]:
 
 
 def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[OomDomain]:
-    """The system domain and the ``limit`` cgroup domains with the least headroom as a
-    share of their limit (what TamallocCgroupHeadroomLow alerts on: a large cgroup 5%
-    from its OOM must not be left out behind small ones with less room in bytes; equal
-    shares by path, so the choice does not flicker between scrapes), the system first
-    and then by path: at most ``limit + 1`` domains however many cgroups are limited."""
+    """The system domain and the ``limit`` cgroup domains with the least headroom (the
+    effective one: a small ancestor's limit counts) as a share of their limit (what
+    TamallocCgroupHeadroomLow alerts on: a large cgroup 5% from its OOM must not be left
+    out behind small ones with less room in bytes; equal shares by path, so the choice
+    does not flicker between scrapes), the system first and then by path: at most
+    ``limit + 1`` domains however many cgroups are limited."""
     domains = list(domains)
     system = [d for d in domains if d.kind == "system"]
     cgroups = heapq.nsmallest(
@@ -430,8 +431,9 @@ class MemoryCollector(Collector):
         headroom = GaugeMetricFamily(
             "tamalloc_oom_domain_headroom_bytes",
             "Bytes an OOM domain can still take before its OOM killer runs: limit minus"
-            " usage, 0 at the limit. For a cgroup it is a floor: reclaimable page cache"
-            " counts as used." + _OOM_NOTE,
+            " usage, 0 at the limit. For a cgroup, the least of that and the same of each"
+            " ancestor with a memory.max (a smaller ancestor's OOM comes first), and a"
+            " floor: reclaimable page cache counts as used." + _OOM_NOTE,
             labels=label,
         )
         victim = GaugeMetricFamily(
