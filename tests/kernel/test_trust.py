@@ -204,7 +204,7 @@ def _nobody_view() -> dict[str, object]:
     (public anyway); the library's totals and visibility; the exporter's visibility
     metrics and process count."""
     import tamalloc
-    from tamalloc.exporter import MemoryCollector
+    from tamalloc.exporter.collector import MemoryCollector
 
     _totals, raw = get_totals()
     library_total = tamalloc.total_mem_stats(backend="kernel")
