@@ -124,8 +124,9 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--backend",
         choices=BACKEND_NAMES,
         default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
-        help="kernel: the tamalloc syscalls; procfs: /proc and mmap (default: kernel when"
-        " available, or $TAMALLOC_BACKEND)",
+        help="kernel: the tamalloc syscalls; bpf: a BPF task iterator (root, or CAP_BPF and"
+        " CAP_PERFMON; only when asked); procfs: /proc and mmap (default: kernel when"
+        " available, else procfs, or $TAMALLOC_BACKEND)",
     )
     parser = _Parser(
         prog=PROG,
