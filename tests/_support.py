@@ -214,13 +214,16 @@ def run_as_nobody_under_hidepid(imports: str, body: str, **env: str) -> Any:
     return seen
 
 
-def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     """``python -m tamalloc ARGS`` in a subprocess, output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "tamalloc", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
         env=subprocess_env(**env),
         stdin=subprocess.DEVNULL,
     )

@@ -431,15 +431,7 @@ def test_invalid_listen_is_a_usage_error(listen: str) -> None:
     ],
 )
 def test_conflicting_or_bad_options_are_usage_errors(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tamalloc", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("exporter", *args, timeout=WAIT, cwd=tmp_path)
     assert_clean_error(result, 2)
     assert not (tmp_path / "x.prom").exists()
 
@@ -462,15 +454,7 @@ def test_conflicting_or_bad_options_are_usage_errors(args: list[str], tmp_path: 
     ],
 )
 def test_bad_server_limits_are_usage_errors(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tamalloc", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("exporter", *args, timeout=WAIT, cwd=tmp_path)
     line = assert_clean_error(result, 2)
     assert next(arg for arg in args if arg.endswith(("-connections", "-timeout"))) in line
     # what is wrong with it: the value, or that it has no use with --textfile

@@ -12,7 +12,8 @@ from _support import Child, MiB, assert_clean_error, meminfo_kb, run_cli, run_on
 from tamalloc.cli import oom as oom_cli
 from tamalloc.cli.env import Environment
 from tamalloc.models import OomTask
-from tamalloc.oom import OomCgroup, OomDomain, OomInputs, predict
+from tamalloc.oom import OomCgroup, OomDomain, predict
+from test_oom_model import inputs
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -105,23 +106,13 @@ def test_a_group_kill_is_shown_whole_and_the_spared_say_why() -> None:
         return OomTask(pid, f"w{pid}", "/app/w", rss_mib * 1024, 0, 0, 0, adj, adj == -1000, False)
 
     group = OomCgroup(None, None, 0, 0, True, True)
-    data = OomInputs(
-        tasks=(t(10, 300), t(11, 1), t(12, 2), t(13, 3, adj=-1000), t(14, 200)),
-        cgroups={
-            "/": OomCgroup(None, None, 0, 0, False, True),
+    data = inputs(
+        [t(10, 300), t(11, 1), t(12, 2), t(13, 3, adj=-1000), t(14, 200)],
+        {
             "/app": group,
             "/app/w": OomCgroup(None, None, 0, 0, False, True),
         },
-        mem_total_kb=1 << 22,
         mem_available_kb=1 << 21,
-        swap_total_kb=0,
-        swap_free_kb=0,
-        page_size=4096,
-        swappiness=60,
-        oom_kill_allocating_task=0,
-        panic_on_oom=0,
-        cgroup_v1_memory=False,
-        backend="procfs",
     )
     (system,) = predict(data)
     lines = render(system, top=1)
@@ -148,24 +139,14 @@ def test_the_first_line_names_a_smaller_ancestor_that_binds() -> None:
     def t(pid: int, cgroup: str, rss_mib: int) -> OomTask:
         return OomTask(pid, f"p{pid}", cgroup, rss_mib << 10, 0, 0, 0, 0, False, False)
 
-    data = OomInputs(
-        tasks=(t(10, "/a/b", 30), t(11, "/a/c", 20)),
-        cgroups={
-            "/": OomCgroup(None, None, 0, 0, False, True),
+    data = inputs(
+        [t(10, "/a/b", 30), t(11, "/a/c", 20)],
+        {
             "/a": OomCgroup(64 << 10, 0, 60 << 10, 0, False, True),
             "/a/b": OomCgroup(512 << 10, 0, 40 << 10, 0, False, True),
             "/a/c": OomCgroup(None, 0, 20 << 10, 0, False, True),
         },
-        mem_total_kb=1 << 22,
         mem_available_kb=1 << 21,
-        swap_total_kb=0,
-        swap_free_kb=0,
-        page_size=4096,
-        swappiness=60,
-        oom_kill_allocating_task=0,
-        panic_on_oom=0,
-        cgroup_v1_memory=False,
-        backend="procfs",
     )
     _, a, b = predict(data)
     first_a = " ".join(render(a, top=5)[0:2])
