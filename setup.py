@@ -79,8 +79,8 @@ setup(
         Extension("tamalloc._mapping", ["src/tamalloc/_mapping.c"], optional=True),
         Extension(
             "tamalloc.backends._bpfiter",
-            [f"{BPF}/bpfiter.c"],
-            depends=[f"{BPF}/memstats.h"],
+            [f"{BPF}/{name}.c" for name in ("bpfiter", "pinned", "decode")],
+            depends=[f"{BPF}/memstats.h", f"{BPF}/bpfiter.h"],
             libraries=["bpf"],
             optional=True,
         ),

@@ -50,6 +50,7 @@ LAYERS = {
     "tamalloc": FRONT,
     "tamalloc.__main__": FRONT,
     "tamalloc.cli": FRONT,
+    "tamalloc.cli.bpf": FRONT,
     "tamalloc.cli.commands": FRONT,
     "tamalloc.cli.demo": FRONT,
     "tamalloc.cli.env": FRONT,
@@ -217,6 +218,7 @@ print(repr((status, sorted(sys.modules))))
 # The other commands' code, and what only they need.
 _NOT_FOR_STATS = {
     "tamalloc.buffer",
+    "tamalloc.cli.bpf",
     "tamalloc.cli.demo",
     "tamalloc.cli.exporter",
     "tamalloc.cli.oom",

@@ -1,9 +1,13 @@
-"""Backend selection: the tamalloc syscalls where present, /proc everywhere else; the
-BPF task iterator (``bpf``) when asked for.
+"""Backend selection: the tamalloc syscalls where present, then the BPF task iterator
+(``bpf``), then /proc.
 
-``bpf`` comes between the two in the intended order, but loading its program costs tens
-of milliseconds a process (see :mod:`.bpf`), more than a one-shot procfs scan: until the
-loaded program is kept between processes it is used only when forced.
+``bpf`` is chosen unasked only where it is cheap for the caller: loading its program
+costs 20-70 ms a process (libbpf parses the kernel's BTF), more than a one-shot procfs
+scan of a small machine, while opening the iterator that ``tamalloc bpf pin`` left in
+bpffs costs well under a millisecond. So: a pinned iterator this process may open
+(root's: see :mod:`.bpf`) is used by everyone; without one, only a long-running caller
+(the exporter, which calls :func:`prefer_loading_bpf`) loads the program; a one-shot
+command uses procfs. Probing for a pin costs a failed ``stat`` where there is none.
 
 The default is decided once per process (``TAMALLOC_BACKEND`` or probing the kernel)
 and cached; every public function also takes ``backend=`` to override it per call.
@@ -19,6 +23,10 @@ from .base import Backend as Backend
 from .base import BackendName as BackendName
 
 ENV_VAR = "TAMALLOC_BACKEND"
+# bpf.PIN_DIR, known here without importing the bpf module: where nothing was pinned
+# (or this user may not look: /sys/fs/bpf is root's), the default costs one stat.
+_PIN_DIR = "/sys/fs/bpf/tamalloc"
+_load_bpf = False
 
 
 def kernel_available() -> bool:
@@ -49,14 +57,37 @@ def bpf_unavailable_reason() -> str | None:
     return unavailable_reason()
 
 
+def prefer_loading_bpf() -> None:
+    """For a long-running caller, before the default is first resolved: bpf is chosen
+    even when it must be loaded (its 20-70 ms are paid once, each pass then costs a
+    fraction of a procfs scan)."""
+    global _load_bpf
+    _load_bpf = True
+
+
+def bpf_pinned() -> bool:
+    """Whether this process can use a pinned iterator (then it has opened it)."""
+    try:
+        os.stat(_PIN_DIR)
+    except OSError:
+        return False
+    from .bpf import pinned_reason
+
+    return pinned_reason() is None
+
+
 @functools.cache
 def default_backend_name() -> BackendName:
-    """``$TAMALLOC_BACKEND`` if set, else kernel when available, else procfs (bpf only
-    when named: see the module's note)."""
+    """``$TAMALLOC_BACKEND`` if set, else kernel when available, else bpf when pinned
+    (or, after :func:`prefer_loading_bpf`, when it loads), else procfs."""
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return _check_name(env, f"${ENV_VAR}")
-    return "kernel" if kernel_available() else "procfs"
+    if kernel_available():
+        return "kernel"
+    if bpf_pinned() or (_load_bpf and bpf_unavailable_reason() is None):
+        return "bpf"
+    return "procfs"
 
 
 @functools.cache

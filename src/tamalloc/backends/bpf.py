@@ -2,15 +2,15 @@
 
 ``_bpf/memstats.bpf.c``, compiled by clang at install, is a CO-RE program: libbpf
 relocates its field accesses against the running kernel's BTF, so one object runs on
-kernels whose structures differ. ``_bpfiter`` (C, libbpf) loads and attaches it once per
-process and returns a pass's records as bytes; they are decoded here into the records
-the other backends return. What the kernel keeps in pages is converted to kB with this
-machine's page size, and the OOM score is computed as ``proc_oom_score()`` does
-(:mod:`tamalloc.oom_score`) from the same inputs the kernel weighs.
+kernels whose structures differ. ``_bpfiter`` (C, libbpf) either opens the iterator
+that ``tamalloc bpf pin`` left in bpffs (well under a millisecond) or loads and attaches
+the object (20-70 ms: libbpf parses the kernel's BTF), once per process; it returns a
+pass's records as bytes and decodes them into the records the other backends return
+(pages to kB with this machine's page size, the OOM score as ``proc_oom_score()``
+computes it from the same inputs the kernel weighs).
 
-Loading costs tens of milliseconds (libbpf parses the kernel's BTF), which a one-shot
-command would pay every time: the backend is used only when asked for (``--backend
-bpf``, ``$TAMALLOC_BACKEND``, ``backend="bpf"``), never chosen by default yet.
+Which commands use it unasked is decided in :mod:`tamalloc.backends` (a pinned iterator:
+every caller that may open it; a loaded one: the long-running exporter only).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import errno
 import functools
 import mmap
 import os
-import re
+import stat
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BpfUnavailable
-from ..models import MemStats, OomTask, TotalMemStats, committed_pct
-from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
+from ..errors import BpfUnavailable, TamallocError
+from ..models import MemStats, OomTask, TotalMemStats
 from ..system import read_meminfo, read_overcommit_memory
 from .base import BackendName
 
@@ -36,9 +35,14 @@ if TYPE_CHECKING:
 OBJECT = Path(__file__).with_name("_bpf") / "memstats.bpf.o"
 BTF = "/sys/kernel/btf/vmlinux"
 MIN_KERNEL = (5, 8)  # the task iterator
+# Where `tamalloc bpf pin` pins the iterator: a directory of root's alone (0700) on
+# bpffs, one pin (0600) per build of the object (see pin_name()).
+PIN_DIR = "/sys/fs/bpf/tamalloc"
+PIN_PREFIX = "memstats-"
 
 # struct tam_bpf_rec of _bpf/memstats.h: pid, flags, oom_score_adj, pad, comm[16],
-# total_vm, anon, file, shmem, swap (pages), pgtables (bytes), cgroup_id.
+# total_vm, anon, file, shmem, swap (pages), pgtables (bytes), cgroup_id. The decoding
+# is _bpfiter's (C); this describes the layout for the tests and the pin's name.
 RECORD = struct.Struct("<IIiI16s7Q")
 THREAD = 0x01
 NO_MM = 0x02
@@ -48,25 +52,31 @@ VFORK = 0x10
 EXITING = 0x20
 OOM_VICTIM = 0x40
 GLOBAL_INIT = 0x80
-# From the thread whose mm is read, for a zombie leader: the rest is the leader's.
-_MM_FLAGS = OOM_SKIP | VFORK
 
 _PAGE = mmap.PAGESIZE
 _PAGE_KB = _PAGE // 1024
-_Record = tuple[int, int, int, int, bytes, int, int, int, int, int, int, int]
 
 
 def _kernel_version(release: str) -> tuple[int, int]:
-    found = re.match(r"(\d+)\.(\d+)", release)
-    return (int(found[1]), int(found[2])) if found else (0, 0)
+    """(major, minor) of a release string such as 6.18.0-1-amd64; (0, 0) if none."""
+    parts = release.split(".", 2)
+    if len(parts) < 2:
+        return (0, 0)
+    minor = ""
+    for char in parts[1]:
+        if not char.isdigit():
+            break
+        minor += char
+    if not parts[0].isdigit() or not minor or not parts[0].isascii() or not minor.isascii():
+        return (0, 0)
+    return (int(parts[0]), int(minor))
 
 
 @functools.cache
-def unavailable_reason() -> str | None:
-    """Why the backend cannot run here, or None when it can (then the program is
-    loaded: the first call pays for the load, once per process)."""
+def _static_reason() -> str | None:
+    """What no privilege can change: the build, the kernel's version and BTF."""
     try:
-        from . import _bpfiter
+        from . import _bpfiter  # noqa: F401
     except ImportError:
         return (
             "its loader tamalloc.backends._bpfiter was not built at install"
@@ -79,6 +89,52 @@ def unavailable_reason() -> str | None:
         return f"kernel {release} is older than 5.8 (no BPF task iterator)"
     if not os.path.exists(BTF):
         return f"the kernel has no BTF ({BTF}: CONFIG_DEBUG_INFO_BTF)"
+    return None
+
+
+@functools.cache
+def pin_name() -> str:
+    """This build's pin: the object's size and CRC-32 in the name, so that a pin left
+    by another build (another record layout or program) is never opened as ours."""
+    import zlib
+
+    data = OBJECT.read_bytes()
+    return f"{PIN_PREFIX}{RECORD.size}-{len(data)}-{zlib.crc32(data):08x}"
+
+
+@functools.cache
+def pinned_reason() -> str | None:
+    """Why this process cannot use a pinned iterator (None: it opened one and read()
+    now uses it). Cheap: no load, a few system calls."""
+    reason = _static_reason()
+    if reason is not None:
+        return reason
+    from . import _bpfiter
+
+    try:
+        name = pin_name()
+        _bpfiter.open_pinned(PIN_DIR, name)
+    except OSError as err:
+        return f"no usable pin at {PIN_DIR}/{PIN_PREFIX}*: {err.strerror or err}"
+    return None
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why the backend cannot run here, or None when it can: it then uses the pinned
+    iterator if there is one this process may open, else it loaded the program (the
+    first call pays for the load, once per process)."""
+    reason = _static_reason()
+    if reason is not None:
+        return reason
+    if pinned_reason() is None:
+        return None
+    return _load()
+
+
+def _load() -> str | None:
+    from . import _bpfiter
+
     try:
         _bpfiter.load(str(OBJECT))
     except OSError as err:
@@ -91,95 +147,21 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def how_opened() -> str:
+    """Whether the available backend uses a pinned iterator or loaded its own."""
+    return "pinned" if pinned_reason() is None else "loaded"
+
+
 def _read_pass() -> bytes:
-    from . import _bpfiter  # loaded by unavailable_reason()
+    from . import _bpfiter  # made ready by unavailable_reason()
 
     return _bpfiter.read()
-
-
-def _processes(data: bytes) -> list[_Record]:
-    """One record per process: a leader without mm (a zombie leader) takes its memory
-    from the first live thread the pass showed, and is left out without one (a zombie
-    or a process that finished exiting during the pass, as /proc shows no memory)."""
-    records: list[_Record] = list(RECORD.iter_unpack(data))
-    if not any(rec[1] & (THREAD | NO_MM) for rec in records):
-        return records
-    stand_ins: dict[int, _Record] = {}
-    for rec in records:
-        if rec[1] & THREAD:
-            stand_ins.setdefault(rec[0], rec)
-    result = []
-    for rec in records:
-        flags = rec[1]
-        if flags & THREAD:
-            continue
-        if flags & NO_MM:
-            live = stand_ins.get(rec[0])
-            if live is None:
-                continue
-            flags = (flags & ~(NO_MM | _MM_FLAGS)) | (live[1] & _MM_FLAGS)
-            rec = (rec[0], flags, rec[2], rec[3], rec[4], *live[5:11], rec[11])
-        result.append(rec)
-    return result
-
-
-def _name(comm: bytes) -> str:
-    return comm.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _total_pages() -> int:
     """totalram_pages() + total_swap_pages, as proc_oom_score() weighs against."""
     meminfo = read_meminfo()
     return (meminfo.get("MemTotal", 0) + meminfo.get("SwapTotal", 0)) // max(_PAGE_KB, 1)
-
-
-def _unkillable(flags: int, adj: int) -> bool:
-    """oom_badness()'s LONG_MIN: the global init, OOM_SCORE_ADJ_MIN, MMF_OOM_SKIP (the
-    reaper is done), a vfork child on its parent's mm."""
-    return adj == OOM_SCORE_ADJ_MIN or bool(flags & (GLOBAL_INIT | OOM_SKIP | VFORK))
-
-
-def _score(rec: _Record, total_pages: int) -> int:
-    _pid, flags, adj, _pad, _comm, _vm, anon, file_, shmem, swap, pgtables, _cg = rec
-    if _unkillable(flags, adj):
-        return proc_score(None, total_pages)
-    return proc_score(
-        badness(anon + file_ + shmem, swap, pgtables // _PAGE, adj, total_pages), total_pages
-    )
-
-
-def _mem_stats(records: list[_Record], total_pages: int) -> list[MemStats]:
-    """The records as MemStats. The tuple is built directly (no NamedTuple __new__, as
-    the kernel backend's decoding) and the shared definitions bound locally: this loop
-    is most of what a pass costs, the iterator's read() a third of it."""
-    new = tuple.__new__
-    pct = committed_pct
-    score = _score
-    kb = _PAGE_KB
-    result = []
-    for rec in records:
-        pid, _flags, adj, _pad, comm, total_vm, anon, file_, shmem, swap, _pt, _cg = rec
-        reserved = total_vm * kb
-        committed = (anon + file_ + shmem) * kb
-        result.append(
-            new(
-                MemStats,
-                (
-                    pid,
-                    comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-                    reserved,
-                    committed,
-                    pct(committed, reserved),
-                    anon * kb,
-                    file_ * kb,
-                    shmem * kb,
-                    swap * kb,
-                    score(rec, total_pages),
-                    adj,
-                ),
-            )
-        )
-    return result
 
 
 class BpfBackend:
@@ -189,30 +171,30 @@ class BpfBackend:
         reason = unavailable_reason()
         if reason is not None:
             raise BpfUnavailable(reason)
+        from . import _bpfiter
 
-    def _records(self) -> list[_Record]:
-        return _processes(_read_pass())
+        self._c = _bpfiter
 
     def all_mem_stats(self) -> list[MemStats]:
-        return _mem_stats(self._records(), _total_pages())
+        return self._c.mem_stats(self._c.read(), MemStats, _total_pages(), _PAGE)
 
     def mem_stats(self, pid: int) -> MemStats:
         """From a pass; a pid the pass does not show as a process with memory (a thread
         id, a kernel thread, a zombie, no such process) is answered by /proc, which says
         which of these it is."""
-        for rec in self._records():
-            if rec[0] == pid:
-                return _mem_stats([rec], _total_pages())[0]
+        for stats in self.all_mem_stats():
+            if stats.pid == pid:
+                return stats
         return self._procfs().mem_stats(pid)
 
     def total_mem_stats(self) -> TotalMemStats:
-        records = self._records()
+        processes, reserved, committed, swap = self._c.totals(self._c.read(), _PAGE)
         meminfo = read_meminfo()
         return TotalMemStats(
-            processes=len(records),
-            reserved_kb=sum(rec[5] for rec in records) * _PAGE_KB,
-            committed_kb=sum(rec[6] + rec[7] + rec[8] for rec in records) * _PAGE_KB,
-            swap_kb=sum(rec[9] for rec in records) * _PAGE_KB,
+            processes=processes,
+            reserved_kb=reserved,
+            committed_kb=committed,
+            swap_kb=swap,
             committed_as_kb=meminfo.get("Committed_AS", 0),
             commit_limit_kb=meminfo.get("CommitLimit", 0),
             mem_total_kb=meminfo.get("MemTotal", 0),
@@ -222,24 +204,33 @@ class BpfBackend:
     def oom_tasks(self) -> list[OomTask]:
         from .kernel import _cgroup_paths_by_id  # the kernel backend's: ids the same
 
-        records = self._records()
-        total_pages = _total_pages()
+        rows = self._c.oom_rows(self._c.read(), _total_pages(), _PAGE)
         paths = _cgroup_paths_by_id()
-        kb = _PAGE_KB
         return [
             OomTask(
-                pid=rec[0],
-                name=_name(rec[4]),
-                cgroup=paths.get(rec[11]),
-                rss_kb=(rec[6] + rec[7] + rec[8]) * kb,
-                swap_kb=rec[9] * kb,
-                pgtables_kb=rec[10] >> 10,
-                oom_score=_score(rec, total_pages),
-                oom_score_adj=rec[2],
-                unkillable=_unkillable(rec[1], rec[2]),
-                oom_victim=bool(rec[1] & OOM_VICTIM),
+                pid=pid,
+                name=name,
+                cgroup=paths.get(cgroup_id),
+                rss_kb=rss_kb,
+                swap_kb=swap_kb,
+                pgtables_kb=pgtables_kb,
+                oom_score=score,
+                oom_score_adj=adj,
+                unkillable=unkillable,
+                oom_victim=victim,
             )
-            for rec in records
+            for (
+                pid,
+                name,
+                cgroup_id,
+                rss_kb,
+                swap_kb,
+                pgtables_kb,
+                score,
+                adj,
+                unkillable,
+                victim,
+            ) in rows
         ]
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
@@ -256,3 +247,84 @@ def _procfs_instance() -> ProcfsBackend:
     from .procfs import ProcfsBackend
 
     return ProcfsBackend()
+
+
+class PinError(TamallocError):
+    """`tamalloc bpf pin` or `unpin` cannot do what was asked; the message says why."""
+
+
+def _pin_dir_problem(path: str) -> str | None:
+    """Why an existing pin directory is not one to trust, or None: it must be a real
+    directory (not a symlink) of root's that no one else may write."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a directory"
+    if info.st_uid != 0 or info.st_mode & 0o077:
+        return f"{path} is not root's alone (owner {info.st_uid}, mode {info.st_mode & 0o7777:o})"
+    return None
+
+
+def _pins(directory: str) -> list[str]:
+    """The names in ``directory`` that tamalloc pinned (any build's)."""
+    return sorted(name for name in os.listdir(directory) if name.startswith(PIN_PREFIX))
+
+
+def pin() -> str:
+    """Load the iterator and pin it (root only) where every later process finds it;
+    the pins of other builds go. Returns the path."""
+    reason = _static_reason()
+    if reason is not None:
+        raise BpfUnavailable(reason)
+    if os.geteuid() != 0:
+        raise PinError("pinning needs root: the pin shows every process to whoever opens it")
+    try:
+        os.mkdir(PIN_DIR, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise PinError(
+            f"cannot make {PIN_DIR}: {err.strerror} (is bpffs mounted at"
+            f" {os.path.dirname(PIN_DIR)}? mount -t bpf bpf {os.path.dirname(PIN_DIR)})"
+        ) from None
+    problem = _pin_dir_problem(PIN_DIR)
+    if problem is not None:
+        raise PinError(f"refusing to pin: {problem}")
+    reason = _load()
+    if reason is not None:
+        raise BpfUnavailable(reason)
+    from . import _bpfiter
+
+    name = pin_name()
+    path = f"{PIN_DIR}/{name}"
+    for old in _pins(PIN_DIR):  # ours too: a pin is replaced, not reused
+        os.unlink(f"{PIN_DIR}/{old}")
+    try:
+        _bpfiter.pin(path)
+        os.chmod(path, 0o600, follow_symlinks=False)
+        _bpfiter.check_pinned(PIN_DIR, name)
+    except OSError as err:
+        raise PinError(f"cannot pin at {path}: {err.strerror or err}") from None
+    return path
+
+
+def unpin() -> list[str]:
+    """Remove every tamalloc pin (any build's) and the directory when it is left
+    empty. Returns the paths removed; none is not an error."""
+    try:
+        problem = _pin_dir_problem(PIN_DIR)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise PinError(f"cannot look at {PIN_DIR}: {err.strerror}") from None
+    if problem is not None:
+        raise PinError(f"refusing to unpin: {problem}")
+    removed = []
+    try:
+        for name in _pins(PIN_DIR):
+            os.unlink(f"{PIN_DIR}/{name}")
+            removed.append(f"{PIN_DIR}/{name}")
+        if not os.listdir(PIN_DIR):
+            os.rmdir(PIN_DIR)
+    except OSError as err:
+        raise PinError(f"cannot unpin: {err.strerror}: {err.filename}") from None
+    return removed

@@ -67,7 +67,7 @@ for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
     SORT_KEYS.setdefault(_field, (_field, _field not in ("pid", "name")))
 
 # The commands, in the order --help lists them.
-COMMANDS = ("stats", "total", "system", "oom", "watch", "demo", "exporter")
+COMMANDS = ("stats", "total", "system", "oom", "watch", "demo", "exporter", "bpf")
 
 # `tamalloc oom --top`'s default for the table (--json lists every candidate unless given).
 DEFAULT_TOP = 10
@@ -85,7 +85,7 @@ def add_commands(
     """Every command's sub-parser, in the order ``--help`` lists them; with ``only``,
     that command's alone, which parses a command line that starts with its name just
     as all of them would (see ``main._parse``)."""
-    adders = (_stats, _total, _system, _oom, _watch, _demo, _exporter)
+    adders = (_stats, _total, _system, _oom, _watch, _demo, _exporter, _bpf)
     for name, add in zip(COMMANDS, adders, strict=True):
         if only is None or name == only:
             add(commands, common)
@@ -415,4 +415,22 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         help="close a kept-alive connection that sends no new request for"
         f" SECONDS (default {DEFAULT_IDLE_TIMEOUT:g}; Prometheus reopens it)",
     )
-    p.set_defaults(needs_backend=True)
+    # Long-running: worth loading the bpf backend's program when nothing is pinned.
+    p.set_defaults(needs_backend=True, long_running=True)
+
+
+def _bpf(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "bpf",
+        parents=[common],
+        help="pin the bpf backend's task iterator for every later command",
+        description="On a stock kernel with BTF (5.8+), the bpf backend reads every"
+        " process with one pass of a BPF task iterator. Loading it costs 20-70 ms a"
+        " process, so one-shot commands use it only where it is pinned in bpffs. pin:"
+        " load it and pin it in /sys/fs/bpf/tamalloc (root only; the pin is root's"
+        " alone, mode 0600, as it shows every process whatever hidepid says; until"
+        " reboot); commands run as root then use it. unpin: remove every tamalloc pin."
+        " status: whether this user can use the pin (exit status 1 if not).",
+    )
+    p.add_argument("action", choices=("pin", "unpin", "status"), help="pin, unpin or status")
+    p.set_defaults(needs_backend=False)

@@ -17,10 +17,12 @@ from typing import Any, NoReturn
 from .._version import __version__
 from ..backends import (
     BACKEND_NAMES,
+    ENV_VAR,
     bpf_unavailable_reason,
     default_backend_name,
     get_backend,
     kernel_available,
+    prefer_loading_bpf,
 )
 from ..errors import TamallocError
 from .commands import COMMANDS, add_commands
@@ -92,15 +94,30 @@ def version_text(backend: str | None = None) -> str:
 
 
 def _others_text(name: str) -> str:
-    """Why the backends other than ``name`` are not in use (probing bpf loads it)."""
+    """Why the backends other than ``name`` are not in use (probing bpf may load it)."""
     parts = []
     if name != "kernel":
         parts.append("kernel: " + ("present" if kernel_available() else "no tamalloc syscalls"))
+    return "; ".join([*parts, _bpf_text(name)])
+
+
+def _bpf_text(name: str) -> str:
     reason = bpf_unavailable_reason()
+    if reason:
+        return f"bpf: unavailable, {reason}"
+    from ..backends.bpf import PIN_DIR, how_opened
+
+    pinned = how_opened() == "pinned"
     if name == "bpf":
-        return "; ".join([*parts, f"bpf: unavailable, {reason}" if reason else "bpf: in use"])
-    parts.append(f"bpf: unavailable, {reason}" if reason else "bpf: available, used only if asked")
-    return "; ".join(parts)
+        return f"bpf: in use, pinned in {PIN_DIR}" if pinned else "bpf: in use, loaded"
+    if name == "kernel":
+        return "bpf: available, the syscalls come first"
+    if pinned:
+        return f"bpf: pinned in {PIN_DIR}, not used: {ENV_VAR} or --backend chose {name}"
+    return (
+        "bpf: available, not pinned: the exporter loads it, one-shot commands use"
+        " it after `tamalloc bpf pin`"
+    )
 
 
 class _VersionAction(argparse.Action):
@@ -125,8 +142,9 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
         choices=BACKEND_NAMES,
         default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
         help="kernel: the tamalloc syscalls; bpf: a BPF task iterator (root, or CAP_BPF and"
-        " CAP_PERFMON; only when asked); procfs: /proc and mmap (default: kernel when"
-        " available, else procfs, or $TAMALLOC_BACKEND)",
+        " CAP_PERFMON); procfs: /proc and mmap (default: $TAMALLOC_BACKEND, else kernel"
+        " when available, else bpf where `tamalloc bpf pin` pinned it (the exporter:"
+        " where it loads), else procfs)",
     )
     parser = _Parser(
         prog=PROG,
@@ -220,6 +238,8 @@ def _command(name: str) -> Run:
         from .demo import run
     elif name == "exporter":
         from .exporter import run
+    elif name == "bpf":
+        from .bpf import run
     else:  # argparse admits only the commands above
         raise AssertionError(f"unknown command {name!r}")
     return run
@@ -227,6 +247,8 @@ def _command(name: str) -> Run:
 
 def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
+        if getattr(args, "long_running", False):
+            prefer_loading_bpf()
         if args.needs_backend:
             _check_backend(args)
         else:
