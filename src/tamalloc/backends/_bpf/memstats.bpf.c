@@ -10,8 +10,14 @@
  * (struct x___name: libbpf ignores the suffix) and bpf_core_field_exists() pick the one
  * the running kernel has; nothing else in the program knows the kernel's version.
  *
- * Every pointer is read with bpf_probe_read_kernel (BPF_CORE_READ): a task that is
- * exiting while it is visited gives zeros for what is gone, never a fault.
+ * The task and what hangs from it are read with plain loads: the iterator's task is a
+ * BTF-typed pointer, and so is every pointer loaded from it, which the verifier turns
+ * into loads that read 0 instead of faulting (as bpf_probe_read_kernel would, at a
+ * fraction of a helper call's cost: a pass of 1,000 processes took 1.1 ms with
+ * BPF_CORE_READ everywhere).  A task that is exiting while it is visited gives zeros
+ * for what is gone, never a fault.  Only the pid-namespace walk, whose array index
+ * is a variable, and the reader's task (bpf_get_current_task(), a plain number) keep
+ * bpf_probe_read_kernel (BPF_CORE_READ).
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -108,10 +114,9 @@ static __always_inline __u32 nr_in_ns(struct pid *pid, unsigned int level,
 #define RSS(mm, i) ({								\
 	long __v;								\
 	if (bpf_core_field_exists(((struct mm_struct___percpu *)(mm))->rss_stat))	\
-		__v = BPF_CORE_READ((struct mm_struct___percpu *)(mm), rss_stat[i].count); \
+		__v = ((struct mm_struct___percpu *)(mm))->rss_stat[i].count;	\
 	else									\
-		__v = BPF_CORE_READ((struct mm_struct___atomic *)(mm),		\
-				    rss_stat.count[i].counter);			\
+		__v = ((struct mm_struct___atomic *)(mm))->rss_stat.count[i].counter; \
 	__v < 0 ? 0 : (__u64)__v;						\
 })
 
@@ -119,13 +124,10 @@ static __always_inline unsigned long mm_flags_word(struct mm_struct *mm)
 {
 	struct mm_struct___flagsbitmap *bm = (void *)mm;
 	struct mm_struct___flagsword *w = (void *)mm;
-	unsigned long word = 0;
 
 	if (bpf_core_field_exists(bm->flags.__mm_flags))
-		bpf_core_read(&word, sizeof(word), &bm->flags.__mm_flags[0]);
-	else
-		bpf_core_read(&word, sizeof(word), &w->flags);
-	return word;
+		return bm->flags.__mm_flags[0];
+	return w->flags;
 }
 
 SEC("iter/task")
@@ -143,16 +145,16 @@ int tam_memstats(struct bpf_iter__task *ctx)
 
 	if (!task)
 		return 0;	/* the end of the pass */
-	tflags = BPF_CORE_READ(task, flags);
+	tflags = task->flags;
 	if (tflags & PF_KTHREAD)
 		return 0;
 	__builtin_memset(&rec, 0, sizeof(rec));
-	mm = BPF_CORE_READ(task, mm);
-	leader = BPF_CORE_READ(task, group_leader);
-	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid)) {
+	mm = task->mm;
+	leader = task->group_leader;
+	if (task->pid != task->tgid) {
 		/* Threads only stand in for a leader without mm (a zombie leader): user
 		 * space takes the first such record of the process. */
-		if (!mm || BPF_CORE_READ(leader, mm))
+		if (!mm || leader->mm)
 			return 0;
 		rec.flags = TAM_BPF_THREAD;
 	} else if (!mm) {
@@ -167,31 +169,31 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		return 0;
 	level = BPF_CORE_READ(cpid, level);
 	ns = BPF_CORE_READ(upid_at(cpid, level), ns);
-	rec.pid = nr_in_ns(BPF_CORE_READ(leader, thread_pid), level, ns);
+	rec.pid = nr_in_ns(leader->thread_pid, level, ns);
 	if (!rec.pid)
 		return 0;	/* gone from the namespace meanwhile */
 
 	BPF_CORE_READ_INTO(&rec.comm, leader, comm);
-	rec.cgroup_id = BPF_CORE_READ(leader, cgroups, dfl_cgrp, kn, id);
-	sig = BPF_CORE_READ(task, signal);
-	rec.oom_score_adj = BPF_CORE_READ(sig, oom_score_adj);
-	if (BPF_CORE_READ(sig, oom_flag_origin))
+	rec.cgroup_id = leader->cgroups->dfl_cgrp->kn->id;
+	sig = task->signal;
+	rec.oom_score_adj = sig->oom_score_adj;
+	if (sig->oom_flag_origin)
 		rec.flags |= TAM_BPF_OOM_ORIGIN;
-	if (BPF_CORE_READ(sig, oom_mm))
+	if (sig->oom_mm)
 		rec.flags |= TAM_BPF_OOM_VICTIM;
-	if (BPF_CORE_READ(leader, flags) & PF_EXITING)
+	if (leader->flags & PF_EXITING)
 		rec.flags |= TAM_BPF_EXITING;
-	if (BPF_CORE_READ(task, tgid) == 1)	/* is_global_init() */
+	if (task->tgid == 1)	/* is_global_init() */
 		rec.flags |= TAM_BPF_GLOBAL_INIT;
 
 	if (mm) {
-		rec.total_vm = BPF_CORE_READ(mm, total_vm);
+		rec.total_vm = mm->total_vm;
 		rec.file = RSS(mm, MM_FILEPAGES);
 		rec.anon = RSS(mm, MM_ANONPAGES);
 		rec.swap = RSS(mm, MM_SWAPENTS);
 		rec.shmem = RSS(mm, MM_SHMEMPAGES);
 		if (bpf_core_field_exists(mm->pgtables_bytes)) {
-			long pt = BPF_CORE_READ(mm, pgtables_bytes.counter);
+			long pt = mm->pgtables_bytes.counter;
 
 			rec.pgtables = pt < 0 ? 0 : (__u64)pt;
 		} else {
@@ -200,8 +202,7 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		if (mm_flags_word(mm) & (1UL << MMF_OOM_SKIP))
 			rec.flags |= TAM_BPF_OOM_SKIP;
 		/* in_vfork(): a vfork child on its parent's mm until it execs or exits */
-		if (BPF_CORE_READ(task, vfork_done) &&
-		    BPF_CORE_READ(task, real_parent, mm) == mm)
+		if (task->vfork_done && task->real_parent->mm == mm)
 			rec.flags |= TAM_BPF_VFORK;
 	}
 	bpf_seq_write(seq, &rec, sizeof(rec));
