@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import random
+from pathlib import Path
 
 import pytest
 
@@ -263,3 +264,36 @@ def test_kernel_version_parsing() -> None:
     assert bpf._kernel_version("5.10") == (5, 10)
     for weird in ("weird", "6", "6.x", "٦.١٨", ""):
         assert bpf._kernel_version(weird) == (0, 0)
+
+
+def _fnv1a64(data: bytes) -> str:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & (1 << 64) - 1
+    return f"{value:016x}"
+
+
+def test_the_pin_name_tells_builds_apart(tmp_path: Path) -> None:
+    """The pin's name carries a hash of the object (FNV-1a, in C, no module to import):
+    a pin of another build (another layout) is under another name."""
+    one, two = tmp_path / "one.o", tmp_path / "two.o"
+    one.write_bytes(b"\x7fELF" + bytes(range(256)) * 100)
+    two.write_bytes(b"\x7fELF" + bytes(range(256)) * 99 + bytes(255) + b"\x01")
+    assert _bpfiter.file_tag(str(one)) == _fnv1a64(one.read_bytes())
+    assert _bpfiter.file_tag(str(two)) == _fnv1a64(two.read_bytes()) != _bpfiter.file_tag(str(one))
+    (tmp_path / "empty").write_bytes(b"")
+    assert _bpfiter.file_tag(str(tmp_path / "empty")) == "cbf29ce484222325"
+    with pytest.raises(FileNotFoundError):
+        _bpfiter.file_tag(str(tmp_path / "missing"))
+    with pytest.raises(IsADirectoryError):
+        _bpfiter.file_tag(str(tmp_path))
+    if Path(bpf.OBJECT).is_file():
+        assert bpf.pin_name() == f"{bpf.PIN_PREFIX}{bpf.RECORD.size}-" + _fnv1a64(
+            Path(bpf.OBJECT).read_bytes()
+        )
+
+
+def test_the_selection_knows_the_pin_directory() -> None:
+    from tamalloc.backends import _PIN_DIR
+
+    assert _PIN_DIR == bpf.PIN_DIR

@@ -48,7 +48,7 @@ def _skip_reason() -> str | None:
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 
-from tamalloc.backends import _PIN_DIR, bpf  # noqa: E402  (after the skip)
+from tamalloc.backends import bpf  # noqa: E402  (after the skip)
 
 PIN = f"{bpf.PIN_DIR}/{bpf.pin_name()}" if _skip_reason() is None else ""
 _AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
@@ -111,10 +111,6 @@ def pin_raw(path: str) -> None:
         "_bpfiter.load(str(bpf.OBJECT)); _bpfiter.pin(sys.argv[1])\n"
     )
     subprocess.run([sys.executable, "-c", script, path], check=True, env=subprocess_env())
-
-
-def test_the_selection_knows_the_pin_directory() -> None:
-    assert _PIN_DIR == bpf.PIN_DIR
 
 
 def test_without_a_pin_one_shot_uses_procfs_and_the_exporter_loads() -> None:

@@ -21,7 +21,6 @@ import mmap
 import os
 import stat
 import struct
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BpfUnavailable, TamallocError
@@ -32,7 +31,9 @@ from .base import BackendName
 if TYPE_CHECKING:
     from .procfs import ProcfsBackend
 
-OBJECT = Path(__file__).with_name("_bpf") / "memstats.bpf.o"
+# A str, not a Path: pathlib (and the modules it loads) would be most of what choosing
+# a pinned bpf costs a one-shot command's start.
+OBJECT = os.path.join(os.path.dirname(__file__), "_bpf", "memstats.bpf.o")
 BTF = "/sys/kernel/btf/vmlinux"
 MIN_KERNEL = (5, 8)  # the task iterator
 # Where `tamalloc bpf pin` pins the iterator: a directory of root's alone (0700) on
@@ -82,8 +83,8 @@ def _static_reason() -> str | None:
             "its loader tamalloc.backends._bpfiter was not built at install"
             " (needs libbpf-dev and a C compiler)"
         )
-    if not OBJECT.is_file():
-        return f"{OBJECT.name} was not built at install (needs clang)"
+    if not os.path.isfile(OBJECT):
+        return f"{os.path.basename(OBJECT)} was not built at install (needs clang)"
     release = os.uname().release
     if _kernel_version(release) < MIN_KERNEL:
         return f"kernel {release} is older than 5.8 (no BPF task iterator)"
@@ -94,12 +95,12 @@ def _static_reason() -> str | None:
 
 @functools.cache
 def pin_name() -> str:
-    """This build's pin: the object's size and CRC-32 in the name, so that a pin left
-    by another build (another record layout or program) is never opened as ours."""
-    import zlib
+    """This build's pin: the record's size and a hash of the object in the name, so
+    that a pin left by another build (another record layout or program) is never opened
+    as ours."""
+    from . import _bpfiter
 
-    data = OBJECT.read_bytes()
-    return f"{PIN_PREFIX}{RECORD.size}-{len(data)}-{zlib.crc32(data):08x}"
+    return f"{PIN_PREFIX}{RECORD.size}-{_bpfiter.file_tag(OBJECT)}"
 
 
 @functools.cache
@@ -136,7 +137,7 @@ def _load() -> str | None:
     from . import _bpfiter
 
     try:
-        _bpfiter.load(str(OBJECT))
+        _bpfiter.load(OBJECT)
     except OSError as err:
         if err.errno in (errno.EPERM, errno.EACCES):
             return (
