@@ -57,9 +57,8 @@ _AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--
 # program, whether it can read passes (a pinned iterator counts).
 PROBE = (
     "import sys\n"
-    "from tamalloc.backends import default_backend_name, prefer_loading_bpf\n"
-    "if sys.argv[1:] == ['long']: prefer_loading_bpf()\n"
-    "name = default_backend_name()\n"
+    "from tamalloc.backends import default_backend_name\n"
+    "name = default_backend_name(long_running=sys.argv[1:] == ['long'])\n"
     "from tamalloc.backends import _bpfiter\n"
     "print(name, _bpfiter.loaded(), _bpfiter.ready())\n"
 )
@@ -325,3 +324,28 @@ def test_the_exporter_loads_bpf_unasked(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert 'tamalloc_exporter_info{backend="bpf"' in out.read_text()
     assert "backend: procfs;" in run_cli("--version").stdout
+
+
+def test_the_exporter_leaves_the_process_default_alone(tmp_path: Path) -> None:
+    """The exporter's choice is its own: a library caller or a test that runs it
+    in-process keeps the one-shot default (procfs where nothing is pinned)."""
+    out = tmp_path / "m.prom"
+    script = (
+        "import io, sys\n"
+        "from tamalloc.cli.env import Environment\n"
+        "from tamalloc.cli.main import main\n"
+        "from tamalloc.backends import default_backend_name, get_backend\n"
+        "env = Environment(stdout=io.StringIO(), stderr=io.StringIO(), stdout_isatty=False)\n"
+        "assert main(['exporter', '--textfile', sys.argv[1]], env) == 0\n"
+        "print(default_backend_name(), get_backend().name)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["procfs", "procfs"]
+    assert 'tamalloc_exporter_info{backend="bpf"' in out.read_text()

@@ -6,8 +6,8 @@ costs 20-70 ms a process (libbpf parses the kernel's BTF), more than a one-shot 
 scan of a small machine, while opening the iterator that ``tamalloc bpf pin`` left in
 bpffs costs well under a millisecond. So: a pinned iterator this process may open
 (root's: see :mod:`.bpf`) is used by everyone; without one, only a long-running caller
-(the exporter, which calls :func:`prefer_loading_bpf`) loads the program; a one-shot
-command uses procfs. Probing for a pin costs a failed ``stat`` where there is none.
+(the exporter: ``default_backend_name(long_running=True)``) loads the program; a
+one-shot command uses procfs. Probing for a pin costs a failed ``stat`` where there is none.
 
 The default is decided once per process (``TAMALLOC_BACKEND`` or probing the kernel)
 and cached; every public function also takes ``backend=`` to override it per call.
@@ -26,7 +26,6 @@ ENV_VAR = "TAMALLOC_BACKEND"
 # bpf.PIN_DIR, known here without importing the bpf module: where nothing was pinned
 # (or this user may not look: /sys/fs/bpf is root's), the default costs one stat.
 _PIN_DIR = "/sys/fs/bpf/tamalloc"
-_load_bpf = False
 
 
 def kernel_available() -> bool:
@@ -57,14 +56,6 @@ def bpf_unavailable_reason() -> str | None:
     return unavailable_reason()
 
 
-def prefer_loading_bpf() -> None:
-    """For a long-running caller, before the default is first resolved: bpf is chosen
-    even when it must be loaded (its 20-70 ms are paid once, each pass then costs a
-    fraction of a procfs scan)."""
-    global _load_bpf
-    _load_bpf = True
-
-
 def bpf_pinned() -> bool:
     """Whether this process can use a pinned iterator (then it has opened it)."""
     try:
@@ -77,15 +68,16 @@ def bpf_pinned() -> bool:
 
 
 @functools.cache
-def default_backend_name() -> BackendName:
+def default_backend_name(*, long_running: bool = False) -> BackendName:
     """``$TAMALLOC_BACKEND`` if set, else kernel when available, else bpf when pinned
-    (or, after :func:`prefer_loading_bpf`, when it loads), else procfs."""
+    (or, for a ``long_running`` caller, when it loads: its 20-70 ms are paid once, each
+    pass then costs a fraction of a procfs scan), else procfs."""
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return _check_name(env, f"${ENV_VAR}")
     if kernel_available():
         return "kernel"
-    if bpf_pinned() or (_load_bpf and bpf_unavailable_reason() is None):
+    if bpf_pinned() or (long_running and bpf_unavailable_reason() is None):
         return "bpf"
     return "procfs"
 

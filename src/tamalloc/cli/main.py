@@ -22,7 +22,6 @@ from ..backends import (
     default_backend_name,
     get_backend,
     kernel_available,
-    prefer_loading_bpf,
 )
 from ..errors import TamallocError
 from .commands import COMMANDS, add_commands
@@ -192,6 +191,13 @@ def _check_backend(args: argparse.Namespace) -> None:
         raise UsageError(str(err)) from err
 
 
+def _long_running_backend() -> str:
+    try:
+        return default_backend_name(long_running=True)
+    except ValueError as err:  # unknown name in $TAMALLOC_BACKEND
+        raise UsageError(str(err)) from err
+
+
 def _check_backend_name() -> None:
     """For commands that use no backend: a bad $TAMALLOC_BACKEND is still an error, as
     it is for those that do (--backend is checked by argparse)."""
@@ -247,8 +253,10 @@ def _command(name: str) -> Run:
 
 def _run(args: argparse.Namespace, env: Environment) -> int:
     try:
-        if getattr(args, "long_running", False):
-            prefer_loading_bpf()
+        if getattr(args, "long_running", False) and getattr(args, "backend", None) is None:
+            # Resolved here and passed on as if given: the process-wide default stays
+            # the one-shot commands' (a library caller's, a test's).
+            args.backend = _long_running_backend()
         if args.needs_backend:
             _check_backend(args)
         else:
