@@ -155,6 +155,9 @@ def test_pin_again_replaces_the_pin_of_another_build() -> None:
     stale = f"{bpf.PIN_DIR}/{bpf.PIN_PREFIX}80-1-00000000"
     pin_raw(stale)
     assert probe() == "procfs False False"
+    status = run_cli("bpf", "status")
+    assert status.returncode == 1 and "only another tamalloc build's" in status.stdout
+    assert "bpf: available, not pinned" in run_cli("--version").stdout
     pin()
     assert os.listdir(bpf.PIN_DIR) == [bpf.pin_name()]
     assert probe() == "bpf False True"

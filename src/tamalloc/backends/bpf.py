@@ -116,8 +116,21 @@ def pinned_reason() -> str | None:
         name = pin_name()
         _bpfiter.open_pinned(PIN_DIR, name)
     except OSError as err:
+        if err.errno == errno.ENOENT and _others_pinned():
+            # An upgrade leaves the old build's pin: say so rather than "no such file".
+            return (
+                f"only another tamalloc build's iterator is pinned in {PIN_DIR}"
+                " (`tamalloc bpf pin` replaces it)"
+            )
         return f"no usable pin at {PIN_DIR}/{PIN_PREFIX}*: {err.strerror or err}"
     return None
+
+
+def _others_pinned() -> bool:
+    try:
+        return bool(_pins(PIN_DIR))
+    except OSError:
+        return False
 
 
 @functools.cache
