@@ -352,3 +352,22 @@ def test_the_exporter_leaves_the_process_default_alone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["procfs", "procfs"]
     assert 'tamalloc_exporter_info{backend="bpf"' in out.read_text()
+
+
+def test_pin_where_no_bpffs_is_mounted_is_one_clean_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a machine whose /sys/fs/bpf is not mounted: the pin directory is then on
+    another filesystem, where nothing can be pinned."""
+    monkeypatch.setattr(bpf, "PIN_DIR", str(tmp_path / "tamalloc"))
+    with pytest.raises(bpf.PinError, match=r"cannot pin at .*not on BPF FS|bpffs"):
+        bpf.pin()
+    # A directory that is there but open to others is refused before anything is done.
+    monkeypatch.setattr(bpf, "PIN_DIR", str(tmp_path / "open"))
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(bpf.PinError, match=r"refusing to pin: .* is not root's alone"):
+        bpf.pin()
+    with pytest.raises(bpf.PinError, match="refusing to unpin"):
+        bpf.unpin()
+    assert os.listdir(tmp_path / "open") == []
