@@ -358,9 +358,9 @@ def _shared_kills(
                         name=task.name if task is not None else "?",
                         shares_mm_with=pid,
                         reason=(
-                            f"shares the memory (mm) of {pid}: a clone(CLONE_VM) without"
-                            " CLONE_THREAD, or a vfork; the kernel SIGKILLs it too,"
-                            " without a Killed process line of its own"
+                            f"shares the memory (mm) of {pid} (a clone(CLONE_VM) without"
+                            " CLONE_THREAD, or a vfork child before its exec): the kernel"
+                            " SIGKILLs it too, without a Killed process line of its own"
                         ),
                     )
                 )
