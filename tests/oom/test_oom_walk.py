@@ -366,6 +366,15 @@ def test_walk_order_and_shared_mm(scenario: Scenario, walker_binary: Path) -> No
             f"{source} predicted killed {killed}, the kernel killed {dead}"
         )
     assert expected_dead == sorted(set(dead) - set(later)), (dead, outcome.labels)
+    # A further report (the pusher's charge retried before the first kill's memory was
+    # freed: see oom_support.PUSHER_SCRIPT) must have chosen the next killable candidate
+    # of the predicted ranking, which puts a tie in reverse walk order.
+    ranking = found["kernel"].candidates  # type: ignore[attr-defined]
+    gone = set(outcome.predicted["kernel"][1])
+    for report in reports[1:]:
+        following = [c.pid for c in ranking if c.points is not None and c.pid not in gone]
+        assert following and report.chosen == following[0], (report, following)
+        gone.add(report.chosen)
 
     # The new fields, as the kernel showed them.
     for source, d in found.items():
