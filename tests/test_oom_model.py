@@ -25,6 +25,7 @@ from tamalloc.oom import (
     collect_inputs,
     memcg_of,
     predict,
+    predict_oom,
     proc_score,
 )
 from tamalloc.stats import oom_tasks
@@ -883,6 +884,15 @@ def test_kcmp_finds_a_clone_vm_child_and_asks_only_about_equal_figures(
         assert asked == [(pid, child)]
         times = oom_inputs.read_start_times([pid, child, 0])
         assert set(times) == {pid, child} and times[pid] <= times[child]
+        # predict_oom() end to end, on these two alone: a tie (one mm), walked in
+        # creation order (the child last), both killed
+        monkeypatch.setattr(oom_inputs, "_kcmp_vm", kcmp)
+        only = inputs(tasks)
+        monkeypatch.setattr("tamalloc.oom.collect_inputs", lambda backend: only)
+        (d,) = predict_oom()
+        assert (d.tied_pids, d.tie_order_known, victim_pid(d)) == ((pid, child), True, child)
+        assert d.killed_pids == (pid, child)
+        assert [(k.pid, k.shares_mm_with) for k in d.shared_mm_kills] == [(pid, child)]
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)

@@ -595,6 +595,8 @@ def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> lis
     # the pids only grow.
     looked: set[int] = set()
     timed: set[int] = set()
+    groups: list[set[int]] = []
+    unknown: set[int] = set()
     for _ in range(4):
         wanted = {p for d in domains for p in (*d.killed_pids, *d.tied_pids)} - looked
         system_tie = {p for d in domains if d.kind == "system" for p in d.tied_pids} - timed
@@ -602,12 +604,17 @@ def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> lis
             break
         looked |= wanted
         timed |= system_tie
-        groups, unknown = find_shared_mm(inputs.tasks, sorted(looked))
+        found, refused = find_shared_mm(inputs.tasks, sorted(wanted))
+        unknown.update(refused)
+        for group in found:
+            overlapping = [g for g in groups if not g.isdisjoint(group)]
+            merged = set(group).union(*overlapping)
+            groups = [g for g in groups if g not in overlapping] + [merged]
         inputs = dataclasses.replace(
             inputs,
             start_times={**inputs.start_times, **read_start_times(sorted(system_tie))},
-            shared_mm=groups,
-            shared_mm_unknown=unknown,
+            shared_mm=tuple(tuple(sorted(g)) for g in groups),
+            shared_mm_unknown=tuple(sorted(unknown)),
         )
         domains = predict(inputs, cgroup=cgroup)
     return domains
