@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from tamalloc.oom import (
     collect_inputs,
     memcg_of,
     predict,
+    predict_oom,
     proc_score,
 )
 from tamalloc.stats import oom_tasks
@@ -72,6 +76,8 @@ def cg(
     swap_current_kb: int = 0,
     oom_group: bool = False,
     memory: bool = True,
+    cgroup_id: int | None = None,
+    procs: tuple[int, ...] | None = None,
 ) -> OomCgroup:
     return OomCgroup(
         memory_max_kb=None if max_mib is None else max_mib * 1024,
@@ -81,6 +87,8 @@ def cg(
         oom_group=oom_group,
         has_memory_controller=memory,
         oom_kill=0,
+        cgroup_id=cgroup_id,
+        procs=procs,
     )
 
 
@@ -97,6 +105,9 @@ def inputs(
     panic_on_oom: int = 0,
     cgroup_v1_memory: bool = False,
     numa_nodes: int = 1,
+    start_times: dict[int, int] | None = None,
+    shared_mm: tuple[tuple[int, ...], ...] = (),
+    shared_mm_unknown: tuple[int, ...] = (),
 ) -> OomInputs:
     return OomInputs(
         tasks=tuple(tasks),
@@ -112,6 +123,9 @@ def inputs(
         cgroup_v1_memory=cgroup_v1_memory,
         backend="procfs",
         numa_nodes=numa_nodes,
+        start_times=start_times or {},
+        shared_mm=shared_mm,
+        shared_mm_unknown=shared_mm_unknown,
     )
 
 
@@ -210,12 +224,138 @@ def test_score_truncates_a_negative_badness_toward_zero() -> None:
     assert proc_score(None, 2000) == 0
 
 
-def test_tie_takes_the_higher_pid_and_says_so() -> None:
+def test_a_tie_of_unknown_order_takes_the_higher_pid_and_says_why() -> None:
     d = system(inputs([task(30, 100), task(20, 100), task(5, 50)]))
     assert victim_pid(d) == 30
     (note,) = [n for n in d.notes if n.startswith("tie")]
     assert "20, 30" in note and "25600 points" in note
-    assert not any(n.startswith("tie") for n in system(inputs([task(1, 2), task(3, 1)])).notes)
+    assert "start time" in note and "not known" in note
+    assert (d.tied_pids, d.tie_order_known) == ((20, 30), False)
+    alone = system(inputs([task(1, 2), task(3, 1)]))
+    assert not any(n.startswith("tie") for n in alone.notes)
+    assert (alone.tied_pids, alone.tie_order_known) == ((), False)
+
+
+def test_a_system_tie_goes_to_the_last_created() -> None:
+    # for_each_process() walks in creation order: pid 20 started after pid 30 (the
+    # pids wrapped between), so the kernel keeps 20, the last of the walk.
+    tasks = [task(30, 100), task(20, 100), task(40, 100), task(5, 50)]
+    d = system(inputs(tasks, start_times={30: 100, 20: 250, 40: 250}))
+    assert victim_pid(d) == 40  # 20 and 40 share a tick: pid order within it
+    assert (d.tied_pids, d.tie_order_known) == ((30, 20, 40), True)
+    # after the victim, the next OOM takes the last of the rest of the walk
+    assert [c.pid for c in d.candidates] == [40, 20, 30, 5]
+    (note,) = [n for n in d.notes if n.startswith("tie")]
+    assert "30, 20, 40" in note and "40" in note
+    d = system(inputs(tasks[:2], start_times={30: 300, 20: 250}))
+    assert victim_pid(d) == 30
+
+
+def test_a_memcg_tie_follows_cgroup_procs_order() -> None:
+    tasks = [task(30, 4, cgroup="/a"), task(10, 4, cgroup="/a"), task(20, 4, cgroup="/a")]
+    tasks.append(task(40, 1, cgroup="/a", adj=-1000))
+    cgroups = {"/a": cg(6, cgroup_id=7, procs=(30, 10, 20, 40))}
+    d = domain_of(predict(inputs(tasks, cgroups)), "/a")
+    assert victim_pid(d) == 20 and d.killed_pids == (20,)
+    assert (d.tied_pids, d.tie_order_known) == ((30, 10, 20), True)
+    assert [c.pid for c in d.candidates] == [20, 10, 30, 40]
+    (note,) = [n for n in d.notes if n.startswith("tie")]
+    assert "30, 10, 20" in note and "cgroup.procs" in note
+    # the order is the file's, whatever the pids: the old guess (30) was wrong
+    again = {"/a": cg(6, cgroup_id=7, procs=(20, 30, 10, 40))}
+    assert victim_pid(domain_of(predict(inputs(tasks, again)), "/a")) == 10
+    # a process the file does not list (gone, or come since): the order is unknown
+    missing = {"/a": cg(6, cgroup_id=7, procs=(30, 10))}
+    d = domain_of(predict(inputs(tasks, missing)), "/a")
+    assert victim_pid(d) == 30 and not d.tie_order_known
+    assert any("cgroup.procs does not list" in n for n in d.notes)
+
+
+def test_a_memcg_tie_across_child_cgroups_follows_their_creation() -> None:
+    # /p/b was created before /p/a (lower id): the walk takes /p, then /p/b, then /p/a
+    tasks = [task(10, 4, cgroup="/p/a"), task(11, 4, cgroup="/p/a"), task(12, 4, cgroup="/p/b")]
+    cgroups = {
+        "/p": cg(6, cgroup_id=3, procs=()),
+        "/p/b": cg(cgroup_id=5, procs=(12,)),
+        "/p/a": cg(cgroup_id=9, procs=(11, 10)),
+    }
+    d = domain_of(predict(inputs(tasks, cgroups)), "/p")
+    assert victim_pid(d) == 10
+    assert d.tied_pids == (12, 11, 10)
+    # created the other way round, /p/b's process is the last of the walk
+    swapped = {**cgroups, "/p/b": cg(cgroup_id=11, procs=(12,))}
+    assert victim_pid(domain_of(predict(inputs(tasks, swapped)), "/p")) == 12
+    # a parent's own processes come before its children's (pre-order); deeper too
+    tasks2 = [task(10, 4, cgroup="/p/a/x"), task(11, 4, cgroup="/p/a"), task(12, 4, cgroup="/p/b")]
+    deeper = {
+        **cgroups,
+        "/p/a/x": cg(cgroup_id=20, procs=(10,)),
+        "/p/a": cg(cgroup_id=9, procs=(11,)),
+    }
+    d = domain_of(predict(inputs(tasks2, deeper)), "/p")
+    assert d.tied_pids == (12, 11, 10) and victim_pid(d) == 10
+    # without the ids the siblings' order is unknown: named, and the old guess kept
+    unknown = {**cgroups, "/p/b": cg(procs=(12,))}
+    d = domain_of(predict(inputs(tasks, unknown)), "/p")
+    assert victim_pid(d) == 12 and not d.tie_order_known
+    assert any("cgroup ids" in n for n in d.notes if n.startswith("tie"))
+
+
+def test_a_tie_inside_one_memcg_over_two_cgroups_is_unknown() -> None:
+    # /p/x has no memcg of its own: the walk of /p's memcg takes the css_sets of /p and
+    # /p/x in the order they were created, which nothing shows
+    tasks = [task(10, 4, cgroup="/p"), task(11, 4, cgroup="/p/x")]
+    cgroups = {"/p": cg(6, cgroup_id=3, procs=(10,)), "/p/x": cg(memory=False, procs=(11,))}
+    d = domain_of(predict(inputs(tasks, cgroups)), "/p")
+    assert not d.tie_order_known and d.tied_pids == (10, 11)
+    (note,) = [n for n in d.notes if n.startswith("tie")]
+    assert "css_set" in note and "highest pid (11)" in note
+    # but the last one is known when the others' order alone is not: /p/y (a memcg,
+    # created after /p) comes after both
+    tasks.append(task(12, 4, cgroup="/p/y"))
+    cgroups["/p/y"] = cg(cgroup_id=8, procs=(12,))
+    d = domain_of(predict(inputs(tasks, cgroups)), "/p")
+    assert d.tie_order_known and victim_pid(d) == 12 and d.tied_pids[-1] == 12
+
+
+def test_processes_sharing_the_victims_mm_die_with_it() -> None:
+    # 11 is 10's clone(CLONE_VM) child (the same figures: one mm), 12 a vfork child of
+    # 10 (unkillable itself) at adj -1000: the kernel's loop spares neither
+    tasks = [
+        task(10, 300, cgroup="/a"),
+        task(11, 300, cgroup="/b", adj=-1000, unkillable=True),
+        task(12, 100, cgroup="/a"),
+    ]
+    d = system(inputs(tasks, shared_mm=((10, 11),), start_times={10: 1, 11: 2}))
+    assert victim_pid(d) == 10
+    assert d.killed_pids == (10, 11)
+    (k,) = d.shared_mm_kills
+    assert (k.pid, k.name, k.shares_mm_with) == (11, "p11", 10)
+    assert "CLONE_VM" in k.reason
+    assert d.to_dict()["shared_mm_kills"][0]["shares_mm_with"] == 10
+    # the global init is spared (and the mm left unreaped), and said so
+    init = [task(10, 300), task(1, 300, unkillable=True)]
+    d = system(inputs(init, shared_mm=((1, 10),)))
+    assert d.killed_pids == (10,) and not d.shared_mm_kills
+    assert any("global init shares the memory of 10" in n for n in d.notes)
+    # nothing found, nothing added; what kcmp could not check is named
+    d = system(inputs(tasks, shared_mm_unknown=(10,)))
+    assert d.killed_pids == (10,) and not d.shared_mm_kills
+    assert any("could not be checked" in n and "10" in n for n in d.notes)
+
+
+def test_a_group_kill_takes_each_members_sharers_too() -> None:
+    tasks = [
+        task(10, 40, cgroup="/a"),
+        task(11, 20, cgroup="/a"),
+        task(12, 20, cgroup="/elsewhere"),  # shares 11's mm, outside the group
+        task(13, 5, cgroup="/a"),
+    ]
+    cgroups = {"/a": cg(128, oom_group=True), "/elsewhere": cg()}
+    d = domain_of(predict(inputs(tasks, cgroups, shared_mm=((11, 12),))), "/a")
+    assert victim_pid(d) == 10 and d.kill_group == "/a"
+    assert d.killed_pids == (10, 11, 12, 13)
+    assert [(k.pid, k.shares_mm_with) for k in d.shared_mm_kills] == [(12, 11)]
 
 
 def test_ranking_puts_the_victim_first_and_the_unkillable_last() -> None:
@@ -500,7 +640,14 @@ def test_inputs_round_trip_through_json() -> None:
         task(10, 100, cgroup="/a", swap_kb=8, pgtables_kb=12, adj=-5),
         task(11, 2, cgroup=None, oom_victim=True, unkillable=True),
     ]
-    data = inputs(tasks, {"/a": cg(512, swap_max_kb=1024, oom_group=True)}, numa_nodes=2)
+    data = inputs(
+        tasks,
+        {"/a": cg(512, swap_max_kb=1024, oom_group=True, cgroup_id=9, procs=(10,))},
+        numa_nodes=2,
+        start_times={10: 5, 11: 6},
+        shared_mm=((10, 11),),
+        shared_mm_unknown=(11,),
+    )
     again = OomInputs.from_dict(json.loads(json.dumps(data.to_dict())))
     assert again == data
     assert predict(again) == predict(data)
@@ -657,6 +804,7 @@ def test_the_cgroup_tree_is_read(tmp_path: Path) -> None:
             "memory.swap.current": "0",
             "memory.oom.group": "1",
             "memory.events": "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1",
+            "cgroup.procs": "30\n10\n20",
         },
     )
     write(root / "a" / "x", {"cgroup.controllers": ""})
@@ -672,6 +820,9 @@ def test_the_cgroup_tree_is_read(tmp_path: Path) -> None:
         1,
     )
     assert a.has_memory_controller
+    assert a.procs == (30, 10, 20)  # in the file's order: the kernel's walk
+    assert a.cgroup_id == (root / "a").stat().st_ino
+    assert found["/a/x"].procs is None
     assert not found["/a/x"].has_memory_controller  # "memory" not in /a's subtree_control
     # A mount of a subtree names the cgroups by their full path.
     assert sorted(oom_inputs.read_cgroups(("/sub", str(root / "a")))) == ["/sub", "/sub/x"]
@@ -689,3 +840,62 @@ def test_collect_inputs_reads_this_host() -> None:
         mine = next(t for t in data.tasks if t.pid == os.getpid())
         assert mine.cgroup in data.cgroups
     json.dumps(data.to_dict())  # recordable
+
+
+@pytest.fixture(scope="module")
+def walk_member(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("needs a C compiler (gcc) to build tests/oom/walk_member.c")
+    out = tmp_path_factory.mktemp("walk") / "walk_member"
+    source = Path(__file__).parent / "oom" / "walk_member.c"
+    subprocess.run([compiler, "-O2", "-o", str(out), str(source)], check=True)
+    return out
+
+
+def test_kcmp_finds_a_clone_vm_child_and_asks_only_about_equal_figures(
+    walk_member: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = subprocess.Popen(
+        [str(walk_member), str(MiB), "clone"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    child = 0
+    try:
+        assert proc.stdout.readline().split()[0] == b"started"
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        words = proc.stdout.readline().split()
+        pid, child = int(words[1]), int(words[2])
+        tasks = [t for t in procfs.ProcfsBackend().oom_tasks() if t.pid in (pid, child)]
+        assert len(tasks) == 2
+        asked: list[tuple[int, int]] = []
+        kcmp = oom_inputs._kcmp_vm
+
+        def counting(a: int, b: int) -> bool | None:
+            asked.append((a, b))
+            return kcmp(a, b)
+
+        monkeypatch.setattr(oom_inputs, "_kcmp_vm", counting)
+        # this process's figures differ: kcmp is not asked about it
+        me = next(t for t in procfs.ProcfsBackend().oom_tasks() if t.pid == os.getpid())
+        groups, unknown = oom_inputs.find_shared_mm([*tasks, me], [pid, os.getpid()])
+        assert (groups, unknown) == (((pid, child),), ())
+        assert asked == [(pid, child)]
+        times = oom_inputs.read_start_times([pid, child, 0])
+        assert set(times) == {pid, child} and times[pid] <= times[child]
+        # predict_oom() end to end, on these two alone: a tie (one mm), walked in
+        # creation order (the child last), both killed
+        monkeypatch.setattr(oom_inputs, "_kcmp_vm", kcmp)
+        only = inputs(tasks)
+        monkeypatch.setattr("tamalloc.oom.collect_inputs", lambda backend: only)
+        (d,) = predict_oom()
+        assert (d.tied_pids, d.tie_order_known, victim_pid(d)) == ((pid, child), True, child)
+        assert d.killed_pids == (pid, child)
+        assert [(k.pid, k.shares_mm_with) for k in d.shared_mm_kills] == [(pid, child)]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        if child:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)

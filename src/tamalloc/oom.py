@@ -17,8 +17,10 @@ victim still exiting) becomes a note on the domain rather than a guess.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ from .models import OomTask
 from .oom_inputs import OomCgroup as OomCgroup
 from .oom_inputs import OomInputs as OomInputs
 from .oom_inputs import collect_inputs as collect_inputs
-from .oom_inputs import plain_dict
+from .oom_inputs import find_shared_mm, plain_dict, read_start_times
 from .oom_score import OOM_SCORE_ADJ_MIN as OOM_SCORE_ADJ_MIN
 from .oom_score import badness as badness
 from .oom_score import c_div as c_div
@@ -66,6 +68,19 @@ class OomCandidate:
 
 
 @dataclass(frozen=True, slots=True)
+class OomSharedKill:
+    """A process that dies with a killed one because it uses the same memory (mm)."""
+
+    pid: int
+    name: str
+    shares_mm_with: int  # the killed process whose mm it uses
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class OomDomain:
     kind: Literal["system", "cgroup"]
     cgroup: str | None  # None for system
@@ -84,8 +99,16 @@ class OomDomain:
     candidates: tuple[OomCandidate, ...]  # ranked, victim first, unkillable last
     victim: OomCandidate | None
     kill_group: str | None  # memory.oom.group cgroup whose tasks all die
-    killed_pids: tuple[int, ...]
+    killed_pids: tuple[int, ...]  # everyone who dies, shared_mm_kills included
     notes: tuple[str, ...] = field(default=())
+    # The killable candidates with the victim's points, when more than one: in the
+    # order of the kernel's walk when tie_order_known (the victim is the last), else
+    # by pid (and the victim is a guess: the highest pid).
+    tied_pids: tuple[int, ...] = ()
+    tie_order_known: bool = False
+    # Processes sharing the mm of a killed one (not themselves chosen nor group
+    # members): __oom_kill_process() SIGKILLs them too.
+    shared_mm_kills: tuple[OomSharedKill, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return plain_dict(self)
@@ -140,8 +163,8 @@ def candidate(task: OomTask, total_pages: int, page_kb: int) -> OomCandidate:
 
 
 def _rank_key(c: OomCandidate) -> tuple[int, int, int]:
-    # The kernel keeps the last of equal badnesses in its walk; the higher pid stands
-    # for "last" (tasks are walked in creation order, which pids follow until they wrap).
+    # The kernel keeps the last of equal badnesses in its walk: _domain() reorders a
+    # tie by the walk where the inputs tell it; else the higher pid stands for "last".
     if c.points is None:
         return (1, 0, -c.rss_pages)
     return (0, -c.points, -c.pid)
@@ -223,6 +246,127 @@ def _binding(path: str, inputs: OomInputs) -> tuple[str, int]:
     return best
 
 
+def _memcg_order(a: str, b: str, cgroups: Mapping[str, OomCgroup]) -> tuple[bool | None, str]:
+    """Whether mem_cgroup_scan_tasks() walks memcg ``a`` before memcg ``b`` (a != b):
+    css pre-order, a parent before its children and siblings in the order their css
+    was created (css_create() appends), which for cgroup v2 is the cgroups' creation
+    order and so their ids' (kernfs hands ids out increasing)."""
+    if is_within(b, a):
+        return True, ""
+    if is_within(a, b):
+        return False, ""
+    pa, pb = a.split("/"), b.split("/")
+    k = 0
+    while pa[k] == pb[k]:
+        k += 1
+    sa, sb = "/".join(pa[: k + 1]), "/".join(pb[: k + 1])
+    ia = cgroups[sa].cgroup_id if sa in cgroups else None
+    ib = cgroups[sb].cgroup_id if sb in cgroups else None
+    if ia is None or ib is None:
+        return None, f"the cgroup ids of {sa} and {sb} are unknown"
+    return ia < ib, ""
+
+
+def _walk_before(
+    a: OomCandidate, b: OomCandidate, system: bool, inputs: OomInputs
+) -> tuple[bool | None, str]:
+    """Whether the OOM's task walk meets ``a`` before ``b``; None (and why) when the
+    inputs do not tell."""
+    if system:
+        # for_each_process(): the order processes were created in (copy_process()
+        # appends to init_task.tasks), which start times give to a clock tick; within
+        # one tick pids, handed out increasing, tell (unless they wrapped then).
+        ta, tb = inputs.start_times.get(a.pid), inputs.start_times.get(b.pid)
+        if ta is None or tb is None:
+            missing = a.pid if ta is None else b.pid
+            return None, f"the start time of pid {missing} is unknown"
+        return (ta < tb if ta != tb else a.pid < b.pid), ""
+    if a.cgroup is None or b.cgroup is None:
+        return None, "a cgroup is unknown"
+    ma, mb = memcg_of(a.cgroup, inputs.cgroups), memcg_of(b.cgroup, inputs.cgroups)
+    if ma != mb:
+        return _memcg_order(ma, mb, inputs.cgroups)
+    if a.cgroup != b.cgroup:
+        # One memcg's walk takes its css_sets in the order they were created, and
+        # /proc shows no css_set.
+        return None, (
+            f"{a.cgroup} and {b.cgroup} share the memcg of {ma}: its walk takes their"
+            " processes in css_set creation order, which no file shows"
+        )
+    info = inputs.cgroups.get(a.cgroup)
+    procs = info.procs if info is not None else None
+    if procs is None or a.pid not in procs or b.pid not in procs:
+        return None, f"{a.cgroup}'s cgroup.procs does not list both {a.pid} and {b.pid}"
+    # cgroup.procs reads with the walk's own iterator (css_task_iter, PROCS): the
+    # same order, each process where its leader joined (css_set_move_task() appends).
+    return procs.index(a.pid) < procs.index(b.pid), ""
+
+
+def _tie_order(
+    tied: Sequence[OomCandidate], system: bool, inputs: OomInputs
+) -> tuple[list[OomCandidate] | None, str]:
+    """The tied candidates in walk order when the last of them is known (the rest in
+    walk order as far as known, else by pid), or None and why not."""
+    why = ""
+    last = None
+    for x in tied:
+        befores = [_walk_before(y, x, system, inputs) for y in tied if y is not x]
+        if all(known is True for known, _ in befores):
+            last = x
+            break
+        why = why or next((r for known, r in befores if known is None), "")
+    if last is None:
+        return None, why or "the walk's order is not known"
+    rest = [c for c in tied if c is not last]
+
+    def compare(x: OomCandidate, y: OomCandidate) -> int:
+        known, _ = _walk_before(x, y, system, inputs)
+        if known is None:
+            return x.pid - y.pid
+        return -1 if known else 1
+
+    return [*sorted(rest, key=functools.cmp_to_key(compare)), last], ""
+
+
+def _shared_kills(
+    killed: Sequence[int], inputs: OomInputs, notes: list[str]
+) -> list[OomSharedKill]:
+    """__oom_kill_process(): every other process using a killed one's mm dies with it
+    (SIGKILL, no "Killed process" line of its own), whatever its oom_score_adj; only
+    the global init is spared (the kernel then leaves the mm unreaped)."""
+    by_pid = {t.pid: t for t in inputs.tasks}
+    seen = set(killed)
+    found = []
+    for pid in killed:
+        for group in inputs.shared_mm:
+            if pid not in group:
+                continue
+            for other in group:
+                if other in seen:
+                    continue
+                task = by_pid.get(other)
+                if task is not None and _is_global_init(task):
+                    notes.append(
+                        f"the global init shares the memory of {pid}: it lives, and the"
+                        " OOM reaper leaves that memory alone (MMF_OOM_SKIP)"
+                    )
+                    continue
+                seen.add(other)
+                found.append(
+                    OomSharedKill(
+                        pid=other,
+                        name=task.name if task is not None else "?",
+                        shares_mm_with=pid,
+                        reason=(
+                            f"shares the memory (mm) of {pid} (a clone(CLONE_VM) without"
+                            " CLONE_THREAD, or a vfork child before its exec): the kernel"
+                            " SIGKILLs it too, without a Killed process line of its own"
+                        ),
+                    )
+                )
+    return found
+
+
 def _domain(
     inputs: OomInputs,
     kind: Literal["system", "cgroup"],
@@ -250,15 +394,40 @@ def _domain(
             " wait for it and kill nobody new",
         )
         victim = None
+    tied_pids: tuple[int, ...] = ()
+    tie_known = False
     if victim is not None:
         tied = [c for c in killable if c.points == victim.points]
         if len(tied) > 1:
-            pids = ", ".join(str(c.pid) for c in sorted(tied, key=lambda c: c.pid))
-            notes.append(
-                f"tie: pids {pids} have {victim.points} points each; the kernel kills the"
-                f" last of them in its task walk, taken here to be the highest pid"
-                f" ({victim.pid})"
-            )
+            # oom_evaluate_task() takes a task whose points are not below the chosen
+            # one's: of equal points, the last of the walk wins.
+            order, why = _tie_order(tied, path is None, inputs)
+            if order is not None:
+                tie_known = True
+                victim = order[-1]
+                # The next OOM (the victim gone) takes the last of the rest, and so on.
+                rest = [c for c in ranked if c not in tied]
+                ranked = [*reversed(order), *rest]
+                tied_pids = tuple(c.pid for c in order)
+                walk = (
+                    "for_each_process(), creation order: by start time"
+                    if path is None
+                    else "the memcg walk: cgroups parent first, siblings in creation"
+                    " order, each cgroup's processes in cgroup.procs order"
+                )
+                notes.append(
+                    f"tie: pids {', '.join(map(str, tied_pids))} have {victim.points}"
+                    f" points each, in that order in the kernel's walk ({walk}); the"
+                    f" kernel keeps the last: {victim.pid}"
+                )
+            else:
+                tied_pids = tuple(sorted(c.pid for c in tied))
+                notes.append(
+                    f"tie: pids {', '.join(map(str, tied_pids))} have {victim.points}"
+                    f" points each; the kernel kills the last of them in its walk, whose"
+                    f" order is not known here ({why}): taken to be the highest pid"
+                    f" ({victim.pid})"
+                )
     for t in tasks:
         if t.name == "swapoff":
             notes.append(
@@ -286,6 +455,16 @@ def _domain(
             )
     elif not exiting:
         notes.append(f"no killable task in {where}")
+    shared = _shared_kills(killed, inputs, notes)
+    if shared:
+        killed = tuple(sorted({*killed, *(k.pid for k in shared)}))
+    unchecked = sorted(set(killed).union(tied_pids).intersection(inputs.shared_mm_unknown))
+    if unchecked:
+        notes.append(
+            f"whether other processes share the memory of {', '.join(map(str, unchecked))}"
+            " could not be checked (kcmp needs ptrace access: root): any that do die"
+            " with them"
+        )
     headroom = max(limit_kb - usage_kb, 0)
     bound_by = path
     if bound is not None:
@@ -309,6 +488,9 @@ def _domain(
         kill_group=kill_group,
         killed_pids=killed,
         notes=tuple(notes),
+        tied_pids=tied_pids,
+        tie_order_known=tie_known,
+        shared_mm_kills=tuple(shared),
     )
 
 
@@ -404,7 +586,38 @@ def predict_oom(*, cgroup: str | None = None, backend: str | None = None) -> lis
     """
     _check_str("cgroup", cgroup)
     _check_str("backend", backend)
-    return predict(collect_inputs(backend), cgroup=cgroup)
+    inputs = collect_inputs(backend)
+    domains = predict(inputs, cgroup=cgroup)
+    # What only matters for a few processes is read for those alone, then the model
+    # runs again: the start times of a system-wide tie (its walk's order), and which
+    # processes share the mm of one that would die or could be chosen. A new victim
+    # (a tie resolved) can bring new pids to look at: hence the loop, which ends as
+    # the pids only grow.
+    looked: set[int] = set()
+    timed: set[int] = set()
+    groups: list[set[int]] = []
+    unknown: set[int] = set()
+    for _ in range(4):
+        wanted = {p for d in domains for p in (*d.killed_pids, *d.tied_pids)} - looked
+        system_tie = {p for d in domains if d.kind == "system" for p in d.tied_pids} - timed
+        if not wanted and not system_tie:
+            break
+        looked |= wanted
+        timed |= system_tie
+        found, refused = find_shared_mm(inputs.tasks, sorted(wanted))
+        unknown.update(refused)
+        for group in found:
+            overlapping = [g for g in groups if not g.isdisjoint(group)]
+            merged = set(group).union(*overlapping)
+            groups = [g for g in groups if g not in overlapping] + [merged]
+        inputs = dataclasses.replace(
+            inputs,
+            start_times={**inputs.start_times, **read_start_times(sorted(system_tie))},
+            shared_mm=tuple(tuple(sorted(g)) for g in groups),
+            shared_mm_unknown=tuple(sorted(unknown)),
+        )
+        domains = predict(inputs, cgroup=cgroup)
+    return domains
 
 
 def _check_str(what: str, value: object) -> None:

@@ -198,3 +198,26 @@ def test_help_says_what_it_predicts() -> None:
     text = " ".join(result.stdout.split())
     assert "OOM killer" in text and "memory.oom.group" in text and "--cgroup" in text
     assert "oom" in run_cli("--help").stdout
+
+
+def test_a_process_sharing_the_victims_memory_is_shown_dying_and_why() -> None:
+    def t(pid: int, rss_mib: int) -> OomTask:
+        return OomTask(pid, f"p{pid}", "/a", rss_mib << 10, 0, 0, 0, 0, False, False)
+
+    data = inputs(
+        [t(10, 300), t(11, 300), t(12, 100)],
+        {"/a": OomCgroup(None, None, 0, 0, False, True, cgroup_id=3, procs=(10, 12, 11))},
+        mem_available_kb=1 << 21,
+        shared_mm=((10, 11),),
+        start_times={10: 5, 11: 9},
+    )
+    (system,) = predict(data)
+    lines = render(system, top=5)
+    assert lines[0].startswith("OOM in system: kills 11 (p11) and 10 (p10)")
+    fates = {
+        int(m[2]): m[1]
+        for m in (re.match(r"(KILL(?: \(shares mm\))?) +(\d+) ", x) for x in lines[2:])
+        if m
+    }
+    assert fates == {11: "KILL", 10: "KILL (shares mm)"}
+    assert any(x.startswith("note: 10 (p10) dies too: shares the memory (mm) of 11") for x in lines)

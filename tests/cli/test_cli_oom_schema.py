@@ -108,3 +108,27 @@ def test_top_limits_the_candidates_of_each_domain(doomed: Child) -> None:
         # how many were left out (processes come and go between runs: not exact)
         assert first["more_candidates"] > len(system["candidates"]) // 2 - top
     assert system["more_candidates"] == 0
+
+
+def test_ties_and_shared_mm_kills_follow_the_schema(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
+    from tamalloc.cli.oom import _json_domain
+    from tamalloc.oom import predict
+    from test_oom_model import cg, inputs, task
+
+    tasks = [task(30, 4, cgroup="/a"), task(10, 4, cgroup="/a"), task(31, 4, cgroup="/b")]
+    data = inputs(
+        tasks,
+        {"/a": cg(6, cgroup_id=7, procs=(30, 10)), "/b": cg()},
+        shared_mm=((10, 31),),
+    )
+    document = [_json_domain(d, None) for d in predict(data)]
+    assert validator.is_valid(document), list(validator.iter_errors(document))
+    a = next(d for d in document if d["cgroup"] == "/a")
+    assert (a["tied_pids"], a["tie_order_known"]) == ([30, 10], True)
+    assert a["killed_pids"] == [10, 31]
+    assert a["shared_mm_kills"][0]["pid"] == 31 and a["shared_mm_kills"][0]["shares_mm_with"] == 10
+    broken = copy.deepcopy(document)
+    next(d for d in broken if d["cgroup"] == "/a")["shared_mm_kills"][0].pop("shares_mm_with")
+    assert not validator.is_valid(broken)

@@ -75,6 +75,8 @@ def _headline(domain: OomDomain, units: str) -> str:
         )
     elif domain.victim is not None:
         dies = f"{domain.victim.pid} ({domain.victim.name})"
+        if domain.shared_mm_kills:
+            dies += " and " + ", ".join(f"{k.pid} ({k.name})" for k in domain.shared_mm_kills)
     else:
         dies = "nobody"
     headline = (
@@ -94,6 +96,8 @@ def _fate(c: OomCandidate, domain: OomDomain) -> str:
         return f"safe: {c.unkillable}"
     if domain.victim is not None and c.pid == domain.victim.pid:
         return "KILL"
+    if any(k.pid == c.pid for k in domain.shared_mm_kills):
+        return "KILL (shares mm)"
     if c.pid in domain.killed_pids:
         return "KILL (group)"
     return ""
@@ -147,7 +151,8 @@ def _table(env: Environment, domain: OomDomain, top: int, units: str) -> None:
     _prose(env, _headline(domain, units), width, indent="  ")
     env.stdout.flush()
     render_table(env, columns, rows, styles=styles)
-    notes = list(domain.notes)
+    notes = [f"{k.pid} ({k.name}) dies too: {k.reason}" for k in domain.shared_mm_kills]
+    notes += domain.notes
     hidden = len(domain.candidates) - len(shown)
     if hidden > 0:
         notes.append(f"{hidden} more candidate{'s' if hidden != 1 else ''} (--top)")
