@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import ContextDecorator
-from types import TracebackType
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import NoReturn
 
 
 class TamallocError(Exception):

@@ -3,12 +3,17 @@
 NamedTuples rather than frozen dataclasses: the dataclasses module (and the inspect
 module it loads) cost each ``tamalloc`` command about as much as the interpreter's own
 start-up, and these records need no more than a tuple gives (fields, equality, hashing,
-a repr, ``_replace``, ``_asdict``). Their annotations are evaluated (no ``from
-__future__ import annotations``): NamedTuple compiles each annotation it is given as
-a string, ~1 ms of every start-up for these records' hundred fields.
+a repr, ``_replace``, ``_asdict``). At run time their base is :mod:`._records`'s, which
+makes the same classes without importing :mod:`typing`.
 """
 
-from typing import Any, NamedTuple
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from ._records import NamedTuple
 
 OVERCOMMIT_MODES = {0: "heuristic", 1: "always", 2: "never"}
 
@@ -51,7 +56,7 @@ class MemStats(NamedTuple):
         swap_kb: int,
         oom_score: int,
         oom_score_adj: int,
-    ) -> "MemStats":
+    ) -> MemStats:
         """Construct with ``committed_pct`` derived, so every backend computes it alike."""
         return cls(
             pid,
@@ -162,7 +167,7 @@ class CpuTimes(NamedTuple):
             + self.steal
         )
 
-    def __sub__(self, earlier: "CpuTimes") -> "CpuTimes":
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
         """Ticks spent between ``earlier`` and this reading."""
         return CpuTimes(
             self.cpu, *(max(0, a - b) for a, b in zip(self._ticks(), earlier._ticks(), strict=True))

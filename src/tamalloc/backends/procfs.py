@@ -15,14 +15,12 @@ compiled at install, and in ``_scan`` here otherwise; both give the same results
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
 import re
 from collections.abc import Callable
 
-from .. import _libc
 from ..errors import (
     SKIPPED_IN_SCANS,
     NoSuchProcess,
@@ -440,6 +438,13 @@ class ProcfsBackend:
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
         """mmap private anonymous MAP_NORESERVE; huge: 2 MiB aligned + MADV_HUGEPAGE."""
+        # Imported here, not with the module: ctypes was a fifth of a bare Python's
+        # start-up in every command that scans, and alloc() calls this only for huge
+        # buffers (a plain one is made in buffer.py), where a µs is nothing.
+        import ctypes
+
+        from .. import _libc
+
         if not huge:
             # The mmap module is the cheapest way to call mmap(2) from Python (ctypes
             # costs ~1 µs a call more); the object then owns the mapping, and closing

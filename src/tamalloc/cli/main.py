@@ -11,8 +11,6 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from .._version import __version__
 from ..backends import (
@@ -25,6 +23,13 @@ from ..backends import (
 from ..errors import TamallocError
 from .commands import COMMANDS, add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    Run = Callable[[argparse.Namespace, Environment], int]
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 
@@ -199,9 +204,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
     return _run(args, env)
-
-
-Run = Callable[[argparse.Namespace, Environment], int]
 
 
 def _command(name: str) -> Run:

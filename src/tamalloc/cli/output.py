@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..sizes import format_kb
 from .env import Environment, cannot_encode, visible
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NamedTuple
+
     from rich.console import Console
+else:  # the same class without importing typing: see tamalloc._records
+    from .._records import NamedTuple
 
 UNITS = ("auto", "kb", "mb")
 _UNIT_NAMES = {"auto": "", "kb": "kB", "mb": "MiB"}
