@@ -56,23 +56,31 @@ _full_scans = 0  # all_mem_stats() calls in this process
 _READ_CHUNK = 4096
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
-# The status fields MemStats needs, in its order. _STATUS_RE expects the layout every
+# The patterns are compiled where first used (by re's own cache): compiling them all
+# with the module was half a millisecond of every command's start-up, and the C scan
+# uses none of them.
+#
+# The status fields MemStats needs, in its order. _status_re() expects the layout every
 # kernel since 4.15 prints (one regex is several times faster than splitting lines);
 # _parse_status_slow copes with any other.
 _STATUS_KEYS = (b"VmSize", b"VmRSS", b"RssAnon", b"RssFile", b"RssShmem", b"VmSwap")
 _LINE = rb"[^\n]*\n"
-_STATUS_RE = re.compile(
+_STATUS = (
     rb"\nVmSize:\s*(\d+) kB\n"
     + _LINE * 3
     + rb"VmRSS:\s*(\d+) kB\nRssAnon:\s*(\d+) kB\nRssFile:\s*(\d+) kB\nRssShmem:\s*(\d+) kB\n"
     + _LINE * 5
     + rb"VmSwap:\s*(\d+)"
 )
-_TGID_RE = re.compile(rb"\nTgid:\s*(\d+)")
-_THREADS_RE = re.compile(rb"\nThreads:\s*(\d+)")
-_UID_RE = re.compile(rb"\nUid:\s*(\d+)\s+(\d+)")
+_TGID = rb"\nTgid:\s*(\d+)"
+_THREADS = rb"\nThreads:\s*(\d+)"
+_UID = rb"\nUid:\s*(\d+)\s+(\d+)"
 # status escapes "\n" and "\\" in Name (fs/proc/array.c); comm itself is raw bytes.
-_NAME_ESCAPE_RE = re.compile(r"\\([n\\])")
+_NAME_ESCAPE = r"\\([n\\])"
+
+
+def _status_re() -> re.Pattern[bytes]:
+    return re.compile(_STATUS)
 
 
 def _read_rest(fd: int) -> bytes:
@@ -99,7 +107,7 @@ def _name(status: bytes) -> str:
 
 
 def _unescape_name(name: str) -> str:
-    return _NAME_ESCAPE_RE.sub(lambda m: "\n" if m[1] == "n" else "\\", name)
+    return re.sub(_NAME_ESCAPE, lambda m: "\n" if m[1] == "n" else "\\", name)
 
 
 # (reserved, committed, anon, file, shmem, swap) in kB
@@ -121,7 +129,7 @@ def _parse_status_slow(status: bytes) -> _Memory | None:
 def _memory_fields(status: bytes) -> _Memory | None:
     """The memory fields of a status; None for no mm (a kernel thread or a zombie has
     no VmSize)."""
-    match = _STATUS_RE.search(status)
+    match = _status_re().search(status)
     if match is None:
         return _parse_status_slow(status)
     reserved, committed, anon, file_, shmem, swap = map(int, match.groups())
@@ -143,7 +151,7 @@ def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
 def _live_thread_status(base: str, pid: int, status: bytes) -> tuple[bytes, _Memory] | None:
     """For a zombie leader (see _leaderless_memory): the status of a live thread, which
     carries the process's memory lines, and those lines parsed."""
-    threads = _THREADS_RE.search(status)
+    threads = re.search(_THREADS, status)
     if threads is None or int(threads[1]) < 2:
         return None
     for name in os.listdir(base + "task"):
@@ -210,7 +218,7 @@ def _scan(
     _open: Callable[..., int] = os.open,
     _read_fd: Callable[[int, int], bytes] = os.read,
     _close: Callable[[int], None] = os.close,
-    _search: Callable[[bytes], re.Match[bytes] | None] = _STATUS_RE.search,
+    _search: Callable[[bytes], re.Match[bytes] | None] | None = None,
     _new: Callable[..., MemStats] = tuple.__new__,
 ) -> list[MemStats]:
     """MemStats of every process in ``pids`` that has memory, skipping those that
@@ -221,6 +229,7 @@ def _scan(
     measurably at ~20 µs a process."""
     result: list[MemStats] = []
     append = result.append
+    search = _search or _status_re().search
     for pid in pids:
         base = f"{_PROC}/{pid}/"
         try:
@@ -231,7 +240,7 @@ def _scan(
                     status += _read_rest(fd)
             finally:
                 _close(fd)
-            match = _search(status)
+            match = search(status)
             if match is not None:
                 reserved, committed, anon, file_, shmem, swap = map(int, match.groups())
             else:
@@ -289,7 +298,7 @@ def list_pids() -> list[int]:
 def process_uid(pid: int) -> int:
     """Effective uid of ``pid`` (as ``ps -u`` filters), from its status."""
     with translate_os_errors(pid=pid):
-        match = _UID_RE.search(_read(f"{_PROC}/{pid}/status"))
+        match = re.search(_UID, _read(f"{_PROC}/{pid}/status"))
     if match is None:
         raise NoSuchProcess(pid)
     return int(match[2])
@@ -332,7 +341,7 @@ class ProcfsBackend:
             oom_score_adj = int(_read(base + "oom_score_adj"))
             # A thread id stands for its process, as in the syscall: the process's id
             # and its (the leader's) name; memory and OOM figures are per process.
-            found = _TGID_RE.search(status)
+            found = re.search(_TGID, status)
             tgid = int(found[1]) if found else pid
             name = _name(status if tgid == pid else _read(f"{_PROC}/{tgid}/status"))
         # No memory fields: a kernel thread or zombie, which has no memory but is a

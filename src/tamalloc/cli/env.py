@@ -182,13 +182,14 @@ def pid_or_zero(text: str) -> int:
 # ASCII digits only: int() and float() also take Arabic-Indic digits, "1_000"
 # and surrounding spaces, which a pid or a count written by a person never has, and
 # Arabic-Indic 100 read as 100 would act on what the reader of the command line cannot see.
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Compiled when an option first needs one (by re's cache), not at every start-up.
+_INT = r"[+-]?[0-9]+"
+_FLOAT = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
 
 def ascii_int(text: str) -> int | None:
     """``text`` as an integer if it is one in ASCII digits (an optional sign), else None."""
-    return int(text) if _INT_RE.fullmatch(text) else None
+    return int(text) if re.fullmatch(_INT, text) else None
 
 
 def _int(text: str) -> int:
@@ -207,7 +208,7 @@ def non_negative_int(text: str) -> int:
 
 def _float(text: str) -> float:
     # The pattern leaves out "nan", "inf" and "1_0", which float() would take.
-    if not _FLOAT_RE.fullmatch(text):
+    if not re.fullmatch(_FLOAT, text):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
     return float(text)
 
