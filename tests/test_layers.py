@@ -247,10 +247,11 @@ _NOT_FOR_STATS = {
 
 
 def _not_for_stats_here() -> set[str]:
-    """typing (the records' and the Backend protocol's base, for mypy only) always; on
-    a kernel without the syscalls, with the C extension built, also the kernel
-    backend and ctypes, which only the probe needed (through the extension)."""
-    unneeded = {"typing"}
+    """typing (the records' and the Backend protocol's base, for mypy only), contextlib
+    and the exporter's package always; on a kernel without the syscalls, with the C
+    extension built, also the kernel backend and ctypes, which only the probe needed
+    (through the extension)."""
+    unneeded = {"typing", "contextlib", "tamalloc.exporter", "tamalloc.exporter.limits"}
     try:
         from tamalloc.backends import _procscan  # noqa: F401
     except ImportError:  # the probe goes through ctypes

@@ -19,7 +19,6 @@ import errno
 import mmap
 import os
 import re
-from collections.abc import Callable
 
 from ..errors import (
     SKIPPED_IN_SCANS,
@@ -34,6 +33,10 @@ from ..process_visibility import procfs_hides_nothing
 from ..sizes import parse_size
 from ..system import read_meminfo, read_overcommit_memory
 from .base import BackendName
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _c_scan: Callable[..., list[MemStats]] | None
 try:
