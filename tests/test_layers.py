@@ -34,6 +34,7 @@ LAYERS = {
     "tamalloc.models": BASE,
     "tamalloc.oom_score": BASE,
     "tamalloc.sizes": BASE,
+    "tamalloc.system_models": BASE,
     # what reads the kernel: syscalls, /proc, cgroupfs
     "tamalloc.backends": SOURCES,
     "tamalloc.backends._procscan": SOURCES,
@@ -247,11 +248,12 @@ _NOT_FOR_STATS = {
 
 
 def _not_for_stats_here() -> set[str]:
-    """typing (the records' and the Backend protocol's base, for mypy only), contextlib
-    and the exporter's package always; on a kernel without the syscalls, with the C
-    extension built, also the kernel backend and ctypes, which only the probe needed
-    (through the extension)."""
+    """typing (the records' and the Backend protocol's base, for mypy only), contextlib,
+    the exporter's package and the system-wide figures always; on a kernel without the
+    syscalls, with the C extension built, also the kernel backend and ctypes, which
+    only the probe needed (through the extension)."""
     unneeded = {"typing", "contextlib", "tamalloc.exporter", "tamalloc.exporter.limits"}
+    unneeded |= {"tamalloc.system", "tamalloc.system_models"}  # what total and system read
     try:
         from tamalloc.backends import _procscan  # noqa: F401
     except ImportError:  # the probe goes through ctypes

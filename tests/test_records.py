@@ -9,7 +9,8 @@ import typing
 import pytest
 
 from tamalloc import _records
-from tamalloc.models import MemStats, SystemStats, TotalMemStats
+from tamalloc.models import MemStats, TotalMemStats
+from tamalloc.system_models import SystemStats
 
 
 class Plain(_records.NamedTuple):

@@ -31,7 +31,6 @@ from ..models import MemStats, OomTask, TotalMemStats
 from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
 from ..process_visibility import procfs_hides_nothing
 from ..sizes import parse_size
-from ..system import read_meminfo, read_overcommit_memory
 from .base import BackendName
 
 TYPE_CHECKING = False
@@ -384,6 +383,11 @@ class ProcfsBackend:
                 reserved += memory[0]
                 committed += memory[1]
                 swap += memory[5]
+        # Imported here, as in oom_tasks: the module (and the six records of the
+        # system-wide figures it loads) is half a millisecond that `tamalloc stats`,
+        # which calls neither, would pay at every start.
+        from ..system import read_meminfo, read_overcommit_memory
+
         meminfo = read_meminfo()
         overcommit = read_overcommit_memory()
         return TotalMemStats(
@@ -401,6 +405,8 @@ class ProcfsBackend:
         """Every user process as oom_badness() weighs it. Plain Python: only `tamalloc
         oom` needs it. Unkillable also covers MMF_OOM_SKIP and vfork, which /proc shows
         only as an oom_score of 0 where the badness of the fields read says more."""
+        from ..system import read_meminfo
+
         meminfo = read_meminfo()
         page_kb = max(mmap.PAGESIZE // 1024, 1)
         total_pages = (meminfo.get("MemTotal", 0) + meminfo.get("SwapTotal", 0)) // page_kb
