@@ -5,8 +5,8 @@ the start-up. A command's start-up makes some ten thousand objects that live unt
 exits: the modules, classes and functions of argparse and of the package. Collecting
 them finds nothing, yet the collections while importing them and the full one at the
 exit cost a quarter of a bare Python's start-up (bench/bench_startup.py). So none runs
-while they are made, and then they are set apart (:func:`gc.freeze`): later
-collections, the exit's included, go through only what the command itself makes.
+while they are made, and then they are set apart (:func:`gc.freeze`): collections
+while the command runs go through only what it makes, and the exit's through nothing.
 ``main`` alone (as the tests call it) leaves the collector as it is.
 """
 
@@ -26,7 +26,9 @@ def run() -> int:
         if enabled:
             gc.enable()
     gc.freeze()
-    return main()
+    status = main()
+    gc.freeze()  # and what the command made: the exit's collection has nothing to walk
+    return status
 
 
 if __name__ == "__main__":
