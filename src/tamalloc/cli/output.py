@@ -198,7 +198,7 @@ def _layout(
 
 
 def _widths(headers: Sequence[str], body: Sequence[Sequence[str]]) -> list[int]:
-    return [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
+    return [max(map(len, column)) for column in zip(headers, *body, strict=True)]
 
 
 def _total(widths: Sequence[int], gap: int) -> int:
