@@ -70,3 +70,33 @@ def test_kernel_backend_where_absent_is_a_clear_error() -> None:
 def test_kernel_available_on_the_patched_kernel() -> None:
     assert tamalloc.kernel_available()
     assert get_backend("kernel").name == "kernel"
+
+
+def test_the_probe_says_the_same_without_the_c_extension() -> None:
+    """The probe's syscall goes through the C extension, through ctypes where it is
+    not built: both see the same errno, and the probe the same answer."""
+    import errno
+
+    from tamalloc import _libc, abi
+
+    _procscan = pytest.importorskip("tamalloc.backends._procscan")
+
+    for nr in (abi.NR_GET_TOTAL_MEM_STATS, abi.NR_GET_MEM_STATS):
+        assert _procscan.syscall_errno(nr) == _libc.syscall_errno(nr)
+    expected = _procscan.syscall_errno(abi.NR_GET_TOTAL_MEM_STATS) == errno.EINVAL
+    assert expected == tamalloc.kernel_available()
+    without_c = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['tamalloc.backends._procscan'] = None\n" + PROBE,
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(without_c.stdout)[0] == expected
+    with pytest.raises(TypeError):
+        _procscan.syscall_errno("550")

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tamalloc
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tamalloc"
 
@@ -25,11 +27,14 @@ LAYERS = {
     "tamalloc._version": BASE,
     "tamalloc._libc": BASE,
     "tamalloc._mapping": BASE,
+    "tamalloc._records": BASE,
     "tamalloc.abi": BASE,
+    "tamalloc.abi_numbers": BASE,
     "tamalloc.errors": BASE,
     "tamalloc.models": BASE,
     "tamalloc.oom_score": BASE,
     "tamalloc.sizes": BASE,
+    "tamalloc.system_models": BASE,
     # what reads the kernel: syscalls, /proc, cgroupfs
     "tamalloc.backends": SOURCES,
     "tamalloc.backends._procscan": SOURCES,
@@ -37,6 +42,7 @@ LAYERS = {
     "tamalloc.backends.bpf": SOURCES,
     "tamalloc.backends._bpfiter": SOURCES,
     "tamalloc.backends.kernel": SOURCES,
+    "tamalloc.backends.probe": SOURCES,
     "tamalloc.backends.procfs": SOURCES,
     "tamalloc.cgroupfs": SOURCES,
     "tamalloc.oom_inputs": SOURCES,
@@ -243,6 +249,22 @@ _NOT_FOR_STATS = {
 }
 
 
+def _not_for_stats_here() -> set[str]:
+    """typing (the records' and the Backend protocol's base, for mypy only), contextlib,
+    the exporter's package and the system-wide figures always; on a kernel without the
+    syscalls, with the C extension built, also the kernel backend and ctypes, which
+    only the probe needed (through the extension)."""
+    unneeded = {"typing", "contextlib", "tamalloc.exporter", "tamalloc.exporter.limits"}
+    unneeded |= {"tamalloc.system", "tamalloc.system_models"}  # what total and system read
+    try:
+        from tamalloc.backends import _procscan  # noqa: F401
+    except ImportError:  # the probe goes through ctypes
+        return unneeded
+    if not tamalloc.kernel_available():
+        unneeded |= {"ctypes", "tamalloc._libc", "tamalloc.abi", "tamalloc.backends.kernel"}
+    return unneeded
+
+
 def _modules_after(*argv: str) -> tuple[int, set[str]]:
     out = subprocess.run(
         [sys.executable, "-c", _COMMAND_CHILD, *argv], capture_output=True, text=True, check=True
@@ -261,6 +283,7 @@ def test_a_command_loads_its_own_module_and_not_the_others() -> None:
         assert "tamalloc.cli.stats" in modules, argv
         wanted = {"csv"} if "--csv" in argv else {"json"} if "--json" in argv else set()
         assert sorted(modules & (_NOT_FOR_STATS - wanted)) == [], argv
+        assert sorted(modules & _not_for_stats_here()) == [], argv
     status, modules = _modules_after("--help")
     assert status == 0
     assert sorted(m for m in modules if m.startswith("tamalloc.cli.")) == [

@@ -234,7 +234,7 @@ STATUS_KTHREAD = b"Name:\tkworker/0:1\nState:\tI (idle)\nTgid:\t9\nThreads:\t1\n
 
 
 def test_python_parser_copes_with_other_layouts() -> None:
-    assert procfs._STATUS_RE.search(STATUS_4_9) is None
+    assert procfs._status_re().search(STATUS_4_9) is None
     assert procfs._memory_fields(STATUS_4_9) == (21000, 4000, 0, 0, 0, 30)
     assert procfs._memory_fields(STATUS_KTHREAD) is None
 

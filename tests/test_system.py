@@ -169,7 +169,7 @@ def test_disk_used_pct_is_what_df_prints() -> None:
 
 
 def test_disk_used_pct_formula() -> None:
-    from tamalloc.models import disk_used_pct
+    from tamalloc.system_models import disk_used_pct
 
     # 100 blocks, 40 free of which 10 reserved for root: 60 used of 90 usable.
     assert disk_used_pct(100, 40, 30) == 66.67
@@ -193,7 +193,7 @@ def test_disk_used_pct_of_hostile_figures_is_a_percentage(
 ) -> None:
     """statfs figures are the filesystem's word (a FUSE server's, the module passes them
     on saturated): whatever they are, the share is within 0..100, as the module's own."""
-    from tamalloc.models import disk_used_pct
+    from tamalloc.system_models import disk_used_pct
 
     assert 0.0 <= disk_used_pct(total, free, available) <= 100.0
     text = SAMPLE.split("[disk /]")[0] + (

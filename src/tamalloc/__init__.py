@@ -26,38 +26,30 @@ if TYPE_CHECKING:
         NoSuchProcess,
         TamallocError,
     )
-    from .models import (
-        CpuStats,
-        CpuTimes,
-        DiskUsage,
-        MemoryInfo,
-        MemStats,
-        SwapInfo,
-        SystemStats,
-        TotalMemStats,
-    )
+    from .models import MemStats, TotalMemStats
     from .oom import OomCandidate, OomDomain, predict_oom
     from .process_visibility import Visibility
     from .sizes import format_bytes, parse_size
     from .stats import all_mem_stats, mem_stats, total_mem_stats, visibility
     from .system import cpu_sample, parse_system_stats, system_stats
+    from .system_models import CpuStats, CpuTimes, DiskUsage, MemoryInfo, SwapInfo, SystemStats
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "AccessDenied": "errors",
     "Buffer": "buffer",
-    "CpuStats": "models",
-    "CpuTimes": "models",
-    "DiskUsage": "models",
+    "CpuStats": "system_models",
+    "CpuTimes": "system_models",
+    "DiskUsage": "system_models",
     "KernelUnavailable": "errors",
     "MemStats": "models",
-    "MemoryInfo": "models",
+    "MemoryInfo": "system_models",
     "NoSuchCgroup": "errors",
     "NoSuchProcess": "errors",
     "OomCandidate": "oom",
     "OomDomain": "oom",
-    "SwapInfo": "models",
-    "SystemStats": "models",
+    "SwapInfo": "system_models",
+    "SystemStats": "system_models",
     "TamallocError": "errors",
     "TotalMemStats": "models",
     "Visibility": "process_visibility",

@@ -61,3 +61,10 @@ mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 
 def page_round_up(size: int, align: int = PAGE_SIZE) -> int:
     return (size + align - 1) & ~(align - 1)
+
+
+def syscall_errno(nr: int, /) -> int:
+    """The errno of syscall(nr, NULL, 0, 0), 0 if it succeeded: the kernel probe where
+    the C extension's ``_procscan.syscall_errno`` is not built."""
+    ret = syscall(ctypes.c_long(nr), None, ctypes.c_uint(0), ctypes.c_uint(0))
+    return ctypes.get_errno() if ret == -1 else 0

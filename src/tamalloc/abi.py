@@ -1,24 +1,25 @@
 """The tamalloc system-call ABI, mirrored from ``include/uapi/linux/tamalloc.h``.
 
-This is the only place that knows syscall numbers and record layouts; ``docs/abi.md``
-is the reference and the two must match.  The ``struct`` formats are derived from the
-ctypes layouts so that bulk decoding (``struct.iter_unpack``) cannot drift from them.
+This is the only place that knows record layouts, and with :mod:`.abi_numbers` (whose
+names it exports too) syscall numbers; ``docs/abi.md`` is the reference and the two
+must match.  The ``struct`` formats are derived from the ctypes layouts so that bulk
+decoding (``struct.iter_unpack``) cannot drift from them.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
-from typing import Any
 
-# x86_64 only: other architectures have no numbers assigned, so the kernel backend
-# treats them as "syscalls absent".
-SUPPORTED_MACHINES = frozenset({"x86_64", "amd64"})
+from .abi_numbers import NR_GET_MEM_STATS as NR_GET_MEM_STATS
+from .abi_numbers import NR_GET_TOTAL_MEM_STATS as NR_GET_TOTAL_MEM_STATS
+from .abi_numbers import NR_TAMALLOC as NR_TAMALLOC
+from .abi_numbers import SUPPORTED_MACHINES as SUPPORTED_MACHINES
+from .abi_numbers import machine_supported as machine_supported
 
-NR_TAMALLOC = 548
-NR_GET_MEM_STATS = 549
-NR_GET_TOTAL_MEM_STATS = 550
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 TAMALLOC_HUGE = 0x1
 
@@ -150,8 +151,3 @@ def _check_layout() -> None:
 
 
 _check_layout()
-
-
-def machine_supported(machine: str | None = None) -> bool:
-    """Whether the syscall numbers above are valid on this (or the given) machine."""
-    return (machine or os.uname().machine).lower() in SUPPORTED_MACHINES

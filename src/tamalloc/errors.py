@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-from contextlib import ContextDecorator
-from types import TracebackType
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import NoReturn
 
 
 class TamallocError(Exception):
@@ -72,7 +74,7 @@ SKIPPED_IN_SCANS = _NO_PROCESS | _DENIED
 _NO_MEMORY = frozenset({errno.ENOMEM, errno.EOVERFLOW, errno.EFBIG})
 
 
-class translate_os_errors(ContextDecorator):
+class translate_os_errors:
     """Turn ``OSError`` raised inside the block into this package's exceptions.
 
     ``pid`` names the process being read: only then do ENOENT/ESRCH mean "no such

@@ -13,7 +13,12 @@ A list of processes must never be silently short. Two things hide processes:
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:  # the same class without importing typing: see _records
+    from ._records import NamedTuple
 
 RESTRICT_SYSCTL = "vm.tamalloc_stats_restrict"
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from .models import (
+from .system_models import (
     CpuStats,
     CpuTimes,
     DiskUsage,

@@ -160,3 +160,38 @@ def test_the_deferred_help_formatter_formats_as_argparse_s(
     for p in parsers:
         p.formatter_class = argparse.HelpFormatter
     assert ours == [(p.format_help(), p.format_usage()) for p in parsers]
+
+
+_SCRIPT_CHILD = """
+import gc, sys, tomllib
+from tamalloc.__main__ import run
+with open(sys.argv[1], "rb") as f:
+    entry = tomllib.load(f)["project"]["scripts"]["tamalloc"]
+sys.argv = ["tamalloc", "stats", "1"]
+before = gc.get_freeze_count()
+status = run()
+print(entry, status, gc.isenabled(), gc.get_freeze_count() - before)
+"""
+
+
+def test_the_console_script_keeps_the_collector_out_of_the_start_up() -> None:
+    """The command's start-up objects (argparse's, the package's) are frozen, made
+    with no collection running; the collector is on for what the command makes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", _SCRIPT_CHILD, str(pyproject)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        .stdout.splitlines()[-1]
+        .split()
+    )
+    assert out[:3] == ["tamalloc.__main__:run", "0", "True"]
+    assert int(out[3]) > 5000  # argparse alone makes thousands

@@ -21,20 +21,12 @@ import os
 from .base import BACKEND_NAMES as BACKEND_NAMES
 from .base import Backend as Backend
 from .base import BackendName as BackendName
+from .probe import kernel_available as kernel_available
 
 ENV_VAR = "TAMALLOC_BACKEND"
 # bpf.PIN_DIR, known here without importing the bpf module: where nothing was pinned
 # (or this user may not look: /sys/fs/bpf is root's), the default costs one stat.
 _PIN_DIR = "/sys/fs/bpf/tamalloc"
-
-
-def kernel_available() -> bool:
-    """True when the running kernel has the tamalloc syscalls (probed once)."""
-    # Imported when asked, as each backend below: a backend's module costs 2-4 ms of
-    # start-up (ctypes and the ABI's structures; the C scan and re), the unused one none.
-    from .kernel import kernel_available as probed
-
-    return probed()
 
 
 def _check_name(name: str, origin: str) -> BackendName:
@@ -84,7 +76,9 @@ def default_backend_name(*, long_running: bool = False) -> BackendName:
 
 @functools.cache
 def _instance(name: BackendName) -> Backend:
-    if name == "kernel":  # imported here: see kernel_available
+    # Each backend imported when chosen: a backend's module costs 2-4 ms of start-up
+    # (ctypes and the ABI's structures; the C scan and re), the unused one none.
+    if name == "kernel":
         from .kernel import KernelBackend
 
         return KernelBackend()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 
 from .. import _libc, abi, cgroupfs
 from ..errors import KernelUnavailable, raise_errno
 from ..models import MemStats, OomTask, TotalMemStats, committed_pct
 from .base import BackendName
+from .probe import kernel_available
 
 _c_long = ctypes.c_long
 _c_uint = ctypes.c_uint
@@ -19,22 +19,6 @@ _c_ulong = ctypes.c_ulong
 _MEM_STATS_SIZE = ctypes.sizeof(abi.TamallocMemStats)
 _TOTAL_SIZE = ctypes.sizeof(abi.TamallocTotalMemStats)  # VER1: asks for some_hidden
 _MAX_OVERFLOW_RETRIES = 8
-
-
-def probe() -> bool:
-    """Whether the syscalls exist: get_total_mem_stats(NULL, 0, 0) is a harmless call
-    that fails with EINVAL on the patched kernel and ENOSYS elsewhere."""
-    if not abi.machine_supported():
-        return False
-    ret = _libc.syscall(_c_long(abi.NR_GET_TOTAL_MEM_STATS), None, _c_uint(0), _c_uint(0))
-    # Anything but EINVAL (ENOSYS, or EPERM from a seccomp filter) means unusable.
-    return ret == -1 and ctypes.get_errno() == errno.EINVAL
-
-
-@functools.cache
-def kernel_available() -> bool:
-    """:func:`probe`, once per process (:func:`tamalloc.kernel_available`)."""
-    return probe()
 
 
 def _from_records(view: memoryview) -> list[MemStats]:

@@ -15,14 +15,11 @@ compiled at install, and in ``_scan`` here otherwise; both give the same results
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
 import re
-from collections.abc import Callable
 
-from .. import _libc
 from ..errors import (
     SKIPPED_IN_SCANS,
     NoSuchProcess,
@@ -34,8 +31,11 @@ from ..models import MemStats, OomTask, TotalMemStats
 from ..oom_score import OOM_SCORE_ADJ_MIN, badness, proc_score
 from ..process_visibility import procfs_hides_nothing
 from ..sizes import parse_size
-from ..system import read_meminfo, read_overcommit_memory
 from .base import BackendName
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _c_scan: Callable[..., list[MemStats]] | None
 try:
@@ -58,23 +58,31 @@ _full_scans = 0  # all_mem_stats() calls in this process
 _READ_CHUNK = 4096
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
-# The status fields MemStats needs, in its order. _STATUS_RE expects the layout every
+# The patterns are compiled where first used (by re's own cache): compiling them all
+# with the module was half a millisecond of every command's start-up, and the C scan
+# uses none of them.
+#
+# The status fields MemStats needs, in its order. _status_re() expects the layout every
 # kernel since 4.15 prints (one regex is several times faster than splitting lines);
 # _parse_status_slow copes with any other.
 _STATUS_KEYS = (b"VmSize", b"VmRSS", b"RssAnon", b"RssFile", b"RssShmem", b"VmSwap")
 _LINE = rb"[^\n]*\n"
-_STATUS_RE = re.compile(
+_STATUS = (
     rb"\nVmSize:\s*(\d+) kB\n"
     + _LINE * 3
     + rb"VmRSS:\s*(\d+) kB\nRssAnon:\s*(\d+) kB\nRssFile:\s*(\d+) kB\nRssShmem:\s*(\d+) kB\n"
     + _LINE * 5
     + rb"VmSwap:\s*(\d+)"
 )
-_TGID_RE = re.compile(rb"\nTgid:\s*(\d+)")
-_THREADS_RE = re.compile(rb"\nThreads:\s*(\d+)")
-_UID_RE = re.compile(rb"\nUid:\s*(\d+)\s+(\d+)")
+_TGID = rb"\nTgid:\s*(\d+)"
+_THREADS = rb"\nThreads:\s*(\d+)"
+_UID = rb"\nUid:\s*(\d+)\s+(\d+)"
 # status escapes "\n" and "\\" in Name (fs/proc/array.c); comm itself is raw bytes.
-_NAME_ESCAPE_RE = re.compile(r"\\([n\\])")
+_NAME_ESCAPE = r"\\([n\\])"
+
+
+def _status_re() -> re.Pattern[bytes]:
+    return re.compile(_STATUS)
 
 
 def _read_rest(fd: int) -> bytes:
@@ -101,7 +109,7 @@ def _name(status: bytes) -> str:
 
 
 def _unescape_name(name: str) -> str:
-    return _NAME_ESCAPE_RE.sub(lambda m: "\n" if m[1] == "n" else "\\", name)
+    return re.sub(_NAME_ESCAPE, lambda m: "\n" if m[1] == "n" else "\\", name)
 
 
 # (reserved, committed, anon, file, shmem, swap) in kB
@@ -123,7 +131,7 @@ def _parse_status_slow(status: bytes) -> _Memory | None:
 def _memory_fields(status: bytes) -> _Memory | None:
     """The memory fields of a status; None for no mm (a kernel thread or a zombie has
     no VmSize)."""
-    match = _STATUS_RE.search(status)
+    match = _status_re().search(status)
     if match is None:
         return _parse_status_slow(status)
     reserved, committed, anon, file_, shmem, swap = map(int, match.groups())
@@ -145,7 +153,7 @@ def _leaderless_memory(base: str, pid: int, status: bytes) -> _Memory | None:
 def _live_thread_status(base: str, pid: int, status: bytes) -> tuple[bytes, _Memory] | None:
     """For a zombie leader (see _leaderless_memory): the status of a live thread, which
     carries the process's memory lines, and those lines parsed."""
-    threads = _THREADS_RE.search(status)
+    threads = re.search(_THREADS, status)
     if threads is None or int(threads[1]) < 2:
         return None
     for name in os.listdir(base + "task"):
@@ -212,7 +220,7 @@ def _scan(
     _open: Callable[..., int] = os.open,
     _read_fd: Callable[[int, int], bytes] = os.read,
     _close: Callable[[int], None] = os.close,
-    _search: Callable[[bytes], re.Match[bytes] | None] = _STATUS_RE.search,
+    _search: Callable[[bytes], re.Match[bytes] | None] | None = None,
     _new: Callable[..., MemStats] = tuple.__new__,
 ) -> list[MemStats]:
     """MemStats of every process in ``pids`` that has memory, skipping those that
@@ -223,6 +231,7 @@ def _scan(
     measurably at ~20 µs a process."""
     result: list[MemStats] = []
     append = result.append
+    search = _search or _status_re().search
     for pid in pids:
         base = f"{_PROC}/{pid}/"
         try:
@@ -233,7 +242,7 @@ def _scan(
                     status += _read_rest(fd)
             finally:
                 _close(fd)
-            match = _search(status)
+            match = search(status)
             if match is not None:
                 reserved, committed, anon, file_, shmem, swap = map(int, match.groups())
             else:
@@ -291,7 +300,7 @@ def list_pids() -> list[int]:
 def process_uid(pid: int) -> int:
     """Effective uid of ``pid`` (as ``ps -u`` filters), from its status."""
     with translate_os_errors(pid=pid):
-        match = _UID_RE.search(_read(f"{_PROC}/{pid}/status"))
+        match = re.search(_UID, _read(f"{_PROC}/{pid}/status"))
     if match is None:
         raise NoSuchProcess(pid)
     return int(match[2])
@@ -334,7 +343,7 @@ class ProcfsBackend:
             oom_score_adj = int(_read(base + "oom_score_adj"))
             # A thread id stands for its process, as in the syscall: the process's id
             # and its (the leader's) name; memory and OOM figures are per process.
-            found = _TGID_RE.search(status)
+            found = re.search(_TGID, status)
             tgid = int(found[1]) if found else pid
             name = _name(status if tgid == pid else _read(f"{_PROC}/{tgid}/status"))
         # No memory fields: a kernel thread or zombie, which has no memory but is a
@@ -374,6 +383,11 @@ class ProcfsBackend:
                 reserved += memory[0]
                 committed += memory[1]
                 swap += memory[5]
+        # Imported here, as in oom_tasks: the module (and the six records of the
+        # system-wide figures it loads) is half a millisecond that `tamalloc stats`,
+        # which calls neither, would pay at every start.
+        from ..system import read_meminfo, read_overcommit_memory
+
         meminfo = read_meminfo()
         overcommit = read_overcommit_memory()
         return TotalMemStats(
@@ -391,6 +405,8 @@ class ProcfsBackend:
         """Every user process as oom_badness() weighs it. Plain Python: only `tamalloc
         oom` needs it. Unkillable also covers MMF_OOM_SKIP and vfork, which /proc shows
         only as an oom_score of 0 where the badness of the fields read says more."""
+        from ..system import read_meminfo
+
         meminfo = read_meminfo()
         page_kb = max(mmap.PAGESIZE // 1024, 1)
         total_pages = (meminfo.get("MemTotal", 0) + meminfo.get("SwapTotal", 0)) // page_kb
@@ -440,6 +456,13 @@ class ProcfsBackend:
 
     def map_anonymous(self, size: int, huge: bool) -> tuple[int, mmap.mmap | None]:
         """mmap private anonymous MAP_NORESERVE; huge: 2 MiB aligned + MADV_HUGEPAGE."""
+        # Imported here, not with the module: ctypes was a fifth of a bare Python's
+        # start-up in every command that scans, and alloc() calls this only for huge
+        # buffers (a plain one is made in buffer.py), where a µs is nothing.
+        import ctypes
+
+        from .. import _libc
+
         if not huge:
             # The mmap module is the cheapest way to call mmap(2) from Python (ctypes
             # costs ~1 µs a call more); the object then owns the mapping, and closing

@@ -14,13 +14,7 @@ from __future__ import annotations
 import argparse
 import pwd
 
-from ..exporter.limits import (
-    DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LISTEN,
-    DEFAULT_MAX_CONNECTIONS,
-    MAX_HEAD_BYTES,
-)
+from ..backends import BACKEND_NAMES
 from ..models import FIELD_NAMES
 from ..sizes import parse_size
 from .env import (
@@ -79,16 +73,29 @@ MAX_HISTORY = 1000
 _MIB = 1 << 20
 
 
-def add_commands(
-    commands: _SubParsers, common: argparse.ArgumentParser, only: str | None = None
-) -> None:
+def add_commands(commands: _SubParsers, only: str | None = None) -> None:
     """Every command's sub-parser, in the order ``--help`` lists them; with ``only``,
     that command's alone, which parses a command line that starts with its name just
     as all of them would (see ``main._parse``)."""
     adders = (_stats, _total, _system, _oom, _watch, _demo, _exporter, _bpf)
     for name, add in zip(COMMANDS, adders, strict=True):
         if only is None or name == only:
-            add(commands, common)
+            add(commands)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """--backend, on the top level and on every command (a parser of its own for it,
+    as argparse's parents=, cost each command's start-up argparse's translations
+    looked up for one more parser)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
+        help="kernel: the tamalloc syscalls; bpf: a BPF task iterator (root, or CAP_BPF and"
+        " CAP_PERFMON); procfs: /proc and mmap (default: $TAMALLOC_BACKEND, else kernel"
+        " when available, else bpf where `tamalloc bpf pin` pinned it (the exporter:"
+        " where it loads), else procfs)",
+    )
 
 
 def _user(text: str) -> int:
@@ -137,15 +144,15 @@ def timeout(text: str) -> float:
     return parse(text)
 
 
-def _stats(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _stats(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "stats",
-        parents=[common],
         help="memory of processes (all, or the PIDs given)",
         description="Reserved (VSZ, virtual) and committed (RSS, resident) memory, swap"
         " and OOM score per process. No PID or 0 lists every process; when some are"
         " hidden from you, a line on stderr says so.",
     )
+    add_backend_argument(p)
     p.add_argument("pids", nargs="*", type=pid_or_zero, metavar="PID", help="0 or none: all")
     p.add_argument(
         "--sort",
@@ -177,24 +184,23 @@ def _stats(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=True)
 
 
-def _total(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _total(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "total",
-        parents=[common],
         help="memory summed over all processes",
         description="Reserved (VSZ), committed (RSS) and swap summed over every user"
         " process you may see, with the kernel's commit accounting (Committed_AS: memory"
         " promised to processes, not RSS; CommitLimit; overcommit mode).",
     )
+    add_backend_argument(p)
     add_units_argument(p, csv=False)
     p.add_argument("--json", action="store_true", help="JSON object with the API's keys")
     p.set_defaults(needs_backend=True)
 
 
-def _system(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _system(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "system",
-        parents=[common],
         help="system memory, CPU and disk",
         description="Memory total/used/free/available, swap, CPU use over an interval"
         " (as top) and CPU time shares since boot (all CPUs and each CPU), and disk usage"
@@ -202,6 +208,7 @@ def _system(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " loaded, else from /proc/meminfo, /proc/stat and statvfs; swap always from"
         " /proc/meminfo.",
     )
+    add_backend_argument(p)
     p.add_argument("--path", default="/", help="filesystem to report (default /)")
     p.add_argument(
         "--interval",
@@ -217,10 +224,9 @@ def _system(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=False)
 
 
-def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _oom(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "oom",
-        parents=[common],
         help="predict the OOM killer's victim, system-wide and per cgroup",
         description="Predicts which process Linux's OOM killer (6.1's oom_badness) would"
         " kill if memory ran out now: in the whole system (against RAM + swap), and in"
@@ -232,6 +238,7 @@ def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " cpuset and mempolicy OOMs, vm.panic_on_oom, a victim still exiting, swapoff's"
         " oom_origin, cgroup v1 limits.",
     )
+    add_backend_argument(p)
     p.add_argument(
         "--cgroup",
         metavar="PATH",
@@ -254,15 +261,15 @@ def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=True)
 
 
-def _watch(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _watch(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "watch",
-        parents=[common],
         help="live view of one process",
         description="Refresh one process's memory every INTERVAL seconds with a sparkline"
         " history of committed vs reserved. Stops on Ctrl-C or when the process exits"
         " (exit status 0 either way).",
     )
+    add_backend_argument(p)
     p.add_argument("pid", type=pid, metavar="PID")
     p.add_argument(
         "--interval",
@@ -291,14 +298,14 @@ def _watch(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=True)
 
 
-def _demo(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _demo(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "demo",
-        parents=[common],
         help="demonstrate lazy zeroing on a fresh buffer",
         description="Allocate a buffer, show reserved vs committed memory of this process,"
         " then touch every page checking that each byte reads 0 before it is written.",
     )
+    add_backend_argument(p)
     p.add_argument(
         "--size", type=_size, default=10 * _MIB, help="bytes, e.g. 10M, 1GiB (default 10M)"
     )
@@ -325,10 +332,19 @@ def _demo(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=True)
 
 
-def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _exporter(commands: _SubParsers) -> None:
+    # Imported here: the figures its help quotes, of a package (two modules) that
+    # every other command's start-up would load for nothing.
+    from ..exporter.limits import (
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_LISTEN,
+        DEFAULT_MAX_CONNECTIONS,
+        MAX_HEAD_BYTES,
+    )
+
     p = commands.add_parser(
         "exporter",
-        parents=[common],
         help="Prometheus metrics over HTTP, or into a textfile",
         description="Serve Prometheus metrics at /metrics: commit accounting (Committed_AS,"
         " CommitLimit, MemTotal, overcommit mode), reserved (VSZ), resident (RSS) and swap"
@@ -339,6 +355,7 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " them for node_exporter's textfile collector instead (atomically: a reader"
         " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
     )
+    add_backend_argument(p)
     p.add_argument(
         "--listen",
         type=listen_address,
@@ -419,10 +436,9 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(needs_backend=True, long_running=True)
 
 
-def _bpf(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
+def _bpf(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "bpf",
-        parents=[common],
         help="pin the bpf backend's task iterator for every later command",
         description="On a stock kernel with BTF (5.8+), the bpf backend reads every"
         " process with one pass of a BPF task iterator. Loading it costs 20-70 ms a"
@@ -432,5 +448,6 @@ def _bpf(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " reboot); commands run as root then use it. unpin: remove every tamalloc pin."
         " status: whether this user can use the pin (exit status 1 if not).",
     )
+    add_backend_argument(p)
     p.add_argument("action", choices=("pin", "unpin", "status"), help="pin, unpin or status")
     p.set_defaults(needs_backend=False)

@@ -8,23 +8,26 @@ import argparse
 import os
 import re
 import sys
-from enum import IntEnum
 
 from .. import stats as api
 from ..errors import TamallocError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Final, TextIO
 
 PROG = "tamalloc"
 
 
-class ExitStatus(IntEnum):
-    SUCCESS = 0
-    ERROR = 1  # runtime: no such process, access denied, allocation failed
-    USAGE = 2  # bad arguments
-    INTERRUPTED = 130  # Ctrl-C where it is not the normal way out
+class ExitStatus:
+    """The exit statuses, plain ints (as pip's status codes): an IntEnum's class cost
+    every command's start-up a fortieth of a bare Python's, for names only this
+    package reads."""
+
+    SUCCESS: Final = 0
+    ERROR: Final = 1  # runtime: no such process, access denied, allocation failed
+    USAGE: Final = 2  # bad arguments
+    INTERRUPTED: Final = 130  # Ctrl-C where it is not the normal way out
 
 
 class Environment:
@@ -182,13 +185,14 @@ def pid_or_zero(text: str) -> int:
 # ASCII digits only: int() and float() also take Arabic-Indic digits, "1_000"
 # and surrounding spaces, which a pid or a count written by a person never has, and
 # Arabic-Indic 100 read as 100 would act on what the reader of the command line cannot see.
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Compiled when an option first needs one (by re's cache), not at every start-up.
+_INT = r"[+-]?[0-9]+"
+_FLOAT = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
 
 def ascii_int(text: str) -> int | None:
     """``text`` as an integer if it is one in ASCII digits (an optional sign), else None."""
-    return int(text) if _INT_RE.fullmatch(text) else None
+    return int(text) if re.fullmatch(_INT, text) else None
 
 
 def _int(text: str) -> int:
@@ -207,7 +211,7 @@ def non_negative_int(text: str) -> int:
 
 def _float(text: str) -> float:
     # The pattern leaves out "nan", "inf" and "1_0", which float() would take.
-    if not _FLOAT_RE.fullmatch(text):
+    if not re.fullmatch(_FLOAT, text):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
     return float(text)
 

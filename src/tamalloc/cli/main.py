@@ -8,15 +8,11 @@ loads its own module and not the others' (the exporter's server, the OOM model, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from .._version import __version__
 from ..backends import (
-    BACKEND_NAMES,
     ENV_VAR,
     bpf_unavailable_reason,
     default_backend_name,
@@ -24,8 +20,15 @@ from ..backends import (
     kernel_available,
 )
 from ..errors import TamallocError
-from .commands import COMMANDS, add_commands
+from .commands import COMMANDS, add_backend_argument, add_commands
 from .env import PROG, Environment, ExitStatus, UsageError, tolerate_encoding
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    Run = Callable[[argparse.Namespace, Environment], int]
 
 __all__ = ["Environment", "ExitStatus", "UsageError", "main"]
 
@@ -135,21 +138,11 @@ class _VersionAction(argparse.Action):
 
 def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` the top level and that command's sub-parser."""
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--backend",
-        choices=BACKEND_NAMES,
-        default=argparse.SUPPRESS,  # so a sub-command default does not hide a global one
-        help="kernel: the tamalloc syscalls; bpf: a BPF task iterator (root, or CAP_BPF and"
-        " CAP_PERFMON); procfs: /proc and mmap (default: $TAMALLOC_BACKEND, else kernel"
-        " when available, else bpf where `tamalloc bpf pin` pinned it (the exporter:"
-        " where it loads), else procfs)",
-    )
     parser = _Parser(
         prog=PROG,
         description="Lazily-zeroed buffers and per-process/system memory statistics.",
-        parents=[common],
     )
+    add_backend_argument(parser)
     parser.add_argument(
         "--version",
         action=_VersionAction,
@@ -158,7 +151,7 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     # prog given: argparse would format the usage to find it (the same "tamalloc").
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=PROG)
-    add_commands(commands, common, only)
+    add_commands(commands, only)
     return parser
 
 
@@ -169,9 +162,13 @@ def _parse(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
     # looked up) were a tenth of the start-up. Anything else (--help, --backend first,
     # a typo) gets them all, for the list of commands or the "choose from" error.
     parser = _build_parser(words[0] if words and words[0] in COMMANDS else None)
-    # argparse prints --help/--version to sys.stdout; route it to the environment's.
-    with contextlib.redirect_stdout(env.stdout):
+    # argparse prints --help/--version to sys.stdout; route it to the environment's
+    # (contextlib.redirect_stdout, without importing contextlib for it at every start).
+    saved, sys.stdout = sys.stdout, env.stdout
+    try:
         args, extra = parser.parse_known_args(words)
+    finally:
+        sys.stdout = saved
     if extra:
         # argparse reports these from the top-level parser, whose --help does not
         # list the sub-command's options: point to the one that does.
@@ -225,9 +222,6 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     return _run(args, env)
 
 
-Run = Callable[[argparse.Namespace, Environment], int]
-
-
 def _command(name: str) -> Run:
     """The ``run`` of command ``name``: its module is imported here, the chosen one only."""
     if name == "stats":
@@ -270,9 +264,11 @@ def _run(args: argparse.Namespace, env: Environment) -> int:
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``| head``): not an error, but stop writing to it.
-        with contextlib.suppress(OSError):
+        try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
         return ExitStatus.SUCCESS
     except (TamallocError, MemoryError) as err:
         env.error(str(err) or type(err).__name__)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
-from typing import Any
 
 from .. import stats as api
 from ..backends import get_backend
@@ -22,6 +20,11 @@ from .output import (
     size_header,
     write_json,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def _collect(args: argparse.Namespace, env: Environment) -> tuple[list[MemStats], bool]:

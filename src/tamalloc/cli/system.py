@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..models import cpu_to_dict
 from ..system import cpu_sample, system_stats
+from ..system_models import cpu_to_dict
 from .env import Environment, ExitStatus
 from .output import (
     Column,
@@ -18,7 +18,7 @@ from .output import (
 )
 
 if TYPE_CHECKING:
-    from ..models import CpuStats
+    from ..system_models import CpuStats
 
 _CPU_SHOWN = ("user", "system", "idle", "iowait")
 

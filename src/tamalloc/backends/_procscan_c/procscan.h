@@ -5,7 +5,8 @@
  *   parse.c   what /proc files look like: a file read whole, the fields of status
  *   kept.c    the files a full scan keeps open for the next, and fork() handling
  *   scan.c    one scan: the records read on up to MAX_THREADS threads, /proc listed
- *   module.c  the Python module: arguments, the records as objects, kept_fds & co
+ *   module.c  the Python module: arguments, the records as objects, kept_fds & co,
+ *             and syscall_errno, the kernel backend's probe
  *
  * A name shared between them starts with ps_ and is declared between the pragmas in
  * the headers, hidden: the extension is a shared object, where a name of default
