@@ -77,6 +77,7 @@ class DomainForecast:
     samples: int
     span_s: float  # time between the first and the last sample used
     notes: tuple[str, ...] = field(default=())
+    candidates: int = 0  # the tasks the domain's OOM would weigh now
 
     def to_dict(self) -> dict[str, Any]:
         return plain_dict(self)
@@ -350,6 +351,7 @@ def _forecast(
                     samples=len(points),
                     span_s=(dts[-1] - dts[0]) if dts else 0.0,
                     notes=tuple(notes),
+                    candidates=len(dom.candidates),
                 )
             )
             continue
@@ -387,6 +389,7 @@ def _forecast(
                 samples=len(points),
                 span_s=dts[-1] - dts[0],
                 notes=tuple(notes),
+                candidates=len(dom.candidates),
             )
         )
     return out
