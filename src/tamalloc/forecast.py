@@ -111,6 +111,9 @@ def fit(ts: Sequence[float], ys: Sequence[float], *, min_change: float = MIN_FAL
     if n < 2:
         level = float(ys[-1]) if ys else 0.0
         return Fit(0.0, level, 0.0, 0.0, 0.0, False)
+    if min(ys) == max(ys):
+        # The common case of a task's size (most sleep): no pairs to weigh.
+        return Fit(0.0, float(ys[-1]), 0.0, 0.0, 0.0, False)
     slopes = sorted(
         (ys[j] - ys[i]) / (ts[j] - ts[i])
         for i in range(n)
