@@ -508,3 +508,17 @@ def no_oom_dump_lost() -> Iterator[None]:
     path.write_text("1")
     yield
     path.write_text(before)
+
+
+def test_an_idle_guest_is_not_growing() -> None:
+    """Nothing of the scenarios runs: every domain reads "not growing"."""
+    record = Record("idle")
+    RECORDS.append(record)
+    forecasts = forecast_cli(None)
+    growing = [f for f in forecasts if f["seconds_to_oom"] is not None]
+    record.forecast = (
+        f"{len(forecasts)} domain{'s' if len(forecasts) != 1 else ''}, {len(growing)} growing"
+    )
+    record.match = not growing
+    print(record.line(), json.dumps(growing))
+    assert not growing, growing
