@@ -302,3 +302,12 @@ def test_sample_and_forecast_samples_on_its_clock(monkeypatch: pytest.MonkeyPatc
     _, app = sample_and_forecast(5.0, 0.5, clock=lambda: clock[0], sleep=sleep)
     assert seen == pytest.approx([i * 0.5 for i in range(11)])
     assert app.seconds_to_oom == pytest.approx((LIMIT_MIB - 90) / 4)
+
+
+def test_a_long_window_is_thinned_not_slowed() -> None:
+    # 600 samples: the fit takes 120 evenly spaced of them, with the same span.
+    ts = [i * 0.5 for i in range(600)]
+    ys = [1e6 - 4096 * t for t in ts]
+    f = fit(ts, ys)
+    assert f.significant and f.slope == pytest.approx(-4096)
+    assert f.level == pytest.approx(ys[-1])

@@ -45,6 +45,8 @@ MIN_SAMPLES = 6
 # A fall smaller than this over the window is not growth: the kernel's own
 # bookkeeping (per-CPU charge batches of 64 pages, the page cache) moves by that much.
 MIN_FALL_KB = 1024
+# At most this many points are fitted (7,140 pairs); more are thinned evenly.
+MAX_FIT_POINTS = 120
 # The residuals' spread the fall must exceed, in robust standard deviations.
 NOISE_SIGMAS = 3.0
 # Sen's interval: 90 % two-sided.
@@ -109,6 +111,12 @@ def fit(ts: Sequence[float], ys: Sequence[float], *, min_change: float = MIN_FAL
     change over the span beats the noise (NOISE_SIGMAS, ``min_change``) and the
     envelope of the three thirds moves with it (module docstring)."""
     n = len(ts)
+    if n > MAX_FIT_POINTS:
+        # The pairs grow as n²: a long window (an exporter's) is thinned evenly, which
+        # keeps its span and its shape.
+        keep = [round(i * (n - 1) / (MAX_FIT_POINTS - 1)) for i in range(MAX_FIT_POINTS)]
+        ts, ys = [ts[i] for i in keep], [ys[i] for i in keep]
+        n = MAX_FIT_POINTS
     if n < 2:
         level = float(ys[-1]) if ys else 0.0
         return Fit(0.0, level, 0.0, 0.0, 0.0, False)
