@@ -115,8 +115,9 @@ def test_a_leaker_too_slow_to_overtake_before_the_oom_does_not() -> None:
 
 
 def test_the_projected_tie_goes_to_the_higher_pid_as_predict() -> None:
-    # Both reach 100 MiB at the OOM (t=10 + 10 s): 300 at 5 MiB/s from 0, 200 static.
-    # 100 + 100 + 20 = 220 at the OOM... choose the limit so the OOM is at t=20.
+    # 300 grows 5 MiB/s from 0, 200 holds 100 MiB: under a 220 MiB limit (20 MiB
+    # besides the tasks) the OOM comes at t=20, 10 s after the window, with both at
+    # 100 MiB: the tie goes to the higher pid, whichever of the two leaks.
     _, app = run({200: lambda t: 100, 300: lambda t: 5 * t}, limit_mib=220)
     assert app.seconds_to_oom == pytest.approx(10.0)
     assert app.victim_now is not None and app.victim_now.pid == 200
