@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         NoSuchProcess,
         TamallocError,
     )
+    from .forecast import DomainForecast, ForecastWindow, forecast_oom
     from .models import MemStats, TotalMemStats
     from .oom import OomCandidate, OomDomain, predict_oom
     from .process_visibility import Visibility
@@ -41,6 +42,8 @@ _EXPORTS = {
     "CpuStats": "system_models",
     "CpuTimes": "system_models",
     "DiskUsage": "system_models",
+    "DomainForecast": "forecast",
+    "ForecastWindow": "forecast",
     "KernelUnavailable": "errors",
     "MemStats": "models",
     "MemoryInfo": "system_models",
@@ -57,6 +60,7 @@ _EXPORTS = {
     "alloc": "buffer",
     "cpu_sample": "system",
     "default_backend_name": "backends",
+    "forecast_oom": "forecast",
     "format_bytes": "sizes",
     "get_backend": "backends",
     "kernel_available": "backends",
@@ -75,6 +79,8 @@ __all__ = [
     "CpuStats",
     "CpuTimes",
     "DiskUsage",
+    "DomainForecast",
+    "ForecastWindow",
     "KernelUnavailable",
     "MemStats",
     "MemoryInfo",
@@ -92,6 +98,7 @@ __all__ = [
     "alloc",
     "cpu_sample",
     "default_backend_name",
+    "forecast_oom",
     "format_bytes",
     "get_backend",
     "kernel_available",
