@@ -44,6 +44,7 @@ LAYERS = {
     "tamalloc.system": SOURCES,
     # the public API over the sources
     "tamalloc.buffer": MODEL,
+    "tamalloc.forecast": MODEL,
     "tamalloc.oom": MODEL,
     "tamalloc.stats": MODEL,
     # what people and Prometheus call

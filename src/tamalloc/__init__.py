@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         NoSuchProcess,
         TamallocError,
     )
+    from .forecast import DomainForecast, ForecastWindow, forecast_oom
     from .models import (
         CpuStats,
         CpuTimes,
@@ -49,6 +50,8 @@ _EXPORTS = {
     "CpuStats": "models",
     "CpuTimes": "models",
     "DiskUsage": "models",
+    "DomainForecast": "forecast",
+    "ForecastWindow": "forecast",
     "KernelUnavailable": "errors",
     "MemStats": "models",
     "MemoryInfo": "models",
@@ -65,6 +68,7 @@ _EXPORTS = {
     "alloc": "buffer",
     "cpu_sample": "system",
     "default_backend_name": "backends",
+    "forecast_oom": "forecast",
     "format_bytes": "sizes",
     "get_backend": "backends",
     "kernel_available": "backends",
@@ -83,6 +87,8 @@ __all__ = [
     "CpuStats",
     "CpuTimes",
     "DiskUsage",
+    "DomainForecast",
+    "ForecastWindow",
     "KernelUnavailable",
     "MemStats",
     "MemoryInfo",
@@ -100,6 +106,7 @@ __all__ = [
     "alloc",
     "cpu_sample",
     "default_backend_name",
+    "forecast_oom",
     "format_bytes",
     "get_backend",
     "kernel_available",
