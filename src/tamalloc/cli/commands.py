@@ -19,6 +19,7 @@ from ..exporter.limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_OOM_WINDOW,
     MAX_HEAD_BYTES,
 )
 from ..models import FIELD_NAMES
@@ -133,6 +134,12 @@ def max_connections(text: str) -> int:
 
 def timeout(text: str) -> float:
     from .exporter import timeout as parse
+
+    return parse(text)
+
+
+def oom_window(text: str) -> float:
+    from .exporter import oom_window as parse
 
     return parse(text)
 
@@ -384,8 +391,19 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="with --oom: export the N cgroups with the least headroom, besides"
-        " the system (default 20; 0: the system alone); tamalloc_oom_domains"
-        " counts them all",
+        " the system (default 20; 0: the system alone), and the N others with"
+        " the soonest forecast OOM; tamalloc_oom_domains counts them all",
+    )
+    p.add_argument(
+        "--oom-window",
+        type=oom_window,
+        default=None,
+        metavar="SECONDS",
+        help="with --oom: forecast each domain's OOM (tamalloc_oom_domain_seconds_to_oom)"
+        f" from the scrapes of the last SECONDS (default {DEFAULT_OOM_WINDOW:g}: 10 to 40"
+        " scrapes at Prometheus's usual 15 s to 1 min; a longer window tells a"
+        " garbage collector's sawtooth from a leak better, a shorter one sees a leak"
+        " start or stop sooner). A textfile written once has no window",
     )
     p.add_argument(
         "--max-connections",
