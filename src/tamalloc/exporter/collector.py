@@ -107,7 +107,7 @@ _CGROUP_NOTE = (
     " Label cgroup is the cgroup's path; exported for the cgroups of the"
     " tamalloc_oom_domain_* series (tamalloc exporter --oom-domains N)."
 )
-_USEC = 1e-6
+_USEC_PER_S = 1_000_000
 
 
 # Keys and fields as C callables: a scrape of 1,000 processes on the kernel backend
@@ -663,7 +663,7 @@ class MemoryCollector(Collector):
                     events.add_metric([path, event], count)
             totals = read_pressure(f"{directory}/memory.pressure") or {}
             for kind, usec in sorted(totals.items()):
-                pressure.add_metric([path, kind], usec * _USEC)
+                pressure.add_metric([path, kind], usec / _USEC_PER_S)
         system = CounterMetricFamily(
             "tamalloc_system_memory_pressure_seconds",
             "Time tasks stalled waiting for memory, machine-wide (/proc/pressure/memory,"
@@ -672,7 +672,7 @@ class MemoryCollector(Collector):
             labels=["kind"],
         )
         for kind, usec in sorted((read_pressure(self._pressure_path) or {}).items()):
-            system.add_metric([kind], usec * _USEC)
+            system.add_metric([kind], usec / _USEC_PER_S)
         return [events, pressure, system]
 
 
