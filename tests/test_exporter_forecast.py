@@ -39,6 +39,8 @@ from test_exporter import (
 
 MIB = 1 << 20
 SCRAPE = 15.0  # Prometheus's usual scrape interval in the examples
+# A window that spans the half it needs (60 s) by the sixth sample the forecast needs.
+SHORT = 120.0
 # A name of the process's own choosing: quote, backslash, newline, a brace.
 HOSTILE = 'le"ak\\\n{x="1"}'
 
@@ -100,7 +102,7 @@ def test_a_steady_leak_is_forecast_with_the_victim_at_the_oom(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     scenario = Scenario(monkeypatch, lambda t: leak(t, name=HOSTILE))
-    collector = scenario.collector()
+    collector = scenario.collector(oom_window=SHORT)
     # Five scrapes are too few (the forecast needs 6): no forecast yet, and said so.
     metrics = scenario.scrapes(collector, 4 * SCRAPE)
     assert one(metrics, "tamalloc_oom_forecast_samples") == 5
@@ -127,9 +129,8 @@ def test_a_steady_leak_is_forecast_with_the_victim_at_the_oom(
 
 
 def test_a_sawtooth_is_no_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once the window holds a collection, never a forecast (the first tooth after the
-    exporter starts is a leak for all the exporter can know: the rules' `for:` covers
-    it, docs/exporter.md)."""
+    """Never a forecast, from the exporter's start on: the first tooth, a leak for all
+    a window of one ramp can tell, is over before the window spans half its length."""
     scenario = Scenario(monkeypatch, sawtooth)
     collector = scenario.collector()
     seen = []
@@ -139,20 +140,36 @@ def test_a_sawtooth_is_no_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
         metrics = scrape(collector)
         if metrics.get("tamalloc_oom_domain_seconds_to_oom"):
             seen.append(scenario.t)
-    assert seen and max(seen) < 100.0  # the first tooth only
+    assert seen == []
     assert one(metrics, "tamalloc_oom_forecast_samples") == 40  # the window is full
     assert "/gc" in by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")
 
 
 def test_a_leak_that_stops_is_no_longer_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
     scenario = Scenario(monkeypatch, lambda t: leak(t, stop=90.0))
-    collector = scenario.collector()
+    collector = scenario.collector(oom_window=SHORT)
     metrics = scenario.scrapes(collector, 90.0)
     assert "/web" in by_domain(metrics, "tamalloc_oom_domain_seconds_to_oom")
-    # The leak stopped at 90 s; within the window (600 s) the forecast says so.
-    metrics = scenario.scrapes(collector, 90.0 + 600.0)
+    # The leak stopped at 90 s; within the window the forecast says so.
+    metrics = scenario.scrapes(collector, 90.0 + SHORT)
     assert "tamalloc_oom_domain_seconds_to_oom" not in metrics
     assert "tamalloc_oom_domain_forecast_victim_info" not in metrics
+
+
+def test_no_forecast_before_the_window_spans_half_its_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the default 600 s window, a leak running when the exporter starts is
+    forecast from 300 s on, not at the sixth scrape (75 s)."""
+    scenario = Scenario(monkeypatch, lambda t: leak(t / 10))  # 0.2 MiB/s: OOM at 1600 s
+    collector = scenario.collector()
+    metrics = scenario.scrapes(collector, 285.0)
+    assert one(metrics, "tamalloc_oom_forecast_samples") == 20
+    assert "tamalloc_oom_domain_seconds_to_oom" not in metrics
+    metrics = scenario.scrapes(collector, 300.0)
+    assert by_domain(metrics, "tamalloc_oom_domain_seconds_to_oom") == pytest.approx(
+        {"/web": 1300.0}
+    )
 
 
 def test_fast_scrapes_do_not_shorten_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +227,7 @@ def test_the_soonest_oom_is_exported_beyond_the_least_headroom(
         )
 
     scenario = Scenario(monkeypatch, make)
-    collector = scenario.collector(oom_domains=2)
+    collector = scenario.collector(oom_domains=2, oom_window=SHORT)
     metrics = scenario.scrapes(collector, 4 * SCRAPE)
     assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {
         "system",
@@ -349,7 +366,7 @@ def test_every_new_series_passes_promtool(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "psi").write_text(PSI)
     scenario = Scenario(monkeypatch, lambda t: leak(t, name=HOSTILE))
     collector = scenario.collector(
-        cgroup_mount=("/", str(root)), pressure_path=str(tmp_path / "psi")
+        oom_window=SHORT, cgroup_mount=("/", str(root)), pressure_path=str(tmp_path / "psi")
     )
     scenario.scrapes(collector, 5 * SCRAPE)
     text = render(make_registry(collector))

@@ -86,6 +86,11 @@ DEFAULT_OOM_DOMAINS = 20
 FORECAST_SAMPLES = 40
 # A scrape a little early (Prometheus's jitter) still adds its sample.
 _SPACING_SLACK = 0.9
+# No forecast is exported before the window spans this share of --oom-window: in the
+# first minutes after the exporter starts, the rising ramp of a garbage collector's
+# sawtooth (up to half the window long) is all the window holds, and reads as a leak.
+# A leak already running when the exporter starts is forecast that much later.
+_MIN_SPAN_SHARE = 0.5
 _KIB = 1024
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
 _CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
@@ -290,6 +295,7 @@ class MemoryCollector(Collector):
         # ValueError for a window that is not a positive number of seconds.
         self.window = ForecastWindow(oom_window, max_samples=FORECAST_SAMPLES)
         self._spacing = self.window.window / FORECAST_SAMPLES * _SPACING_SLACK
+        self._min_span = self.window.window * _MIN_SPAN_SHARE
         self._last_sample: float | None = None
         self._clock = clock
         self._cgroup_mount = cgroup_mount
@@ -565,7 +571,9 @@ class MemoryCollector(Collector):
             "Seconds until this domain's OOM killer runs, forecast from its headroom over"
             " the last scrapes (tamalloc exporter --oom-window; a robust slope that a"
             " garbage collector's sawtooth does not pass for a leak). Absent when the"
-            " domain is not growing, or the window holds too few samples to say." + _OOM_NOTE,
+            " domain is not growing, or the window holds too few samples or spans less"
+            " than half its length (the first minutes after the exporter starts)."
+            + _OOM_NOTE,
             labels=label,
         )
         growth = GaugeMetricFamily(
@@ -581,8 +589,11 @@ class MemoryCollector(Collector):
             " victim (tamalloc_oom_victim). Absent when the domain is not growing." + _OOM_NOTE,
             labels=label,
         )
-        by_domain = {f.domain: f for f in forecasts}
-        exported = exported_domains(domains, forecasts, self.oom_domains)
+        growing = [
+            f for f in forecasts if f.seconds_to_oom is not None and f.span_s >= self._min_span
+        ]
+        by_domain = {f.domain: f for f in growing}
+        exported = exported_domains(domains, growing, self.oom_domains)
         for d in exported:
             name = _SYSTEM_DOMAIN if d.cgroup is None else d.cgroup
             limit.add_metric([name], d.limit_kb * _KIB)
