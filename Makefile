@@ -90,6 +90,7 @@ test: deps lint host-test series-check vm-test vm-oom-test ## everything CI runs
 bench: venv ## start-up, procfs and allocation benchmarks on this machine
 	$(VPY) bench/bench_startup.py
 	$(VPY) bench/bench_procfs.py
+	$(VPY) bench/bench_forecast.py
 
 bench-vm: module venv ## kernel-backend benchmark inside the guest (1,000 and 10,000 processes)
 	VM_MEMORY=8G $(PYTHON) vm/run.py '$(VPY) bench/bench_kernel.py --processes 1000 && $(VPY) bench/bench_kernel.py --processes 10000 --repeat 1'

@@ -77,6 +77,7 @@ class DomainForecast:
     samples: int
     span_s: float  # time between the first and the last sample used
     notes: tuple[str, ...] = field(default=())
+    candidates: int = 0  # the tasks the domain's OOM would weigh now
 
     def to_dict(self) -> dict[str, Any]:
         return plain_dict(self)
@@ -110,6 +111,9 @@ def fit(ts: Sequence[float], ys: Sequence[float], *, min_change: float = MIN_FAL
     if n < 2:
         level = float(ys[-1]) if ys else 0.0
         return Fit(0.0, level, 0.0, 0.0, 0.0, False)
+    if min(ys) == max(ys):
+        # The common case of a task's size (most sleep): no pairs to weigh.
+        return Fit(0.0, float(ys[-1]), 0.0, 0.0, 0.0, False)
     slopes = sorted(
         (ys[j] - ys[i]) / (ts[j] - ts[i])
         for i in range(n)
@@ -350,6 +354,7 @@ def _forecast(
                     samples=len(points),
                     span_s=(dts[-1] - dts[0]) if dts else 0.0,
                     notes=tuple(notes),
+                    candidates=len(dom.candidates),
                 )
             )
             continue
@@ -387,6 +392,7 @@ def _forecast(
                 samples=len(points),
                 span_s=dts[-1] - dts[0],
                 notes=tuple(notes),
+                candidates=len(dom.candidates),
             )
         )
     return out

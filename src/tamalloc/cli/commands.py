@@ -70,6 +70,11 @@ for _field in FIELD_NAMES:  # the JSON field names work too (reserved_kb, ...)
 # The commands, in the order --help lists them.
 COMMANDS = ("stats", "total", "system", "oom", "watch", "demo", "exporter")
 
+# `tamalloc oom --forecast`'s defaults (tamalloc.forecast's; not imported: the model
+# costs every command's start-up).
+FORECAST_WINDOW = 30.0
+FORECAST_INTERVAL = 1.0
+
 # `tamalloc oom --top`'s default for the table (--json lists every candidate unless given).
 DEFAULT_TOP = 10
 
@@ -252,11 +257,34 @@ def _oom(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         help=f"candidates shown per domain (default {DEFAULT_TOP}; with --json, all"
         " unless given); whoever would die is shown as well",
     )
+    p.add_argument(
+        "--forecast",
+        action="store_true",
+        help="sample every domain's usage and every candidate's size over --window"
+        " and say when each domain will run out (or that it is not growing) and whom"
+        " its OOM killer will kill then: a robust (Theil-Sen) trend that a sawtooth,"
+        " such as a garbage-collected heap, does not pass for (docs/oom.md)",
+    )
+    p.add_argument(
+        "--window",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"with --forecast: sample over SECONDS (default {FORECAST_WINDOW:g});"
+        " a sawtooth reads as a leak unless the window holds three of its teeth",
+    )
+    p.add_argument(
+        "--interval",
+        type=interval,
+        metavar="SECONDS",
+        help=f"with --forecast: SECONDS between samples, at least {MIN_INTERVAL:g}"
+        f" and at most the window (default {FORECAST_INTERVAL:g})",
+    )
     add_units_argument(p, csv=False)
     p.add_argument(
         "--json",
         action="store_true",
-        help="JSON list of the domains (sizes in kB and pages, plain numbers)",
+        help="JSON list of the domains (sizes in kB and pages, plain numbers); with"
+        " --forecast, of the domains' forecasts",
     )
     p.set_defaults(needs_backend=True)
 

@@ -7,8 +7,8 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from ..sizes import format_kb
-from .commands import DEFAULT_TOP
-from .env import Environment, ExitStatus, report_hidden, visible
+from .commands import DEFAULT_TOP, FORECAST_INTERVAL, FORECAST_WINDOW
+from .env import Environment, ExitStatus, UsageError, report_hidden, visible
 from .output import (
     Column,
     console,
@@ -19,10 +19,16 @@ from .output import (
 )
 
 if TYPE_CHECKING:
+    from ..forecast import DomainForecast, ForecastVictim
     from ..oom import OomCandidate, OomDomain
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
+    if args.forecast:
+        return _forecast(args, env)
+    for option in ("window", "interval"):
+        if getattr(args, option, None) is not None:
+            raise UsageError(f"--{option} needs --forecast")
     # The OOM model and its inputs: 2-5 ms of every other command's start-up.
     from ..oom import predict_oom
 
@@ -160,3 +166,89 @@ def _prose(env: Environment, text: str, width: int | None, *, indent: str) -> No
     text = visible(text, env.encoding)
     lines = textwrap.wrap(text, width, subsequent_indent=indent) if width else [text]
     env.stdout.write("\n".join(lines) + "\n")
+
+
+def _forecast(args: argparse.Namespace, env: Environment) -> int:
+    # The forecast model: as the OOM model, loaded by this command only.
+    from ..forecast import check_timing, sample_and_forecast
+
+    window = FORECAST_WINDOW if args.window is None else args.window
+    interval = FORECAST_INTERVAL if args.interval is None else args.interval
+    if args.top is not None:
+        raise UsageError("--top has no effect with --forecast")
+    try:
+        check_timing(window, interval)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    backend = getattr(args, "backend", None)
+    if env.interactive:
+        env.warn(f"sampling for {window:g} s, every {interval:g} s")
+    forecasts = sample_and_forecast(window, interval, cgroup=args.cgroup, backend=backend)
+    system = [f for f in forecasts if f.domain is None]
+    if system:
+        report_hidden(env, backend, system[0].candidates)
+    if args.json:
+        write_json(env, [f.to_dict() for f in forecasts])
+        return ExitStatus.SUCCESS
+    columns = (
+        Column("DOMAIN", numeric=False),
+        Column(size_header("LIMIT", args.units)),
+        Column(size_header("HEADROOM", args.units), short=size_header("ROOM", args.units)),
+        Column(size_header("GROWTH/s", args.units), short="GROW"),
+        Column("OOM IN", numeric=False),
+        Column("90% INTERVAL", numeric=False, short="90%"),
+        Column("CONFIDENCE", numeric=False, short="CONF"),
+        Column("VICTIM NOW", numeric=False, short="NOW"),
+        Column("VICTIM AT OOM", numeric=False, short="AT OOM"),
+    )
+    rows = [
+        [
+            "system" if f.domain is None else f.domain,
+            format_kb(f.limit_kb, args.units),
+            format_kb(f.headroom_kb, args.units),
+            "-" if f.growth_kb_per_s is None else format_kb(round(f.growth_kb_per_s), args.units),
+            "not growing" if f.seconds_to_oom is None else _duration(f.seconds_to_oom),
+            _interval(f),
+            f.confidence,
+            _who(f.victim_now),
+            _who(f.victim_at_oom),
+        ]
+        for f in forecasts
+    ]
+    render_table(env, columns, rows)
+    width = console(env).width if env.interactive else env.width
+    spans = sorted({round(f.span_s, 1) for f in forecasts})
+    counts = sorted({f.samples for f in forecasts})
+    _prose(
+        env,
+        f"note: {'/'.join(map(str, counts))} samples over"
+        f" {'/'.join(f'{s:g}' for s in spans)} s; OOM IN counts from the last sample",
+        width,
+        indent="      ",
+    )
+    for f in forecasts:
+        where = "system" if f.domain is None else f.domain
+        for note in f.notes:
+            _prose(env, f"note: {where}: {note}", width, indent="      ")
+    return ExitStatus.SUCCESS
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _interval(f: DomainForecast) -> str:
+    if f.seconds_to_oom is None or f.seconds_low is None:
+        return "-"
+    high = "never" if f.seconds_high is None else _duration(f.seconds_high)
+    return f"{_duration(f.seconds_low)} - {high}"
+
+
+def _who(victim: ForecastVictim | None) -> str:
+    return "-" if victim is None else f"{victim.pid} ({victim.name})"
