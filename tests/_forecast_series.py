@@ -9,7 +9,6 @@ seconds_to_oom because the exporter says so, not because a test file says so.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import tamalloc.oom
 from tamalloc.exporter.collector import MemoryCollector
 from tamalloc.oom import OomInputs
 from test_exporter import (
-    GIB_KB,
     MIB_KB,
     FakeBackend,
     by_domain,
@@ -70,10 +68,29 @@ def stops(t: float) -> OomInputs:
     return _cgroup("/stops", 4096, {(30, "batch"): 2560 + 2 * min(t, 600)})
 
 
+def step(t: float) -> OomInputs:
+    # 4 GiB, 2.5 GiB used: at minute 10 a cache of 768 MiB loads in a minute, then
+    # stays: 768 MiB from the limit, never at it.
+    return _cgroup("/step", 4096, {(40, "cache"): 2560 + 768 * min(max(t - 600, 0), 60) / 60})
+
+
+def leaky_gc(t: float) -> OomInputs:
+    # 4 GiB: a heap collected every 2 minutes from 2 GiB up 1 GiB, whose floor
+    # rises 1 MiB/s from minute 10 (a leak under the sawtooth): the peak reaches the
+    # limit at 1624 s (27 min).
+    return _cgroup(
+        "/leakygc", 4096, {(50, "java"): 2048 + max(t - 600, 0) + 1024 * (t % 120) / 120}
+    )
+
+
 SCENARIOS = {
     "leak": Scenario("/leak", 27, leak, "a steady leak of 2 MiB/s from minute 10"),
     "sawtooth": Scenario("/gc", 40, sawtooth, "a 5-minute sawtooth 14 MiB below the limit"),
     "stops": Scenario("/stops", 30, stops, "a leak of 2 MiB/s that stops at minute 10"),
+    "step": Scenario("/step", 30, step, "768 MiB taken in a minute at minute 10, then flat"),
+    "leaky_gc": Scenario(
+        "/leakygc", 27, leaky_gc, "a 2-minute sawtooth whose floor leaks 1 MiB/s from minute 10"
+    ),
 }
 
 
@@ -115,18 +132,48 @@ def exported(scenario: Scenario) -> Exported:
 
 def values(series: list[float | None]) -> str:
     """promtool's notation: a number a scrape (seconds to 0.1, bytes whole), a run of
-    absent scrapes as _xN."""
+    whole numbers in steps of the same size as "a+bxn"; a series that leaves the
+    scrape gets "stale", as Prometheus marks it (else its last value would stand for
+    5 minutes, the lookback), then a run of absent scrapes "_xN"."""
     out: list[str] = []
+    run: list[float] = []
     gap = 0
-    for v in [*series, math.nan]:
+
+    def flush_run() -> None:
+        i = 0
+        while i < len(run):
+            j = i + 1
+            whole = run[i] == int(run[i])
+            if whole and j < len(run) and run[j] == int(run[j]):
+                step = run[j] - run[i]
+                while j + 1 < len(run) and run[j + 1] == int(run[j + 1]):
+                    if run[j + 1] - run[j] != step:
+                        break
+                    j += 1
+                if j - i >= 2:
+                    out.append(f"{int(run[i])}{int(step):+d}x{j - i}")
+                    i = j + 1
+                    continue
+                j = i + 1
+            out.append(str(int(run[i])) if whole else f"{run[i]:g}")
+            i = j
+        run.clear()
+
+    for v in series:
         if v is None:
-            gap += 1
+            if run:
+                flush_run()
+                out.append("stale")
+            else:
+                gap += 1
             continue
         if gap:
             out.append("_" if gap == 1 else f"_x{gap}")
             gap = 0
-        if not math.isnan(v):
-            out.append(f"{round(v, 1):g}" if v != int(v) else str(int(v)))
+        run.append(round(v, 1))
+    flush_run()
+    if gap:
+        out.append("_" if gap == 1 else f"_x{gap}")
     return " ".join(out)
 
 
@@ -137,14 +184,17 @@ def input_series(name: str) -> list[tuple[str, str]]:
     domain = f'domain="{scenario.domain}"'
     series = [
         (f"tamalloc_oom_domain_headroom_bytes{{{INSTANCE}, {domain}}}", values(data.headroom)),
-        (f"tamalloc_oom_domain_seconds_to_oom{{{INSTANCE}, {domain}}}", values(data.seconds_to_oom)),
+        (
+            f"tamalloc_oom_domain_seconds_to_oom{{{INSTANCE}, {domain}}}",
+            values(data.seconds_to_oom),
+        ),
     ]
     for victim in sorted({v for v in data.victim if v is not None}):
         pid, proc = victim
         ones = [1.0 if v == victim else None for v in data.victim]
         series.append(
             (
-                f'tamalloc_oom_domain_forecast_victim_info{{{INSTANCE}, {domain},'
+                f"tamalloc_oom_domain_forecast_victim_info{{{INSTANCE}, {domain},"
                 f' pid="{pid}", name="{proc}"}}',
                 values(ones),
             )
