@@ -572,8 +572,7 @@ class MemoryCollector(Collector):
             " the last scrapes (tamalloc exporter --oom-window; a robust slope that a"
             " garbage collector's sawtooth does not pass for a leak). Absent when the"
             " domain is not growing, or the window holds too few samples or spans less"
-            " than half its length (the first minutes after the exporter starts)."
-            + _OOM_NOTE,
+            " than half its length (the first minutes after the exporter starts)." + _OOM_NOTE,
             labels=label,
         )
         growth = GaugeMetricFamily(
