@@ -179,7 +179,7 @@ def test_fast_scrapes_do_not_shorten_the_window(monkeypatch: pytest.MonkeyPatch)
     collector = scenario.collector()
     metrics = scenario.scrapes(collector, 60.0, every=1.0)
     assert one(metrics, "tamalloc_oom_forecast_samples") == 5  # at 0, 14, 28, 42, 56 s
-    metrics = scenario.scrapes(collector, 1000.0, every=1.0)
+    metrics = scenario.scrapes(collector, 1000.0, every=5.0)
     assert one(metrics, "tamalloc_oom_forecast_samples") == 40
 
 
@@ -503,3 +503,27 @@ def test_a_window_too_short_for_the_interval_is_a_note(
         )
     err = capsys.readouterr().err
     assert "holds 3 writes every 60 s; the forecast needs 6" in err
+
+
+def test_a_cgroup_named_by_its_owner_is_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delegated subtree's owner names its cgroups: quotes, backslashes and newlines
+    in the cgroup label are escaped, and read back as they are."""
+    name = '/we"b\\\n}'
+    root = tmp_path / "cg"
+    cgroup_tree(root, {name: {"memory.events": "oom_kill 4\n", "memory.pressure": PSI}})
+    inputs = oom_inputs([oom_task(10, HOSTILE, name, 100)], {name: oom_cgroup(GIB_KB, 0)})
+    Scenario(monkeypatch, lambda t: inputs)
+    collector = with_backend(
+        FakeBackend(fake_stats(3)),
+        oom=True,
+        cgroup_mount=("/", str(root)),
+        pressure_path=str(tmp_path / "none"),
+    )
+    metrics = scrape(collector)
+    assert counters(metrics, "tamalloc_cgroup_memory_events_total", "event") == {
+        (name, "oom_kill"): 4
+    }
+    assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {"system", name}
+    assert "tamalloc_system_memory_pressure_seconds_total" not in metrics  # no such file
