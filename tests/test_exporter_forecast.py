@@ -527,3 +527,57 @@ def test_a_cgroup_named_by_its_owner_is_escaped(
     }
     assert set(by_domain(metrics, "tamalloc_oom_domain_headroom_bytes")) == {"system", name}
     assert "tamalloc_system_memory_pressure_seconds_total" not in metrics  # no such file
+
+
+def test_the_counters_of_a_real_cgroup(tmp_path: Path) -> None:
+    """The real cgroup v2 tree (the guest's; this host's has no memory controller): a
+    cgroup whose memory.high a child passes has "high" events, exported as the file
+    says, with its memory.pressure when the kernel has PSI, through the real inputs."""
+    import os
+    import time
+
+    from tamalloc.cgroupfs import cgroup2_mount, read_memory_events, read_pressure
+
+    mount = cgroup2_mount()
+    if mount is None or mount[0] != "/" or os.geteuid() != 0:
+        pytest.skip("needs root and the whole cgroup v2 hierarchy mounted (the guest)")
+    root = Path(mount[1])
+    if "memory" not in (root / "cgroup.controllers").read_text().split():
+        pytest.skip("needs the cgroup v2 memory controller (the guest: make vm-run)")
+    (root / "cgroup.subtree_control").write_text("+memory")
+    path = root / f"tamalloc-exporter-test-{os.getpid()}"
+    path.mkdir()
+    try:
+        (path / "memory.max").write_text(str(256 * MIB))
+        (path / "memory.high").write_text(str(8 * MIB))
+        # Joins the cgroup, then touches 32 MiB: throttled past memory.high, reclaimed.
+        script = (
+            "import sys\n"
+            "open(sys.argv[1] + '/cgroup.procs', 'w').write('0')\n"
+            "b = bytearray(32 << 20)\n"
+            "for i in range(0, len(b), 4096): b[i] = 1\n"
+        )
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=WAIT)
+        events = read_memory_events(str(path))
+        assert events is not None and events["high"] > 0
+        collector = MemoryCollector(oom=True, oom_domains=10_000)  # however many exist
+        metrics = scrape(collector)
+        name = "/" + path.name
+        assert one(metrics, "tamalloc_scrape_success") == 1
+        exported = counters(metrics, "tamalloc_cgroup_memory_events_total", "event")
+        # Nothing runs in it any more: the counters hold still between the two reads.
+        assert exported[(name, "high")] == read_memory_events(str(path))["high"]  # type: ignore[index]
+        assert {e for c, e in exported if c == name} >= {"high", "max", "oom", "oom_kill"}
+        psi = read_pressure(str(path / "memory.pressure"))
+        pressure = counters(metrics, "tamalloc_cgroup_memory_pressure_seconds_total", "kind")
+        if psi is None:  # a kernel without CONFIG_PSI, or booted with psi=0
+            assert not [k for k in pressure if k[0] == name]
+        else:
+            assert pressure[(name, "some")] == psi["some"] / 1_000_000
+    finally:
+        for _ in range(200):  # a cgroup stays busy until its exited tasks are released
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
