@@ -370,7 +370,9 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         " summed over every user process, the same per process for the top N by OOM score"
         " and the top N by resident memory, and the scrape's own duration and errors;"
         " read at each scrape. With --oom, also each OOM domain's limit, usage and"
-        " headroom and the victim its OOM killer would choose. With --textfile, write"
+        " headroom and the victim its OOM killer would choose, when it will run out"
+        " and who dies then (forecast over --oom-window), and the cgroups'"
+        " memory.events and memory pressure. With --textfile, write"
         " them for node_exporter's textfile collector instead (atomically: a reader"
         " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
     )
@@ -409,7 +411,9 @@ def _exporter(commands: _SubParsers, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
         " headroom of the system and of each cgroup with a memory.max, and the"
-        " process its OOM killer would kill now. Off by default: each scrape"
+        " process its OOM killer would kill now; the forecast of `tamalloc oom"
+        " --forecast` (seconds to the OOM, the victim then); the exported cgroups'"
+        " memory.events and memory.pressure counters. Off by default: each scrape"
         " then walks every process a second time and reads the whole cgroup"
         " tree",
     )
