@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -219,23 +220,32 @@ class ForecastWindow:
         self.max_samples = max_samples
         self._samples: deque[_Sample] = deque(maxlen=max_samples)
         self._last: OomInputs | None = None
+        # An exporter's scrapes may add and forecast from several threads at once.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._samples)
+        with self._lock:
+            return len(self._samples)
 
     def add(self, t: float, inputs: OomInputs) -> None:
-        _check_sample(t, inputs, self._samples[-1].t if self._samples else None)
-        self._samples.append(_reduce(float(t), inputs))
-        self._last = inputs
-        self._expire(float(t))
+        _check_sample(t, inputs, None)
+        reduced = _reduce(float(t), inputs)
+        with self._lock:
+            _check_sample(t, inputs, self._samples[-1].t if self._samples else None)
+            self._samples.append(reduced)
+            # The caller's mapping of cgroups may change after this: the projection
+            # of the victim must see this sample's.
+            self._last = dataclasses.replace(inputs, cgroups=dict(inputs.cgroups))
+            self._expire(float(t))
 
     def _expire(self, now: float) -> None:
         while self._samples and now - self._samples[0].t > self.window:
             self._samples.popleft()
 
     def clear(self) -> None:
-        self._samples.clear()
-        self._last = None
+        with self._lock:
+            self._samples.clear()
+            self._last = None
 
     def forecast(
         self, now: float | None = None, *, cgroup: str | None = None
@@ -243,9 +253,11 @@ class ForecastWindow:
         """One forecast per domain of the last sample (system first, as predict()),
         with ``cgroup`` only those that are or contain it. ``now`` (same clock as
         ``add``; default the last sample's time) is where seconds_to_oom counts from."""
-        if self._last is None or not self._samples:
+        with self._lock:
+            samples, last = list(self._samples), self._last
+        if last is None or not samples:
             return []
-        return _forecast(list(self._samples), self._last, now, cgroup)
+        return _forecast(samples, last, now, cgroup)
 
 
 def forecast_oom(

@@ -92,7 +92,8 @@ def test_a_real_short_run_on_this_machine() -> None:
     result = run_cli("oom", "--forecast", "--window", "1", "--interval", "0.2", "--json")
     assert result.returncode == 0, result.stderr
     forecasts = json.loads(result.stdout)
-    assert forecasts[0]["domain"] is None and forecasts[0]["samples"] == 6
+    # At most one sample an interval, the first at once (fewer on a loaded machine).
+    assert forecasts[0]["domain"] is None and 2 <= forecasts[0]["samples"] <= 6
     assert forecasts[0]["victim_now"]["pid"] > 0
 
 
