@@ -354,6 +354,7 @@ def test_prometheus_loads_the_example_rules(prometheus: Server) -> None:
         "TamallocCommitHeadroomLow",
         "TamallocProcessNearOomLine",
         "TamallocCgroupHeadroomLow",
+        "TamallocOomForecast",  # its query template too: health "ok" below
     }
     prometheus.wait_for(
         'ALERTS{alertname="TamallocProcessNearOomLine"}', "evaluation of the example rules"

@@ -20,6 +20,7 @@ from .cgroupfs import (
     MOUNTINFO,
     cgroup2_mount,
     normalize_cgroup,
+    read_memory_events,
     read_text,
     v1_memory_in_use,
     walk_cgroups,
@@ -159,13 +160,8 @@ def _read_cgroup(directory: str, has_memory: bool, cgroup_id: int | None = None)
     def read(name: str) -> str | None:
         return read_text(os.path.join(directory, name))
 
-    oom_kill = None
-    events = read("memory.events")
-    if events is not None:
-        for line in events.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                oom_kill = int(value)
+    events = read_memory_events(directory)
+    oom_kill = None if events is None else events.get("oom_kill")
     return OomCgroup(
         memory_max_kb=_kb(read("memory.max")),
         swap_max_kb=_kb(read("memory.swap.max")),

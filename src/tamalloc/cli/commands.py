@@ -149,6 +149,12 @@ def timeout(text: str) -> float:
     return parse(text)
 
 
+def oom_window(text: str) -> float:
+    from .exporter import oom_window as parse
+
+    return parse(text)
+
+
 def _stats(commands: _SubParsers) -> None:
     p = commands.add_parser(
         "stats",
@@ -368,6 +374,7 @@ def _exporter(commands: _SubParsers) -> None:
         DEFAULT_IDLE_TIMEOUT,
         DEFAULT_LISTEN,
         DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_OOM_WINDOW,
         MAX_HEAD_BYTES,
     )
 
@@ -379,7 +386,9 @@ def _exporter(commands: _SubParsers) -> None:
         " summed over every user process, the same per process for the top N by OOM score"
         " and the top N by resident memory, and the scrape's own duration and errors;"
         " read at each scrape. With --oom, also each OOM domain's limit, usage and"
-        " headroom and the victim its OOM killer would choose. With --textfile, write"
+        " headroom and the victim its OOM killer would choose, when it will run out"
+        " and who dies then (forecast over --oom-window), and the cgroups'"
+        " memory.events and memory pressure. With --textfile, write"
         " them for node_exporter's textfile collector instead (atomically: a reader"
         " never sees half a file). Needs the 'exporter' extra (prometheus_client).",
     )
@@ -419,7 +428,9 @@ def _exporter(commands: _SubParsers) -> None:
         action="store_true",
         help="also export the OOM prediction of `tamalloc oom`: limit, usage and"
         " headroom of the system and of each cgroup with a memory.max, and the"
-        " process its OOM killer would kill now. Off by default: each scrape"
+        " process its OOM killer would kill now; the forecast of `tamalloc oom"
+        " --forecast` (seconds to the OOM, the victim then); the exported cgroups'"
+        " memory.events and memory.pressure counters. Off by default: each scrape"
         " then walks every process a second time and reads the whole cgroup"
         " tree",
     )
@@ -429,8 +440,19 @@ def _exporter(commands: _SubParsers) -> None:
         default=None,
         metavar="N",
         help="with --oom: export the N cgroups with the least headroom, besides"
-        " the system (default 20; 0: the system alone); tamalloc_oom_domains"
-        " counts them all",
+        " the system (default 20; 0: the system alone), and the N others with"
+        " the soonest forecast OOM; tamalloc_oom_domains counts them all",
+    )
+    p.add_argument(
+        "--oom-window",
+        type=oom_window,
+        default=None,
+        metavar="SECONDS",
+        help="with --oom: forecast each domain's OOM (tamalloc_oom_domain_seconds_to_oom)"
+        f" from the scrapes of the last SECONDS (default {DEFAULT_OOM_WINDOW:g}: 10 to 40"
+        " scrapes at Prometheus's usual 15 s to 1 min; a longer window tells a"
+        " garbage collector's sawtooth from a leak better, a shorter one sees a leak"
+        " start or stop sooner). A textfile written once has no window",
     )
     p.add_argument(
         "--max-connections",

@@ -16,7 +16,9 @@ from ..exporter.limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_OOM_WINDOW,
     MAX_CONNECTIONS_RANGE,
+    OOM_WINDOW_RANGE,
     TIMEOUT_RANGE,
 )
 from ..exporter.server import Limits, make_server
@@ -101,6 +103,13 @@ def timeout(text: str) -> float:
     return value
 
 
+def oom_window(text: str) -> float:
+    value, (low, high) = positive_float(text), OOM_WINDOW_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low:g}-{high:g} seconds, not {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     if args.interval is not None and args.textfile is None:
         raise UsageError("--interval needs --textfile (a server is scraped when Prometheus asks)")
@@ -113,9 +122,16 @@ def run(args: argparse.Namespace, env: Environment) -> int:
     ]
     if args.textfile is not None and server_options:
         raise UsageError(f"{server_options[0]} is for the server, not --textfile")
-    if args.oom_domains is not None and not args.oom:
+    for name in ("oom_domains", "oom_window"):
+        if getattr(args, name) is not None and not args.oom:
+            option = f"--{name.replace('_', '-')}"
+            raise UsageError(
+                f"{option} needs --oom (the OOM prediction is exported only when asked)"
+            )
+    if args.oom_window is not None and args.textfile is not None and args.interval is None:
         raise UsageError(
-            "--oom-domains needs --oom (the OOM prediction is exported only when asked)"
+            "--oom-window needs scrapes to keep a window over: serve, or --textfile with"
+            " --interval (a textfile written once has one sample, so no forecast)"
         )
     try:
         # prometheus_client: ~50 ms of every other command's start-up.
@@ -125,6 +141,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
             MemoryCollector,
             make_registry,
         )
+        from ..forecast import MIN_SAMPLES
     except ImportError as err:
         raise ExporterError(f"{_MISSING} ({err})") from None
     collector = MemoryCollector(
@@ -132,8 +149,18 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         top=DEFAULT_TOP if args.top is None else args.top,
         oom=args.oom,
         oom_domains=DEFAULT_OOM_DOMAINS if args.oom_domains is None else args.oom_domains,
+        oom_window=DEFAULT_OOM_WINDOW if args.oom_window is None else args.oom_window,
         on_error=env.warn,
     )
+    if args.oom and args.interval is not None:
+        window = DEFAULT_OOM_WINDOW if args.oom_window is None else args.oom_window
+        writes = int(window / args.interval) + 1
+        if writes < MIN_SAMPLES:
+            env.warn(
+                f"note: an --oom-window of {window:g} s holds {writes} writes every"
+                f" {args.interval:g} s; the forecast needs {MIN_SAMPLES}, so no"
+                " tamalloc_oom_domain_seconds_to_oom"
+            )
     registry = make_registry(collector)
     raise_open_files_limit()
     if args.textfile is not None:

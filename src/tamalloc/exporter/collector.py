@@ -13,6 +13,10 @@ With ``oom=True`` a scrape also makes one ``predict_oom()``: the OOM domains (th
 system and every cgroup with a finite memory.max), their headroom and the victim each
 would kill. It is opt-in because it walks every process a second time and reads the
 cgroup tree, which the default scrape (benchmarked at most twice the scan) must not pay.
+The same inputs feed a :class:`~tamalloc.forecast.ForecastWindow` kept across scrapes
+(read once, used twice): when each domain will run out and who dies then. The exported
+cgroups' memory.events and memory.pressure counters, and the system's
+/proc/pressure/memory, come with it.
 
 Needs the ``exporter`` extra (prometheus_client).
 """
@@ -35,19 +39,32 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .. import forecast as forecast_model
 from .. import oom as oom_model
 from .._version import __version__
 from ..backends import Backend, get_backend
+from ..cgroupfs import (
+    PRESSURE_MEMORY,
+    cgroup2_mount,
+    cgroup_directory,
+    read_memory_events,
+    read_pressure,
+)
 from ..errors import TamallocError
+from ..forecast import DomainForecast, ForecastWindow
 from ..models import MemStats
-from ..oom import OomDomain
+from ..oom import OomDomain, OomInputs
 from ..process_visibility import kernel_visibility, procfs_visibility
 from ..system import read_meminfo, read_overcommit_memory
+from .limits import DEFAULT_OOM_WINDOW
 
 __all__ = [
     "DEFAULT_OOM_DOMAINS",
+    "DEFAULT_OOM_WINDOW",
     "DEFAULT_TOP",
+    "FORECAST_SAMPLES",
     "MemoryCollector",
+    "exported_domains",
     "least_headroom_domains",
     "make_registry",
     "render",
@@ -56,6 +73,24 @@ __all__ = [
 
 DEFAULT_TOP = 10
 DEFAULT_OOM_DOMAINS = 20
+# DEFAULT_OOM_WINDOW, the forecast's window (--oom-window, in limits for the help):
+# Prometheus scrapes every 15 s to 1 min (its own default is 1 min), so 10 minutes hold
+# 10 to 40 samples; the forecast needs 6 for a trend (tamalloc.forecast.MIN_SAMPLES),
+# and a window three times a garbage collector's period to tell its sawtooth from a
+# leak (the envelope of its thirds); a leak that stops reads as stopped after about a
+# third of the window.
+# At most this many samples in the window, spaced at least window / FORECAST_SAMPLES
+# apart (a scrape closer to the last sample forecasts without adding one): two
+# Prometheus servers, or a person with curl, do not shorten the window's span, and the
+# cost of a forecast (pairwise slopes: n^2 / 2 per domain and per task) stays bounded.
+FORECAST_SAMPLES = 40
+# A scrape a little early (Prometheus's jitter) still adds its sample.
+_SPACING_SLACK = 0.9
+# No forecast is exported before the window spans this share of --oom-window: in the
+# first minutes after the exporter starts, the rising ramp of a garbage collector's
+# sawtooth (up to half the window long) is all the window holds, and reads as a leak.
+# A leak already running when the exporter starts is forecast that much later.
+_MIN_SPAN_SHARE = 0.5
 _KIB = 1024
 _RESTRICT_PATH = "/proc/sys/vm/tamalloc_stats_restrict"
 _CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
@@ -70,9 +105,14 @@ _TOP_NOTE = (
 _SYSTEM_DOMAIN = "system"
 _OOM_NOTE = (
     ' Label domain is "system" for the whole machine, else the cgroup\'s path; exported'
-    " for the system and the N cgroups with the least headroom (tamalloc exporter"
-    " --oom-domains N), so at most N + 1 domains."
+    " for the system, the N cgroups with the least headroom and the N with the soonest"
+    " forecast OOM (tamalloc exporter --oom-domains N), so at most 2N + 1 domains."
 )
+_CGROUP_NOTE = (
+    " Label cgroup is the cgroup's path; exported for the cgroups of the"
+    " tamalloc_oom_domain_* series (tamalloc exporter --oom-domains N)."
+)
+_USEC_PER_S = 1_000_000
 
 
 # Keys and fields as C callables: a scrape of 1,000 processes on the kernel backend
@@ -123,6 +163,32 @@ def least_headroom_domains(domains: Iterable[OomDomain], limit: int) -> list[Oom
         (d for d in domains if d.kind == "cgroup"),
         key=lambda d: (d.headroom_kb / max(d.limit_kb, 1), d.cgroup or ""),
     )
+    return system + sorted(cgroups, key=lambda d: d.cgroup or "")
+
+
+def exported_domains(
+    domains: Iterable[OomDomain], forecasts: Iterable[DomainForecast], limit: int
+) -> list[OomDomain]:
+    """The domains of :func:`least_headroom_domains`, and the ``limit`` cgroup domains
+    with the soonest forecast OOM among the others (a cgroup half full that fills fast
+    runs out before one nearly full that holds still; equal times by path): the system
+    first and then by path, at most ``2 * limit + 1`` domains."""
+    domains = list(domains)
+    chosen = least_headroom_domains(domains, limit)
+    taken = {d.cgroup for d in chosen}
+    soonest = heapq.nsmallest(
+        max(limit, 0),
+        (
+            f
+            for f in forecasts
+            if f.kind == "cgroup" and f.seconds_to_oom is not None and f.domain not in taken
+        ),
+        key=lambda f: (f.seconds_to_oom, f.domain or ""),
+    )
+    wanted = {f.domain for f in soonest}
+    extra = [d for d in domains if d.kind == "cgroup" and d.cgroup in wanted]
+    system = [d for d in chosen if d.kind == "system"]
+    cgroups = [d for d in chosen if d.kind == "cgroup"] + extra
     return system + sorted(cgroups, key=lambda d: d.cgroup or "")
 
 
@@ -196,9 +262,13 @@ class MemoryCollector(Collector):
     backend on a stock kernel fails here, not at the first scrape). ``top``: how many
     processes each ranking exports. ``oom``: also export the OOM prediction, from one
     ``predict_oom()`` a scrape on the same backend, for the system and the
-    ``oom_domains`` cgroups with the least headroom. ``on_error`` receives one line per
-    failed part of a scrape (the scrape itself still answers, with
-    ``tamalloc_scrape_success`` 0).
+    ``oom_domains`` cgroups with the least headroom, and its forecast over the last
+    ``oom_window`` seconds of scrapes (``clock``: monotonic seconds), with the exported
+    cgroups' memory.events and memory.pressure counters. ``cgroup_mount`` (root,
+    mount point) and ``pressure_path`` say where those are read (default: the cgroup v2
+    mount of /proc/self/mountinfo at each scrape, and /proc/pressure/memory).
+    ``on_error`` receives one line per failed part of a scrape (the scrape itself still
+    answers, with ``tamalloc_scrape_success`` 0).
     """
 
     def __init__(
@@ -208,7 +278,11 @@ class MemoryCollector(Collector):
         top: int = DEFAULT_TOP,
         oom: bool = False,
         oom_domains: int = DEFAULT_OOM_DOMAINS,
+        oom_window: float = DEFAULT_OOM_WINDOW,
         on_error: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cgroup_mount: tuple[str, str] | None = None,
+        pressure_path: str = PRESSURE_MEMORY,
     ) -> None:
         if top < 0:
             raise ValueError(f"top must be >= 0, not {top}")
@@ -218,6 +292,14 @@ class MemoryCollector(Collector):
         self.top = top
         self.oom = oom
         self.oom_domains = oom_domains
+        # ValueError for a window that is not a positive number of seconds.
+        self.window = ForecastWindow(oom_window, max_samples=FORECAST_SAMPLES)
+        self._spacing = self.window.window / FORECAST_SAMPLES * _SPACING_SLACK
+        self._min_span = self.window.window * _MIN_SPAN_SHARE
+        self._last_sample: float | None = None
+        self._clock = clock
+        self._cgroup_mount = cgroup_mount
+        self._pressure_path = pressure_path
         self._on_error = on_error
         self._lock = threading.Lock()
         self._failed_scrapes = 0
@@ -274,21 +356,29 @@ class MemoryCollector(Collector):
             ok = False
             self._fail("the system's commit accounting", err)
         domains: list[OomDomain] | None = None
+        forecasts: list[DomainForecast] = []
         if self.oom:
             try:
                 # Looked up in the module at each scrape (tests feed recorded inputs
                 # through tamalloc.oom.collect_inputs). The backend is named, so the
                 # prediction reads the same data source as the rest of the scrape.
-                domains = oom_model.predict_oom(backend=self.backend.name)
+                inputs = oom_model.collect_inputs(self.backend.name)
+                domains = oom_model.predict(inputs)
             except Exception as err:
                 ok = False
                 self._fail("the OOM prediction", err)
+            else:
+                try:
+                    forecasts = self._forecast(inputs)
+                except Exception as err:
+                    ok = False
+                    self._fail("the OOM forecast", err)
         if system is not None:
             metrics += self._system_metrics(system)
         if processes is not None:
             metrics += self._process_metrics(processes)
         if domains is not None:
-            metrics += self._oom_metrics(domains)
+            metrics += self._oom_metrics(domains, forecasts)
         if not ok:
             self._failed_scrapes += 1
         metrics += [
@@ -310,6 +400,21 @@ class MemoryCollector(Collector):
             ),
         ]
         return metrics
+
+    def _forecast(self, inputs: OomInputs) -> list[DomainForecast]:
+        """Adds this scrape's inputs to the window unless the last sample is too recent
+        (see FORECAST_SAMPLES), then forecasts from now."""
+        now = self._clock()
+        last = self._last_sample
+        if last is not None and now < last:
+            # Only a clock that is not monotonic goes back: start the window afresh
+            # rather than fit samples out of order.
+            self.window.clear()
+            last = None
+        if last is None or now - last >= self._spacing:
+            self.window.add(now, inputs)
+            self._last_sample = now
+        return self.window.forecast(now)
 
     @staticmethod
     def _system_metrics(system: _System) -> list[Metric]:
@@ -410,7 +515,9 @@ class MemoryCollector(Collector):
             families["oom"].add_metric(labels, s.oom_score)
         return metrics + list(families.values())
 
-    def _oom_metrics(self, domains: list[OomDomain]) -> list[Metric]:
+    def _oom_metrics(
+        self, domains: list[OomDomain], forecasts: list[DomainForecast]
+    ) -> list[Metric]:
         limited = sum(1 for d in domains if d.kind == "cgroup")
         label = ["domain"]
         limit = GaugeMetricFamily(
@@ -459,7 +566,34 @@ class MemoryCollector(Collector):
             " -1000; 0 when it would kill none." + _OOM_NOTE,
             labels=label,
         )
-        for d in least_headroom_domains(domains, self.oom_domains):
+        seconds = GaugeMetricFamily(
+            "tamalloc_oom_domain_seconds_to_oom",
+            "Seconds until this domain's OOM killer runs, forecast from its headroom over"
+            " the last scrapes (tamalloc exporter --oom-window; a robust slope that a"
+            " garbage collector's sawtooth does not pass for a leak). Absent when the"
+            " domain is not growing, or the window holds too few samples or spans less"
+            " than half its length (the first minutes after the exporter starts)." + _OOM_NOTE,
+            labels=label,
+        )
+        growth = GaugeMetricFamily(
+            "tamalloc_oom_domain_growth_bytes_per_second",
+            "How fast this domain's usage grows, by the same forecast; absent when it is"
+            " not growing." + _OOM_NOTE,
+            labels=label,
+        )
+        future = InfoMetricFamily(
+            "tamalloc_oom_domain_forecast_victim",
+            "Who the kernel will kill when this domain runs out, by the forecast: each"
+            " process's own growth projected to that moment, so not always today's"
+            " victim (tamalloc_oom_victim). Absent when the domain is not growing." + _OOM_NOTE,
+            labels=label,
+        )
+        growing = [
+            f for f in forecasts if f.seconds_to_oom is not None and f.span_s >= self._min_span
+        ]
+        by_domain = {f.domain: f for f in growing}
+        exported = exported_domains(domains, growing, self.oom_domains)
+        for d in exported:
             name = _SYSTEM_DOMAIN if d.cgroup is None else d.cgroup
             limit.add_metric([name], d.limit_kb * _KIB)
             usage.add_metric([name], d.usage_kb * _KIB)
@@ -469,6 +603,18 @@ class MemoryCollector(Collector):
             if d.kill_group is not None:
                 group.add_metric([name, d.kill_group], 1)
             killed.add_metric([name], len(d.killed_pids))
+            f = by_domain.get(d.cgroup)
+            if f is None or f.seconds_to_oom is None:
+                continue
+            seconds.add_metric([name], f.seconds_to_oom)
+            if f.growth_kb_per_s is not None:
+                growth.add_metric([name], f.growth_kb_per_s * _KIB)
+            if f.victim_at_oom is not None:
+                # Labels of the process's own choosing: the text format escapes them.
+                future.add_metric(
+                    [name],
+                    {"pid": str(f.victim_at_oom.pid), "name": f.victim_at_oom.name},
+                )
         return [
             _gauge(
                 "tamalloc_oom_domains",
@@ -483,7 +629,61 @@ class MemoryCollector(Collector):
             victim,
             group,
             killed,
+            _gauge(
+                "tamalloc_oom_forecast_samples",
+                "Samples in the forecast's window (at most one a scrape, one every"
+                f" --oom-window / {FORECAST_SAMPLES} seconds); a forecast needs"
+                f" {forecast_model.MIN_SAMPLES}: a textfile written once has 1, so no"
+                " tamalloc_oom_domain_seconds_to_oom.",
+                len(self.window),
+            ),
+            seconds,
+            growth,
+            future,
+            *self._cgroup_counters([d.cgroup for d in exported if d.cgroup is not None]),
         ]
+
+    def _cgroup_counters(self, paths: list[str]) -> list[Metric]:
+        """memory.events and memory.pressure of each of ``paths``, and the system's
+        memory pressure. A cgroup removed meanwhile, or a file that cannot be read
+        (PSI off: psi=0), leaves its series out without failing the scrape: cgroups
+        come and go between the walk and this read."""
+        events = CounterMetricFamily(
+            "tamalloc_cgroup_memory_events",
+            "Events of the cgroup and its descendants since it was created (memory.events):"
+            " high (throttled over memory.high), max (reclaim at memory.max), oom (the"
+            " limit reached, reclaim failed), oom_kill (processes killed by an OOM"
+            " killer), oom_group_kill (whole-group OOM kills)." + _CGROUP_NOTE,
+            labels=["cgroup", "event"],
+        )
+        pressure = CounterMetricFamily(
+            "tamalloc_cgroup_memory_pressure_seconds",
+            "Time the cgroup's tasks stalled waiting for memory (memory.pressure, PSI):"
+            " kind some (at least one task stalled), full (all non-idle tasks stalled at"
+            " once). rate() of it is the share of time lost." + _CGROUP_NOTE,
+            labels=["cgroup", "kind"],
+        )
+        mount = self._cgroup_mount if self._cgroup_mount is not None else cgroup2_mount()
+        for path in paths:
+            directory = None if mount is None else cgroup_directory(mount, path)
+            if directory is None:
+                continue
+            for event, count in sorted((read_memory_events(directory) or {}).items()):
+                if event != "low":  # memory.low is protection, not pressure
+                    events.add_metric([path, event], count)
+            totals = read_pressure(f"{directory}/memory.pressure") or {}
+            for kind, usec in sorted(totals.items()):
+                pressure.add_metric([path, kind], usec / _USEC_PER_S)
+        system = CounterMetricFamily(
+            "tamalloc_system_memory_pressure_seconds",
+            "Time tasks stalled waiting for memory, machine-wide (/proc/pressure/memory,"
+            " PSI): kind some (at least one task stalled), full (all non-idle tasks"
+            " at once). node_exporter's pressure collector exports the same.",
+            labels=["kind"],
+        )
+        for kind, usec in sorted((read_pressure(self._pressure_path) or {}).items()):
+            system.add_metric([kind], usec / _USEC_PER_S)
+        return [events, pressure, system]
 
 
 def make_registry(collector: MemoryCollector) -> CollectorRegistry:

@@ -22,3 +22,8 @@ TIMEOUT_RANGE = (0.1, 86_400.0)
 # The request line and headers of one request, in bytes. Prometheus sends about 300;
 # http.server alone allows 100 lines of 64 KiB each (6.4 MiB a connection).
 MAX_HEAD_BYTES = 16 * 1024
+
+# The OOM forecast's window (--oom-window), in seconds: see exporter.collector. Below
+# 10 s a window of scrapes holds no trend; beyond a day none is linear.
+DEFAULT_OOM_WINDOW = 600.0
+OOM_WINDOW_RANGE = (10.0, 86_400.0)
