@@ -13,7 +13,7 @@ pid_max), three threads here read the iterator without pause:
   random few bytes at a time, closed part way; what was read must be whole, valid
   records.
 
-The short form (`make vm-test`) reads 1,500 passes of each kind; TAMALLOC_STRESS=long
+The short form (`make vm-test`) reads 1,000 passes of each kind; TAMALLOC_STRESS=long
 (`make stress`) 20,000. Runs as root in the guest (the storm needs the syscalls, the
 iterator BTF); elsewhere the file is skipped. The kernel log must stay clean (the
 campaign's no_splat, and vm/run.py --check-log for the boot).
@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.usefixtures("require_kernel"), pytest.mark.bpf]
 
 from tamalloc.backends import bpf, get_backend  # noqa: E402  (after the VM check)
 
-PASSES = 20_000 if LONG else 1_500
+PASSES = 20_000 if LONG else 1_000
 STORM_PROCESSES = 1_000 if LONG else 100  # a storm run; runs follow each other
 KILLED_READERS = 50 if LONG else 5  # Python and a program load each: slow in the guest
 SYS_BPF = 321  # x86_64, as the guest
