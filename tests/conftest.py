@@ -4,6 +4,11 @@ Kernel facilities: tests that need the tamalloc syscalls use the ``kernel`` mark
 the ``require_kernel`` fixture (the ``backend`` fixture's "kernel" case carries the
 marker). On a stock kernel they SKIP with the reason below; inside the VM, where
 ``TAMALLOC_IN_VM=1`` is set, a missing facility is a FAILURE, never a skip.
+
+The ``backend`` fixture's "bpf" case carries the ``bpf`` marker: it runs where the bpf
+backend can (root or CAP_BPF + CAP_PERFMON, a kernel with BTF, the loader built) and
+skips elsewhere with the backend's own reason, except inside the VM, whose kernel is
+configured for it: there a bpf backend that cannot run is a failure too.
 """
 
 from __future__ import annotations
@@ -33,13 +38,28 @@ def missing_kernel_facility(what: str = "the tamalloc syscalls") -> None:
     pytest.skip(NEEDS_KERNEL)
 
 
+def missing_bpf() -> None:
+    """Skip where the bpf backend cannot run, saying why; fail inside the VM."""
+    from tamalloc.backends import bpf_unavailable_reason
+
+    reason = bpf_unavailable_reason()
+    if reason is None:
+        return
+    if IN_VM:
+        pytest.fail(f"TAMALLOC_IN_VM=1 but the bpf backend cannot run: {reason}")
+    pytest.skip(f"the bpf backend cannot run here: {reason}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: needs the tamalloc syscalls (see conftest.py)")
+    config.addinivalue_line("markers", "bpf: needs the bpf backend to run (see conftest.py)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel") is not None and not tamalloc.kernel_available():
         missing_kernel_facility()
+    if item.get_closest_marker("bpf") is not None:
+        missing_bpf()
 
 
 @pytest.fixture
@@ -49,9 +69,16 @@ def require_kernel() -> None:
         missing_kernel_facility()
 
 
-@pytest.fixture(params=["procfs", pytest.param("kernel", marks=pytest.mark.kernel)])
+@pytest.fixture(
+    params=[
+        "procfs",
+        pytest.param("kernel", marks=pytest.mark.kernel),
+        pytest.param("bpf", marks=pytest.mark.bpf),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each backend-agnostic test runs on procfs always, and on kernel where present."""
+    """Each backend-agnostic test runs on procfs always, on kernel where present and on
+    bpf where it can run."""
     return str(request.param)
 
 

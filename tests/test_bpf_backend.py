@@ -1,13 +1,14 @@
 """The bpf backend (a BPF task iterator) against /proc, process by process.
 
 Runs as root on a kernel with BTF (5.8+) where the backend was built; elsewhere every
-test skips, saying why. Inside the VM too for now: the guest kernel has no BTF yet.
+test skips, saying why, except in the VM (6.1 + BTF), where bpf must run: a failure.
 
 On 6.2+ the kernel keeps each RSS counter as a percpu_counter. The iterator reads its
 approximate count, as get_mm_counter() and so /proc/PID/oom_score do (compared exactly
 below). Since 6.16 /proc/PID/status shows the per-CPU sum (get_mm_counter_sum()), which
 the program cannot compute (see bpf.py): there the status fields are compared within
-the per-CPU slack the percpu_counter allows, exactly on other kernels.
+the per-CPU slack the percpu_counter allows (_support.BPF_STATUS_SLACK_KB), exactly on
+other kernels (on 6.1, the guest's, the counters are the atomics status reads).
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ import pytest
 
 import tamalloc
 from _support import (
+    BPF_STATUS_SLACK_KB,
     Child,
     MiB,
     assert_clean_error,
+    assert_memory_matches_status,
     named_child,
     read_between_equal_statuses,
     read_int,
     run_cli,
     stopped,
 )
-from conftest import IN_VM
 from tamalloc import cgroupfs
-from tamalloc.backends import bpf_unavailable_reason, get_backend
+from tamalloc.backends import bpf, get_backend
 from tamalloc.errors import NoSuchProcess
 from tamalloc.models import MemStats, OomTask
 from test_procfs_scan import (  # noqa: F401  (fixtures)
@@ -48,24 +50,9 @@ from test_procfs_scan import (  # noqa: F401  (fixtures)
     zombie_leader_exe,
 )
 
+pytestmark = pytest.mark.bpf  # conftest: skip where bpf cannot run, fail in the VM
 
-def _skip_reason() -> str | None:
-    if IN_VM:
-        return "the guest kernel has no BTF yet (CONFIG_DEBUG_INFO_BTF): bpf is host-only for now"
-    reason = bpf_unavailable_reason()
-    return None if reason is None else f"the bpf backend cannot run here: {reason}"
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
-
-from tamalloc.backends import bpf  # noqa: E402  (after the skip: imports nothing optional)
-
-_RELEASE = re.match(r"(\d+)\.(\d+)", os.uname().release)
-KERNEL = (int(_RELEASE[1]), int(_RELEASE[2])) if _RELEASE else (0, 0)
-STATUS_SUMS = KERNEL >= (6, 16)
-_CPUS = os.cpu_count() or 1
-# percpu_counter_batch = max(32, 2 * online CPUs); a CPU's delta stays below it.
-SLACK_KB = _CPUS * max(32, 2 * _CPUS) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+SLACK_KB = BPF_STATUS_SLACK_KB
 
 
 def _raw_records() -> dict[int, tuple[int | bytes, ...]]:
@@ -81,23 +68,7 @@ def _by_pid(items: list[MemStats] | list[OomTask]) -> dict[int, MemStats | OomTa
 def assert_status_fields(stats: MemStats, status: dict[str, int]) -> None:
     """MemStats against a status: VmSize exactly; the RSS counters exactly, or within
     the per-CPU slack where status sums the CPUs (see the module's note)."""
-    assert stats.reserved_kb == status["VmSize"]
-    assert stats.committed_kb == stats.anon_kb + stats.file_kb + stats.shmem_kb
-    pairs = {
-        "RssAnon": stats.anon_kb,
-        "RssFile": stats.file_kb,
-        "RssShmem": stats.shmem_kb,
-        "VmSwap": stats.swap_kb,
-    }
-    for key, value in pairs.items():
-        if STATUS_SUMS:
-            assert abs(value - status[key]) <= SLACK_KB, (key, value, status[key])
-        else:
-            assert value == status[key], key
-    if STATUS_SUMS:
-        assert abs(stats.committed_kb - status["VmRSS"]) <= 3 * SLACK_KB
-    else:
-        assert stats.committed_kb == status["VmRSS"]
+    assert_memory_matches_status(stats, stats.pid, status, "bpf")
 
 
 def test_record_layout_matches_the_header() -> None:

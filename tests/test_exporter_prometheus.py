@@ -1,11 +1,12 @@
 """`tamalloc exporter` scraped by a real Prometheus server (Debian package prometheus).
 
 One Prometheus per module, on loopback with a temporary config and storage directory,
-scrapes one exporter per backend present (procfs always; kernel on the patched kernel)
-every second; the tests query its HTTP API and compare with the Python API read at
-the same moment. A child with a known, still allocation and oom_score_adj 1000 is the
-anchor: it is first by OOM score, so it is among the exported processes, and its
-figures do not drift. Every wait is bounded; everything started is killed at teardown.
+scrapes one exporter per backend present (procfs always; kernel on the patched kernel;
+bpf where it can run) every second; the tests query its HTTP API and compare with the
+Python API read at the same moment. A child with a known, still allocation and
+oom_score_adj 1000 is the anchor: it is first by OOM score, so it is among the exported
+processes, and its figures do not drift. Every wait is bounded; everything started is
+killed at teardown.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pytest
 import tamalloc
 from _support import CHILD_SCRIPT, MiB, subprocess_env
 from conftest import IN_VM
+from tamalloc.backends import bpf_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "prometheus" / "rules.yml"
@@ -200,7 +202,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     started.append(anchor)
     try:
         assert read_line(anchor, WAIT) == "ready\n", "the anchor child failed to allocate"
-        backends = ["procfs", *(["kernel"] if tamalloc.kernel_available() else [])]
+        backends = [
+            "procfs",
+            *(["kernel"] if tamalloc.kernel_available() else []),
+            *(["bpf"] if bpf_unavailable_reason() is None else []),
+        ]
         exporters = {}
         for backend in backends:
             proc, port = start_exporter(backend)

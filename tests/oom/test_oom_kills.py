@@ -1,9 +1,10 @@
 """Real OOM kills in the guest against `tamalloc oom`'s prediction (issue 10, item 4).
 
 Each scenario sets up cgroups and member processes of known sizes and adjs, asks
-tamalloc.predict_oom() on both backends (and, for some, the `tamalloc oom --json`
-command) whom the kernel would kill, then forces the OOM with a pusher that cannot be
-chosen itself (oom_score_adj -1000) and stops at the first kill (see oom_support.py).
+tamalloc.predict_oom() on each backend of BACKENDS (and, for some, the `tamalloc oom
+--json` command, on the default backend and on bpf) whom the kernel would kill, then
+forces the OOM with a pusher that cannot be chosen itself (oom_score_adj -1000) and
+stops at the first kill (see oom_support.py).
 What the kernel really killed comes from three sources that must agree: the members'
 wait statuses (SIGKILL), the domain's oom_kill increment (memory.events, or /proc/vmstat
 for a system-wide OOM) and the kernel log's "Killed process N" lines. The prediction
@@ -57,6 +58,8 @@ if not _controllers.exists() or "memory" not in _controllers.read_text().split()
 pytestmark = pytest.mark.usefixtures("require_kernel")
 
 RUN = sup.load_run_py()
+# Each predicts on its own: the syscalls, /proc, the BPF task iterator (issue 17).
+BACKENDS = ("kernel", "procfs", "bpf")
 VMSTAT = Path("/proc/vmstat")
 
 
@@ -326,7 +329,7 @@ def predict(
     if predict_oom is None:
         return
     out = record.predicted
-    for backend in ("kernel", "procfs"):
+    for backend in BACKENDS:
         domains = predict_oom(cgroup=domain_path, backend=backend)
         if domain_path is None:
             chosen = [d for d in domains if d.kind == "system"]
@@ -349,8 +352,9 @@ def predict(
         record.victims[backend] = None if domain.victim is None else domain.victim.pid
         if backend == "kernel":
             record.ranking = [tgid.get(c.pid, c.pid) for c in domain.candidates if not c.unkillable]
-    if scenario.cli:
-        cmd = [*sup.cli_command(), "oom", "--json"]
+    sources = (("cli", []), ("cli-bpf", ["--backend", "bpf"])) if scenario.cli else ()
+    for source, forced in sources:
+        cmd = [*sup.cli_command(), *forced, "oom", "--json"]
         if domain_path is not None:
             cmd += ["--cgroup", domain_path]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
@@ -359,15 +363,15 @@ def predict(
         domains = document if isinstance(document, list) else document["domains"]
         chosen = [d for d in domains if d.get("cgroup") == domain_path]
         assert len(chosen) == 1, result.stdout
-        out["cli"] = sorted(tgid.get(p, p) for p in chosen[0]["killed_pids"])
-        if scenario.inner is not None and groups is not None:
-            inner_path = groups.domain(scenario.inner)
-            cmd = [*sup.cli_command(), "oom", "--json", "--cgroup", inner_path]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-            assert result.returncode == 0, result.stdout + result.stderr
-            by_path = {d["cgroup"]: d for d in json.loads(result.stdout)}
-            assert by_path[inner_path]["bound_by"] == domain_path, result.stdout
-            assert by_path[inner_path]["headroom_kb"] == by_path[domain_path]["headroom_kb"]
+        out[source] = sorted(tgid.get(p, p) for p in chosen[0]["killed_pids"])
+    if scenario.cli and scenario.inner is not None and groups is not None:
+        inner_path = groups.domain(scenario.inner)
+        cmd = [*sup.cli_command(), "oom", "--json", "--cgroup", inner_path]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        by_path = {d["cgroup"]: d for d in json.loads(result.stdout)}
+        assert by_path[inner_path]["bound_by"] == domain_path, result.stdout
+        assert by_path[inner_path]["headroom_kb"] == by_path[domain_path]["headroom_kb"]
 
 
 def check_bound(

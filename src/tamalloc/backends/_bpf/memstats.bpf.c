@@ -18,6 +18,12 @@
  * for what is gone, never a fault.  Only the pid-namespace walk, whose array index
  * is a variable, and the reader's task (bpf_get_current_task(), a plain number) keep
  * bpf_probe_read_kernel (BPF_CORE_READ).
+ *
+ * The iterator holds the task and RCU, which keep the task, its signal_struct, pids and
+ * css_set, but not its mm (freed without RCU once the task drops it): the record of an
+ * mm is kept only if the task still has that mm after it was read, a re-check made
+ * through a helper call, which the compiler cannot move the loads before it across
+ * (see tam_memstats).
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -204,6 +210,13 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		/* in_vfork(): a vfork child on its parent's mm until it execs or exits */
 		if (task->vfork_done && task->real_parent->mm == mm)
 			rec.flags |= TAM_BPF_VFORK;
+		/* exit_mm() (or exec) clears task->mm before the task's reference to the mm
+		 * goes, and only then can the mm be freed and its memory reused: if the task
+		 * still has it now, everything read above was read while it was alive (the
+		 * helper calls run in order; x86 keeps loads in order). Otherwise the task
+		 * is exiting or exec'ing: no record rather than another mm's figures. */
+		if (BPF_CORE_READ(task, mm) != mm)
+			return 0;
 	}
 	bpf_seq_write(seq, &rec, sizeof(rec));
 	return 0;
