@@ -44,7 +44,9 @@ def test_a_zombie_leader_takes_the_memory_of_its_first_thread() -> None:
     (zombie, other) = bpf._processes(data)
     assert zombie[0] == 10 and other[0] == 11
     assert zombie[5:7] == (900, 90)  # the first thread's memory
-    assert zombie[1] == bpf.EXITING | bpf.VFORK  # the leader's flags, the mm's from the thread
+    # The leader's flags, the mm's from the thread; the leader's PF_EXITING dropped: the
+    # process is not exiting while its other threads run.
+    assert zombie[1] == bpf.VFORK
     assert zombie[2] == 300  # the leader's oom_score_adj
 
 
@@ -87,3 +89,31 @@ def test_kernel_version_parsing() -> None:
     assert bpf._kernel_version("6.18.0-1-amd64") == (6, 18)
     assert bpf._kernel_version("5.8.0") >= bpf.MIN_KERNEL > bpf._kernel_version("5.7.19")
     assert bpf._kernel_version("weird") == (0, 0)
+
+
+def test_oom_tasks_carry_oom_origin_and_exiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tamalloc.backends import kernel
+
+    data = b"".join(
+        [
+            rec(20, bpf.OOM_ORIGIN, adj=-1000),
+            rec(21, bpf.EXITING),
+            rec(22, bpf.EXITING | bpf.OOM_SKIP),  # reaped: unkillable, not a skip
+            # A zombie leader whose thread runs on: the process is not exiting.
+            rec(23, bpf.NO_MM | bpf.EXITING, vm=0, anon=0),
+            rec(23, bpf.THREAD),
+            rec(24),
+        ]
+    )
+    backend = object.__new__(bpf.BpfBackend)
+    monkeypatch.setattr(bpf, "_read_pass", lambda: data)
+    monkeypatch.setattr(bpf, "_total_pages", lambda: TOTAL_PAGES)
+    monkeypatch.setattr(kernel, "_cgroup_paths_by_id", lambda: {})
+    got = [(t.pid, t.oom_origin, t.exiting) for t in backend.oom_tasks()]
+    assert got == [
+        (20, True, False),
+        (21, False, True),
+        (22, False, False),
+        (23, False, False),
+        (24, False, False),
+    ]

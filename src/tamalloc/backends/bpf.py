@@ -117,7 +117,8 @@ def _processes(data: bytes) -> list[_Record]:
             live = stand_ins.get(rec[0])
             if live is None:
                 continue
-            flags = (flags & ~(NO_MM | _MM_FLAGS)) | (live[1] & _MM_FLAGS)
+            # A zombie leader's PF_EXITING says nothing of the threads still running.
+            flags = (flags & ~(NO_MM | _MM_FLAGS | EXITING)) | (live[1] & _MM_FLAGS)
             rec = (rec[0], flags, rec[2], rec[3], rec[4], *live[5:11], rec[11])
         result.append(rec)
     return result
@@ -238,6 +239,11 @@ class BpfBackend:
                 oom_score_adj=rec[2],
                 unkillable=_unkillable(rec[1], rec[2]),
                 oom_victim=bool(rec[1] & OOM_VICTIM),
+                oom_origin=bool(rec[1] & OOM_ORIGIN),
+                # The leader exiting with its mm (task_will_free_mem()); a coredump
+                # or another process sharing the mm, which would make the kernel
+                # kill after all, are not in the record.
+                exiting=bool(rec[1] & EXITING) and not rec[1] & OOM_SKIP,
             )
             for rec in records
         ]
