@@ -79,6 +79,9 @@ class Scenario:
     # (label, cgroup rel path): members moved there once they hold their memory (their
     # charges stay behind; a zombie leader does too: see oom_support.move_process).
     moves: tuple[tuple[str, str], ...] = ()
+    # The cgroup (rel path) whose memory.events counts the kills, when not the domain's:
+    # a kill is counted in the memcg of the victim's mm owner (memcg_memory_event_mm()).
+    events: str | None = None
 
 
 LIMIT = {"memory.max": "128M"}
@@ -424,7 +427,8 @@ def run_scenario(scenario: Scenario, cgroup_name: str) -> None:
         if groups is not None:
             for rel, settings in scenario.cgroups.items():
                 groups.make(rel, settings)
-            events = groups.path(scenario.domain or "") / "memory.events"
+            counted = scenario.domain if scenario.events is None else scenario.events
+            events = groups.path(counted or "") / "memory.events"
         else:
             # the system-wide OOM must not choose this process (nor inherit it a score)
             adj_path.write_text("-1000")
