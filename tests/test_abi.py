@@ -119,6 +119,7 @@ def test_constants_match_the_uapi_header(uapi_header: str) -> None:
         "TAMALLOC_OOM_UNKILLABLE": abi.TAMALLOC_OOM_UNKILLABLE,
         "TAMALLOC_OOM_VICTIM": abi.TAMALLOC_OOM_VICTIM,
         "TAMALLOC_OOM_ORIGIN": abi.TAMALLOC_OOM_ORIGIN,
+        "TAMALLOC_OOM_EXITING": abi.TAMALLOC_OOM_EXITING,
     }
     assert {name: int(value.rstrip("UuLl"), 0) for name, value in defines.items()} == expected
 

@@ -297,3 +297,33 @@ def test_the_selection_knows_the_pin_directory() -> None:
     from tamalloc.backends import _PIN_DIR
 
     assert _PIN_DIR == bpf.PIN_DIR
+
+
+def test_oom_tasks_carry_oom_origin_and_exiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tamalloc.backends import kernel
+
+    data = b"".join(
+        [
+            rec(20, bpf.OOM_ORIGIN, adj=-1000),
+            rec(21, bpf.EXITING),
+            rec(22, bpf.EXITING | bpf.OOM_SKIP),  # reaped: unkillable, not a skip
+            # A zombie leader whose thread runs on: the process is not exiting.
+            rec(23, bpf.NO_MM | bpf.EXITING, vm=0, anon=0),
+            rec(23, bpf.THREAD),
+            rec(24),
+        ]
+    )
+    backend = object.__new__(bpf.BpfBackend)
+    backend._c = SimpleNamespace(read=lambda: data, oom_rows=_bpfiter.oom_rows)  # type: ignore[attr-defined]
+    monkeypatch.setattr(bpf, "_total_pages", lambda: TOTAL_PAGES)
+    monkeypatch.setattr(kernel, "_cgroup_paths_by_id", lambda: {})
+    got = [(t.pid, t.oom_origin, t.exiting) for t in backend.oom_tasks()]
+    assert got == [
+        (20, True, False),
+        (21, False, True),
+        (22, False, False),
+        (23, False, False),
+        (24, False, False),
+    ]

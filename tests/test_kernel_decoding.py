@@ -206,15 +206,21 @@ def test_oom_tasks_decode_the_cgroup_and_the_oom_flags(
         _ver1_record(11, 77, abi.TAMALLOC_OOM_UNKILLABLE),
         _ver1_record(12, 78, abi.TAMALLOC_OOM_VICTIM),
         _ver1_record(13, 999, 0),  # a cgroup removed since the walk
+        _ver1_record(14, 1, abi.TAMALLOC_OOM_ORIGIN | abi.TAMALLOC_OOM_UNKILLABLE),
+        _ver1_record(15, 1, abi.TAMALLOC_OOM_EXITING),
     ]
     monkeypatch.setattr(kernel, "_get_mem_stats", FakeKernel(table, []))
     monkeypatch.setattr(kernel, "_cgroup_paths_by_id", lambda: {1: "/", 77: "/a", 78: "/a/b"})
     tasks = kbackend.oom_tasks()
-    assert [(t.pid, t.cgroup, t.unkillable, t.oom_victim) for t in tasks] == [
-        (10, "/", False, False),
-        (11, "/a", True, False),
-        (12, "/a/b", False, True),
-        (13, None, False, False),
+    assert [
+        (t.pid, t.cgroup, t.unkillable, t.oom_victim, t.oom_origin, t.exiting) for t in tasks
+    ] == [
+        (10, "/", False, False, False, False),
+        (11, "/a", True, False, False, False),
+        (12, "/a/b", False, True, False, False),
+        (13, None, False, False, False, False),
+        (14, "/", True, False, True, False),
+        (15, "/", False, False, False, True),
     ]
     first = tasks[0]
     assert (first.name, first.rss_kb, first.swap_kb, first.pgtables_kb) == ("worker", 4000, 64, 40)

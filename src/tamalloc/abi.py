@@ -36,6 +36,7 @@ COMM_LEN = 16
 TAMALLOC_OOM_UNKILLABLE = 0x1  # oom_badness() is LONG_MIN: never chosen
 TAMALLOC_OOM_VICTIM = 0x2  # chosen by an OOM kill already, still exiting
 TAMALLOC_OOM_ORIGIN = 0x4  # marked as the pressure's origin (swapoff): chosen first
+TAMALLOC_OOM_EXITING = 0x8  # exiting as a whole: an OOM choosing it kills nobody new
 
 
 class TamallocMemStats(ctypes.Structure):

@@ -104,6 +104,14 @@ class OomTask(NamedTuple):
     # Already chosen by an OOM kill and still exiting: the kernel waits for it rather
     # than choose another. Only the kernel backend can see this; procfs says False.
     oom_victim: bool
+    # signal->oom_flag_origin, set while it runs swapoff or a KSM unmerge: the OOM
+    # killer takes it first, before badness, whatever its oom_score_adj. None where the
+    # backend cannot see it (procfs).
+    oom_origin: bool | None = None
+    # task_will_free_mem(): exiting as a whole, so an OOM that chooses it kills nobody
+    # new, and an OOM it triggers itself kills nobody. None where the backend cannot
+    # see it (procfs).
+    exiting: bool | None = None
 
 
 class TotalMemStats(NamedTuple):

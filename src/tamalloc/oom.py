@@ -140,6 +140,67 @@ def _aborts_selection(task: OomTask) -> bool:
     return not task.unkillable or task.oom_score_adj == OOM_SCORE_ADJ_MIN
 
 
+def _origin_first(
+    tasks: list[OomTask], ranked: list[OomCandidate]
+) -> tuple[list[OomCandidate], OomCandidate | None, list[str]]:
+    """oom_evaluate_task() takes a task marked oom_origin (running swapoff or a KSM
+    unmerge) with LONG_MAX points before it weighs badness: oom_score_adj -1000,
+    MMF_OOM_SKIP or a vfork do not spare it; only oom_unkillable_task() (the global
+    init) does. Returns the ranking with it first, it, and the notes. Of several, the
+    kernel keeps the last of its walk, taken here to be the highest pid."""
+    marked = {t.pid for t in tasks if t.oom_origin and not _is_global_init(t)}
+    origins = [c for c in ranked if c.pid in marked]
+    notes = []
+    for t in tasks:
+        if t.oom_origin is None and t.name == "swapoff":
+            # Only a hint: the name is the process's own choice, and this backend
+            # cannot see the flag that decides.
+            notes.append(
+                f"a process named swapoff runs as pid {t.pid}: a task in swapoff (or in a"
+                " KSM unmerge) is marked oom_origin and killed first, whatever its"
+                " points, but this backend cannot see the mark"
+            )
+    if not origins:
+        return ranked, None, notes
+    chosen = max(origins, key=lambda c: c.pid)
+    notes.append(
+        f"pid {chosen.pid} ({chosen.name}) is marked oom_origin (it runs swapoff or a KSM"
+        " unmerge): the kernel takes it before weighing anyone's points"
+    )
+    if len(origins) > 1:
+        pids = ", ".join(str(c.pid) for c in sorted(origins, key=lambda c: c.pid))
+        notes.append(
+            f"tie: pids {pids} are all marked oom_origin; the kernel kills the last of"
+            f" them in its task walk, taken here to be the highest pid ({chosen.pid})"
+        )
+    return [chosen, *(c for c in ranked if c is not chosen)], chosen, notes
+
+
+def _already_exiting(
+    victim: OomCandidate | None, tasks: list[OomTask], where: str
+) -> tuple[bool, list[str]]:
+    """Whether oom_kill_process() finds the chosen victim already exiting
+    (task_will_free_mem()): it marks it and kills nobody new. And the notes on tasks
+    exiting in the domain: an OOM that one of them triggers kills nobody
+    (out_of_memory()'s task_will_free_mem(current), memcg's task_is_dying())."""
+    exiting = [t for t in tasks if t.exiting]
+    notes = []
+    if exiting:
+        names = ", ".join(f"{t.pid} ({t.name})" for t in exiting)
+        notes.append(
+            f"exiting: {names}; an OOM in {where} that such a task triggers lets it exit"
+            " and kills nobody"
+        )
+    if victim is None or not any(t.pid == victim.pid for t in exiting):
+        return False, notes
+    notes.insert(
+        0,
+        f"the chosen victim {victim.pid} ({victim.name}) is already exiting: an OOM in"
+        f" {where} now would let it finish and kill nobody new",
+    )
+    return True, notes
+
+
 def candidate(task: OomTask, total_pages: int, page_kb: int) -> OomCandidate:
     """One task weighed against a domain of ``total_pages``."""
     rss, swap = task.rss_kb // page_kb, task.swap_kb // page_kb
@@ -380,8 +441,10 @@ def _domain(
 ) -> OomDomain:
     tasks = list(tasks)
     ranked = sorted((candidate(t, total_pages, inputs.page_kb) for t in tasks), key=_rank_key)
+    ranked, origin, origin_notes = _origin_first(tasks, ranked)
+    notes.extend(origin_notes)
     killable = [c for c in ranked if c.points is not None]
-    victim = killable[0] if killable else None
+    victim = origin or (killable[0] if killable else None)
     where = "the system" if path is None else path
     # oom_evaluate_task() aborts the whole selection on meeting a victim that has not
     # been reaped yet: the kernel waits for it to exit and kills nobody new.
@@ -396,7 +459,7 @@ def _domain(
         victim = None
     tied_pids: tuple[int, ...] = ()
     tie_known = False
-    if victim is not None:
+    if victim is not None and origin is None:
         tied = [c for c in killable if c.points == victim.points]
         if len(tied) > 1:
             # oom_evaluate_task() takes a task whose points are not below the chosen
@@ -428,13 +491,12 @@ def _domain(
                     f" order is not known here ({why}): taken to be the highest pid"
                     f" ({victim.pid})"
                 )
-    for t in tasks:
-        if t.name == "swapoff":
-            notes.append(
-                f"swapoff runs as pid {t.pid}: a task in swapoff (or in a KSM"
-                " unmerge) is marked oom_origin and is killed first, whatever its"
-                " points"
-            )
+    skipped = False
+    if not exiting:
+        skipped, exiting_notes = _already_exiting(victim, tasks, where)
+        notes.extend(exiting_notes)
+        if skipped:
+            victim = None
     kill_group = None
     killed: tuple[int, ...] = ()
     if victim is not None:
@@ -442,18 +504,22 @@ def _domain(
         if kill_group is None:
             killed = (victim.pid,)
         else:
-            # oom_kill_memcg_member() spares only -1000 and init, not MMF_OOM_SKIP.
+            # oom_kill_memcg_member() spares only -1000 and init, not MMF_OOM_SKIP;
+            # the victim itself is killed first whatever its adj (an oom_origin one).
             killed = tuple(
                 sorted(
-                    t.pid
-                    for t in inputs.tasks
-                    if t.cgroup is not None
-                    and is_within(t.cgroup, kill_group)
-                    and t.oom_score_adj != OOM_SCORE_ADJ_MIN
-                    and not _is_global_init(t)
+                    {victim.pid}
+                    | {
+                        t.pid
+                        for t in inputs.tasks
+                        if t.cgroup is not None
+                        and is_within(t.cgroup, kill_group)
+                        and t.oom_score_adj != OOM_SCORE_ADJ_MIN
+                        and not _is_global_init(t)
+                    }
                 )
             )
-    elif not exiting:
+    elif not exiting and not skipped:
         notes.append(f"no killable task in {where}")
     shared = _shared_kills(killed, inputs, notes)
     if shared:

@@ -85,8 +85,8 @@ else:
 """
 
 # The pusher: unkillable (-1000) and in the domain, it allocates STEP bytes at a time,
-# touching each page, until the oom_kill counter of EVENTS (the domain's memory.events,
-# or /proc/vmstat for a system-wide OOM) moves past its value at the start; then it
+# touching each page, until the oom_kill (or given) counter of EVENTS (the domain's
+# memory.events, or /proc/vmstat for a system-wide OOM) moves past its start; then it
 # reports how far it got and sleeps until the test kills it. Stopping at the first kill
 # means the kernel chooses from the state the prediction saw. It may choose again before
 # the pusher can look: the charge that triggered the kill retries at once, and 6.1's
@@ -96,7 +96,7 @@ else:
 # starts exiting. The retry then kills the next in line; the test checks that choice too.
 PUSHER_SCRIPT = r"""
 import mmap, os, sys
-cgroup, events, step = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cgroup, events, step, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if cgroup:
     with open(cgroup + "/cgroup.procs", "w") as f:
         f.write(str(os.getpid()))
@@ -106,10 +106,10 @@ with open("/proc/self/oom_score_adj", "w") as f:
 def kills():
     with open(events) as f:
         for line in f:
-            key, value = line.split()
-            if key == "oom_kill":
+            name, value = line.split()
+            if name == key:
                 return int(value)
-    raise SystemExit(f"no oom_kill in {events}")
+    raise SystemExit(f"no {key} in {events}")
 
 if events == "/proc/vmstat":
     # System-wide, reclaim evicts the interpreter's own text (9p page cache) and the
@@ -232,6 +232,19 @@ def start_members(members: list[Member], groups: Cgroups | None) -> None:
         assert int(adj) == m.adj, (m.label, adj)
 
 
+def move_process(member: Member, cgroup: Path) -> None:
+    """Move MEMBER's process to CGROUP as `echo TGID > cgroup.procs` does, and check
+    where its threads ended up: cgroup_migrate_add_task() skips an exiting task, so a
+    zombie leader stays where it was (and /proc/TGID/cgroup, which shows the leader's,
+    with it) while the thread holding the memory moves."""
+    before = Path(f"/proc/{member.pid}/cgroup").read_text()
+    (cgroup / "cgroup.procs").write_text(str(member.pid))
+    moved = f"0::/{cgroup.relative_to(CGROUP_ROOT)}\n"
+    assert Path(f"/proc/{member.pid}/task/{member.tid}/cgroup").read_text() == moved
+    leader = Path(f"/proc/{member.pid}/cgroup").read_text()
+    assert leader == (before if member.mode == "zombie-leader" else moved), (before, leader)
+
+
 @dataclass
 class Pusher:
     proc: subprocess.Popen[str]
@@ -239,9 +252,11 @@ class Pusher:
     kills_seen: int = 0
 
 
-def start_pusher(cgroup: Path | None, events: Path) -> Pusher:
+def start_pusher(cgroup: Path | None, events: Path, key: str = "oom_kill") -> Pusher:
+    """The pusher, stopping when the KEY count of EVENTS moves: "oom_kill", or "oom" (an
+    OOM, whether or not it killed) for a scenario where the OOM kills nobody."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", PUSHER_SCRIPT, str(cgroup or ""), str(events), str(MiB)],
+        [sys.executable, "-c", PUSHER_SCRIPT, str(cgroup or ""), str(events), str(MiB), key],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

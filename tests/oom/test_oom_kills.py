@@ -79,6 +79,12 @@ class Scenario:
     # headroom must be the domain's and its bound_by the domain, and its own memcg must
     # see no OOM (memory.events "oom") while the domain's does.
     inner: str | None = None
+    # (label, cgroup rel path): members moved there once they hold their memory (their
+    # charges stay behind; a zombie leader does too: see oom_support.move_process).
+    moves: tuple[tuple[str, str], ...] = ()
+    # The cgroup (rel path) whose memory.events counts the kills, when not the domain's:
+    # a kill is counted in the memcg of the victim's mm owner (memcg_memory_event_mm()).
+    events: str | None = None
 
 
 LIMIT = {"memory.max": "128M"}
@@ -407,12 +413,16 @@ def memcg_events(path: Path) -> dict[str, int]:
 @pytest.mark.usefixtures("no_oom_dump_lost")
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_real_oom_kill_matches_prediction(scenario: Scenario) -> None:
+    run_scenario(scenario, f"tamalloc-oom-{SCENARIOS.index(scenario) + 1}")
+
+
+def run_scenario(scenario: Scenario, cgroup_name: str) -> None:
+    """Build SCENARIO (its cgroups below /sys/fs/cgroup/CGROUP_NAME), predict, push until
+    the kernel kills, and check the kill against the prediction and the scenario."""
     record = Record(scenario.name)
     RECORDS.append(record)
     members = [sup.Member(*spec) for spec in scenario.members]
-    groups = (
-        sup.Cgroups(f"tamalloc-oom-{SCENARIOS.index(scenario) + 1}") if scenario.cgroups else None
-    )
+    groups = sup.Cgroups(cgroup_name) if scenario.cgroups else None
     pusher = None
     adj_path = Path("/proc/self/oom_score_adj")
     own_adj = adj_path.read_text()
@@ -421,12 +431,17 @@ def test_real_oom_kill_matches_prediction(scenario: Scenario) -> None:
         if groups is not None:
             for rel, settings in scenario.cgroups.items():
                 groups.make(rel, settings)
-            events = groups.path(scenario.domain or "") / "memory.events"
+            counted = scenario.domain if scenario.events is None else scenario.events
+            events = groups.path(counted or "") / "memory.events"
         else:
             # the system-wide OOM must not choose this process (nor inherit it a score)
             adj_path.write_text("-1000")
             events = VMSTAT
         sup.start_members(members, groups)
+        for label, rel in scenario.moves:
+            assert groups is not None
+            (moved,) = [m for m in members if m.label == label]
+            sup.move_process(moved, groups.path(rel))
         record.labels = {m.pid: m.label for m in members}
         tgid = {m.tid: m.pid for m in members} | {m.pid: m.pid for m in members}
         predict(scenario, groups, tgid, record)

@@ -173,7 +173,8 @@ static inline const char *check_mem_record(const unsigned char *rec,
 	    usize >= TAMALLOC_MEM_STATS_SIZE_VER1) {
 		if (st.oom_flags & ~(uint32_t)(TAMALLOC_OOM_UNKILLABLE |
 					       TAMALLOC_OOM_VICTIM |
-					       TAMALLOC_OOM_ORIGIN))
+					       TAMALLOC_OOM_ORIGIN |
+					       TAMALLOC_OOM_EXITING))
 			return "unknown oom_flags bit";
 		if (st.__pad)
 			return "pad not zero";

@@ -232,6 +232,8 @@ class BpfBackend:
                 oom_score_adj=adj,
                 unkillable=unkillable,
                 oom_victim=victim,
+                oom_origin=origin,
+                exiting=exiting,
             )
             for (
                 pid,
@@ -244,6 +246,8 @@ class BpfBackend:
                 adj,
                 unkillable,
                 victim,
+                origin,
+                exiting,
             ) in rows
         ]
 

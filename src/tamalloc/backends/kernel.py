@@ -103,6 +103,8 @@ def _oom_tasks_from_records(view: memoryview, paths: dict[int, str]) -> list[Oom
                 oom_score_adj=oom_adj,
                 unkillable=bool(oom_flags & abi.TAMALLOC_OOM_UNKILLABLE),
                 oom_victim=bool(oom_flags & abi.TAMALLOC_OOM_VICTIM),
+                oom_origin=bool(oom_flags & abi.TAMALLOC_OOM_ORIGIN),
+                exiting=bool(oom_flags & abi.TAMALLOC_OOM_EXITING),
             )
         )
     return tasks

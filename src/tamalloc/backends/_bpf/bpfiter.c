@@ -319,7 +319,8 @@ static PyMethodDef methods[] = {
 	 "mem_stats(data, cls, total_pages, page_size) -> list of cls"},
 	{"oom_rows", bpfiter_oom_rows, METH_VARARGS,
 	 "oom_rows(data, total_pages, page_size) -> list of (pid, name, cgroup_id, rss_kb,"
-	 " swap_kb, pgtables_kb, oom_score, oom_score_adj, unkillable, oom_victim)"},
+	 " swap_kb, pgtables_kb, oom_score, oom_score_adj, unkillable, oom_victim, oom_origin,"
+	 " exiting)"},
 	{"totals", bpfiter_totals, METH_VARARGS,
 	 "totals(data, page_size) -> (processes, reserved_kb, committed_kb, swap_kb)"},
 	{NULL, NULL, 0, NULL},

@@ -141,7 +141,10 @@ static int processes(const struct tam_bpf_rec *recs, size_t n, struct pass *pass
 			if (!live)
 				continue;	/* a zombie: /proc shows it no memory */
 			p->mem = live;
-			p->flags = (rec->flags & ~(TAM_BPF_NO_MM | MM_FLAGS)) | (live->flags & MM_FLAGS);
+			/* The mm's flags are the live thread's; the leader's PF_EXITING says
+			 * nothing of the threads still running. */
+			p->flags = (rec->flags & ~(TAM_BPF_NO_MM | MM_FLAGS | TAM_BPF_EXITING)) |
+				   (live->flags & MM_FLAGS);
 		}
 		pass->count++;
 	}
@@ -231,7 +234,7 @@ static PyObject *mem_stats_of(PyTypeObject *cls, const struct proc *p, const str
 
 static PyObject *oom_row_of(const struct proc *p, const struct pass *pass)
 {
-	PyObject *items[10];
+	PyObject *items[12];
 
 	items[0] = PyLong_FromUnsignedLong(p->rec->pid);
 	items[1] = name_of(p->rec);
@@ -243,7 +246,12 @@ static PyObject *oom_row_of(const struct proc *p, const struct pass *pass)
 	items[7] = PyLong_FromLong(p->rec->oom_score_adj);
 	items[8] = PyBool_FromLong(unkillable(p));
 	items[9] = PyBool_FromLong(!!(p->flags & TAM_BPF_OOM_VICTIM));
-	return build(NULL, items, 10);
+	items[10] = PyBool_FromLong(!!(p->flags & TAM_BPF_OOM_ORIGIN));
+	/* The leader exiting with its mm (task_will_free_mem()), the reaper not done with
+	 * it; a coredump or another process on the mm, which would make the kernel kill
+	 * after all, are not in the record. */
+	items[11] = PyBool_FromLong((p->flags & TAM_BPF_EXITING) && !(p->flags & TAM_BPF_OOM_SKIP));
+	return build(NULL, items, 12);
 }
 
 /* data into pass (its processes); the buffer is released by the caller. */
