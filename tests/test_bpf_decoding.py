@@ -118,7 +118,7 @@ def test_a_comm_of_sixteen_bytes_has_no_nul() -> None:
 def test_unkillable_scores_zero(flags: int, adj: int) -> None:
     (stats,) = mem_stats(rec(9, flags, adj=adj))
     assert stats.oom_score == 0
-    ((_pid, _name, _cg, _rss, _swap, _pt, score, got_adj, unkillable, victim),) = rows(
+    ((_pid, _name, _cg, _rss, _swap, _pt, score, got_adj, unkillable, victim, _, _),) = rows(
         rec(9, flags, adj=adj)
     )
     assert (score, got_adj, unkillable, victim) == (0, adj, True, False)
@@ -126,13 +126,15 @@ def test_unkillable_scores_zero(flags: int, adj: int) -> None:
 
 def test_killable_flags_do_not_make_unkillable() -> None:
     for flags in (bpf.EXITING, bpf.OOM_ORIGIN, bpf.OOM_VICTIM):
-        ((*_, unkillable, victim),) = rows(rec(9, flags))
+        ((*_, unkillable, victim, origin, exiting),) = rows(rec(9, flags))
         assert unkillable is False
         assert victim is (flags == bpf.OOM_VICTIM)
+        assert origin is (flags == bpf.OOM_ORIGIN)
+        assert exiting is (flags == bpf.EXITING)
 
 
 def test_oom_rows_fields() -> None:
-    ((pid, name, cgroup, rss, swap, pgtables, score, adj, _, _),) = rows(
+    ((pid, name, cgroup, rss, swap, pgtables, score, adj, _, _, _, _),) = rows(
         rec(12, comm=b"x", cgroup=4242, adj=17)
     )
     assert (pid, name, cgroup, adj) == (12, "x", 4242, 17)
