@@ -13,10 +13,11 @@ pid_max), three threads here read the iterator without pause:
   random few bytes at a time, closed part way; what was read must be whole, valid
   records.
 
-The short form (`make vm-test`) reads 1,000 passes of each kind; TAMALLOC_STRESS=long
-(`make stress`) 20,000. Runs as root in the guest (the storm needs the syscalls, the
-iterator BTF); elsewhere the file is skipped. The kernel log must stay clean (the
-campaign's no_splat, and vm/run.py --check-log for the boot).
+The short form (`make vm-test`) reads at least 1,000 whole and 1,000 interrupted passes
+and 200 decoded ones; TAMALLOC_STRESS=long (`make stress`) 20,000 and 4,000. Runs as
+root in the guest (the storm needs the syscalls, the iterator BTF); elsewhere the file
+is skipped. The kernel log must stay clean (the campaign's no_splat, and vm/run.py
+--check-log for the boot).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ pytestmark = [pytest.mark.usefixtures("require_kernel"), pytest.mark.bpf]
 from tamalloc.backends import bpf, get_backend  # noqa: E402  (after the VM check)
 
 PASSES = 20_000 if LONG else 1_000
+# The decoding thread shares the GIL with the others: a fifth as many of its passes
+# (in the guest it managed one for every 12 whole passes).
+DECODED = PASSES // 5
 STORM_PROCESSES = 1_000 if LONG else 100  # a storm run; runs follow each other
 KILLED_READERS = 50 if LONG else 5  # Python and a program load each: slow in the guest
 SYS_BPF = 321  # x86_64, as the guest
@@ -225,7 +229,7 @@ def test_iterator_through_the_storm(tmp_path: Path) -> None:
             created = re.search(r"^storm: [\d.]+ s: (\d+) processes", result.stdout, re.M)
             assert created, result.stdout
             processes += int(created.group(1))
-            if min(readers.passes, readers.decoded, readers.partial) >= PASSES:
+            if min(readers.passes, readers.partial) >= PASSES and readers.decoded >= DECODED:
                 break
     finally:
         readers.stop.set()
@@ -240,7 +244,7 @@ def test_iterator_through_the_storm(tmp_path: Path) -> None:
         f" ({readers.partial_records} records); {storms} storms, {processes} processes",
         flush=True,
     )
-    assert min(readers.passes, readers.decoded, readers.partial) >= PASSES
+    assert min(readers.passes, readers.partial) >= PASSES and readers.decoded >= DECODED
     assert processes >= STORM_PROCESSES
     assert readers.partial_records > 0
 
