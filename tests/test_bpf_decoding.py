@@ -315,6 +315,10 @@ def test_oom_tasks_carry_oom_origin_and_exiting(monkeypatch: pytest.MonkeyPatch)
             rec(23, bpf.NO_MM | bpf.EXITING, vm=0, anon=0),
             rec(23, bpf.THREAD),
             rec(24),
+            # A zombie leader whose thread holds the mm in a group exit: exiting, as the
+            # OOM killer sees the process through that thread.
+            rec(25, bpf.NO_MM, vm=0, anon=0),
+            rec(25, bpf.THREAD | bpf.EXITING),
         ]
     )
     backend = object.__new__(bpf.BpfBackend)
@@ -328,4 +332,5 @@ def test_oom_tasks_carry_oom_origin_and_exiting(monkeypatch: pytest.MonkeyPatch)
         (22, False, False),
         (23, False, False),
         (24, False, False),
+        (25, False, True),
     ]

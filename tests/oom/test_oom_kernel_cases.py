@@ -172,7 +172,7 @@ def test_swapoff_is_killed_first_as_oom_origin() -> None:
                 # the mark is on: by the record's flag, or, for a record without it (the
                 # old kernel), by /proc/PID/syscall before and after the reading.
                 entered = _in_swapoff(swapoff.pid)
-                readings = {b: collect_inputs(b) for b in ("procfs", "kernel")}
+                readings = {b: collect_inputs(b) for b in ("procfs", "kernel", "bpf")}
                 marked = any(
                     t.pid == swapoff.pid and getattr(t, "oom_origin", False)
                     for t in readings["kernel"].tasks
@@ -211,6 +211,7 @@ def test_swapoff_is_killed_first_as_oom_origin() -> None:
     # The prediction: the kernel record carries the mark; /proc cannot show it, and the
     # procfs backend names the hog with the hint that a process is called swapoff.
     assert seen["kernel"].killed_pids == (swapoff.pid,), seen["kernel"]
+    assert seen["bpf"].killed_pids == (swapoff.pid,), seen["bpf"]
     assert seen["procfs"].killed_pids == (hog.pid,), seen["procfs"]
     assert any("cannot see the mark" in n for n in seen["procfs"].notes)
 
@@ -272,9 +273,11 @@ def test_a_victim_already_exiting_is_not_killed_again() -> None:
         assert words[0] == "ready", words
         exiter = int(words[1])
         record = _own_task("kernel", exiter)
+        bpf_record = _own_task("bpf", exiter)
         print(f"exiting: record {record}")
         found = {
-            b: _domain(predict(collect_inputs(b), cgroup=path), path) for b in ("kernel", "procfs")
+            b: _domain(predict(collect_inputs(b), cgroup=path), path)
+            for b in ("kernel", "procfs", "bpf")
         }
         for backend, d in found.items():
             print(f"exiting {backend}: victim {d.victim}, killed {d.killed_pids}, notes {d.notes}")
@@ -310,7 +313,9 @@ def test_a_victim_already_exiting_is_not_killed_again() -> None:
     # The prediction from the kernel record: no kill; procfs cannot see the exit begun.
     assert getattr(record, "exiting", False), record
     assert not record.oom_victim and not record.unkillable
-    kernel = found["kernel"]
-    assert kernel.victim is None and kernel.killed_pids == (), kernel
-    assert any(f"victim {exiter} " in n and "already exiting" in n for n in kernel.notes)
+    assert bpf_record.exiting, bpf_record
+    for backend in ("kernel", "bpf"):
+        d = found[backend]
+        assert d.victim is None and d.killed_pids == (), (backend, d)
+        assert any(f"victim {exiter} " in n and "already exiting" in n for n in d.notes), d
     assert found["procfs"].killed_pids == (exiter,), found["procfs"]

@@ -64,7 +64,7 @@ pytestmark = pytest.mark.usefixtures("require_kernel")
 
 RUN = sup.load_run_py()
 HERE = Path(__file__).resolve().parent
-BACKENDS = ("kernel", "procfs")
+BACKENDS = ("kernel", "procfs", "bpf")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # dump_task(): "[  pid]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
 DUMP = re.compile(r"\[\s*(\d+)\]\s+\d+\s+(\d+)\s+\d+\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)\s+\S")

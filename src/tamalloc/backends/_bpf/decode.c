@@ -27,7 +27,7 @@
 /* 2^48 pages is 1 EiB of 4 KiB pages: more than any machine, little enough that
  * (4 counts + adj * total / 1000) * 1000 stays far below 2^63. */
 #define PAGES_CAP (1ULL << 48)
-#define MM_FLAGS (TAM_BPF_OOM_SKIP | TAM_BPF_VFORK)
+#define MM_FLAGS (TAM_BPF_OOM_SKIP | TAM_BPF_VFORK | TAM_BPF_EXITING)
 #define OOM_SCORE_ADJ_MIN (-1000)
 #define OOM_SCORE_ADJ_MAX 1000
 
@@ -141,10 +141,9 @@ static int processes(const struct tam_bpf_rec *recs, size_t n, struct pass *pass
 			if (!live)
 				continue;	/* a zombie: /proc shows it no memory */
 			p->mem = live;
-			/* The mm's flags are the live thread's; the leader's PF_EXITING says
-			 * nothing of the threads still running. */
-			p->flags = (rec->flags & ~(TAM_BPF_NO_MM | MM_FLAGS | TAM_BPF_EXITING)) |
-				   (live->flags & MM_FLAGS);
+			/* What is about the mm (exiting: as the OOM killer sees it, through
+			 * the thread that holds the mm) is the live thread's. */
+			p->flags = (rec->flags & ~(TAM_BPF_NO_MM | MM_FLAGS)) | (live->flags & MM_FLAGS);
 		}
 		pass->count++;
 	}

@@ -35,6 +35,7 @@
 #define PAI __attribute__((preserve_access_index))
 
 #define PF_EXITING	0x00000004
+#define SIGNAL_GROUP_EXIT	0x00000004	/* include/linux/sched/signal.h */
 #define PF_KTHREAD	0x00200000
 #define MMF_OOM_SKIP	21	/* include/linux/sched/coredump.h (mm_types.h since 6.17) */
 /* The rss_stat indexes (include/linux/mm_types_task.h), unchanged since 4.5; the enum is
@@ -46,6 +47,7 @@
 
 typedef _Bool bool;
 typedef struct { long counter; } atomic_long_t;
+typedef struct { int counter; } atomic_t;
 
 /* up to 6.1: atomic counters in one struct */
 struct mm_rss_stat { atomic_long_t count[4]; } PAI;
@@ -61,6 +63,7 @@ struct mm_struct___flagsbitmap { struct { unsigned long __mm_flags[1]; } flags; 
 struct mm_struct {
 	unsigned long total_vm;
 	atomic_long_t pgtables_bytes;
+	atomic_t mm_users;
 } PAI;
 
 struct kernfs_node { __u64 id; } PAI;
@@ -70,6 +73,9 @@ struct pid_namespace;
 struct upid { int nr; struct pid_namespace *ns; } PAI;
 struct pid { unsigned int level; struct upid numbers[1]; } PAI;
 struct signal_struct {
+	unsigned int flags;
+	int nr_threads;
+	void *core_state;
 	bool oom_flag_origin;
 	short oom_score_adj;
 	struct mm_struct *oom_mm;
@@ -187,8 +193,6 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		rec.flags |= TAM_BPF_OOM_ORIGIN;
 	if (sig->oom_mm)
 		rec.flags |= TAM_BPF_OOM_VICTIM;
-	if (leader->flags & PF_EXITING)
-		rec.flags |= TAM_BPF_EXITING;
 	if (task->tgid == 1)	/* is_global_init() */
 		rec.flags |= TAM_BPF_GLOBAL_INIT;
 
@@ -207,6 +211,20 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		}
 		if (mm_flags_word(mm) & (1UL << MMF_OOM_SKIP))
 			rec.flags |= TAM_BPF_OOM_SKIP;
+		/* task_will_free_mem() (mm/oom_kill.c) of the task holding the mm: an OOM
+		 * choosing the process would let it exit and kill nobody new.  Not during a
+		 * coredump (it may sleep for long), not once the reaper is done (unkillable
+		 * instead), and not when the mm has more users than the process has threads:
+		 * another process on it that is not exiting makes the kernel kill after all
+		 * (the kernel walks every process for that; the patched kernel's record
+		 * makes the same cut).  Before 5.15 the coredump's state is the mm's, not
+		 * read here. */
+		if (!(bpf_core_field_exists(sig->core_state) && sig->core_state) &&
+		    !(rec.flags & TAM_BPF_OOM_SKIP) &&
+		    mm->mm_users.counter <= sig->nr_threads &&
+		    ((sig->flags & SIGNAL_GROUP_EXIT) ||
+		     (sig->nr_threads == 1 && (tflags & PF_EXITING))))
+			rec.flags |= TAM_BPF_EXITING;
 		/* in_vfork(): a vfork child on its parent's mm until it execs or exits */
 		if (task->vfork_done && task->real_parent->mm == mm)
 			rec.flags |= TAM_BPF_VFORK;

@@ -14,7 +14,7 @@
 #define TAM_BPF_OOM_SKIP	0x04	/* MMF_OOM_SKIP: the OOM reaper is done with the mm */
 #define TAM_BPF_OOM_ORIGIN	0x08	/* signal->oom_flag_origin (swapoff, KSM unmerge) */
 #define TAM_BPF_VFORK		0x10	/* in_vfork(): shares its parent's mm until exec */
-#define TAM_BPF_EXITING		0x20	/* PF_EXITING */
+#define TAM_BPF_EXITING		0x20	/* task_will_free_mem(): exiting as a whole */
 #define TAM_BPF_OOM_VICTIM	0x40	/* signal->oom_mm set: chosen by an OOM kill */
 #define TAM_BPF_GLOBAL_INIT	0x80	/* the init pid namespace's pid 1 */
 #define TAM_BPF_NO_PGTABLES	0x100	/* the kernel has no mm->pgtables_bytes */
