@@ -333,3 +333,41 @@ class KernelLog:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+# A process held at PTRACE_EVENT_EXIT: argv CGROUP SIZE; the child joins CGROUP (if not
+# empty), touches SIZE bytes, stops for its tracer (this script) and calls exit_group();
+# do_exit() stops it at PTRACE_EVENT_EXIT with the group exit begun (SIGNAL_GROUP_EXIT,
+# not yet PF_EXITING) and its mm still held: task_will_free_mem() is true, as the OOM
+# killer would find it. The tracer prints "ready CHILD", lets it finish on EOF and
+# prints "exited STATUS".
+EXIT_STOP_SCRIPT = r"""
+import ctypes, os, signal, sys
+cgroup, size = sys.argv[1], int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+TRACEME, CONT, SETOPTIONS, O_TRACEEXIT, EVENT_EXIT = 0, 7, 0x4200, 0x40, 6
+child = os.fork()
+if child == 0:
+    if cgroup:
+        with open(cgroup + "/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+    if size:
+        import tamalloc
+        buf = tamalloc.alloc(size)
+        ctypes.memset(buf.address, 0x5A, size)
+    libc.ptrace(TRACEME, 0, None, None)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP, status
+assert libc.ptrace(SETOPTIONS, child, None, O_TRACEEXIT) == 0, ctypes.get_errno()
+assert libc.ptrace(CONT, child, None, None) == 0, ctypes.get_errno()
+_, status = os.waitpid(child, 0)
+assert os.WIFSTOPPED(status) and status >> 8 == signal.SIGTRAP | EVENT_EXIT << 8, status
+print("ready", child, flush=True)
+sys.stdin.read()
+libc.ptrace(CONT, child, None, None)
+_, status = os.waitpid(child, 0)
+print("exited", os.waitstatus_to_exitcode(status), flush=True)
+"""

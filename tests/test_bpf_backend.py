@@ -28,6 +28,7 @@ import pytest
 import tamalloc
 from _support import (
     BPF_STATUS_SLACK_KB,
+    EXIT_STOP_SCRIPT,
     Child,
     MiB,
     assert_clean_error,
@@ -374,32 +375,6 @@ def test_alloc_on_bpf_maps_as_procfs(huge: bool) -> None:
         buf.close()
 
 
-# A child stopped at PTRACE_EVENT_EXIT: its group exit begun (SIGNAL_GROUP_EXIT), PF_EXITING
-# not yet set, its memory still held: task_will_free_mem() is true, as the OOM killer
-# would find it. Prints "ready PID" at the stop and lets it finish on EOF.
-_EXIT_STOP = r"""
-import ctypes, os, signal, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-TRACEME, CONT, SETOPTIONS, O_TRACEEXIT, EVENT_EXIT = 0, 7, 0x4200, 0x40, 6
-child = os.fork()
-if child == 0:
-    libc.ptrace(TRACEME, 0, None, None)
-    os.kill(os.getpid(), signal.SIGSTOP)
-    os._exit(0)
-_, status = os.waitpid(child, 0)
-assert os.WIFSTOPPED(status), status
-assert libc.ptrace(SETOPTIONS, child, None, O_TRACEEXIT) == 0, ctypes.get_errno()
-assert libc.ptrace(CONT, child, None, None) == 0, ctypes.get_errno()
-_, status = os.waitpid(child, 0)
-assert os.WIFSTOPPED(status) and status >> 8 == signal.SIGTRAP | EVENT_EXIT << 8, status
-print("ready", child, flush=True)
-sys.stdin.read()
-libc.ptrace(CONT, child, None, None)
-os.waitpid(child, 0)
-"""
-
-
 def _oom_task(pid: int) -> OomTask:
     (task,) = [t for t in get_backend("bpf").oom_tasks() if t.pid == pid]
     return task
@@ -407,10 +382,12 @@ def _oom_task(pid: int) -> OomTask:
 
 def test_a_process_in_its_group_exit_is_exiting_as_the_oom_killer_sees_it() -> None:
     """EXITING is task_will_free_mem(): a process stopped in its exit with its memory
-    still held is exiting, a running one (this test's own) and one in a plain stop are
-    not."""
+    still held is exiting; running ones (this test's process, the tracer) are not."""
     tracer = subprocess.Popen(
-        [sys.executable, "-c", _EXIT_STOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", EXIT_STOP_SCRIPT, "", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert tracer.stdout is not None and tracer.stdin is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import re
 import select
 import signal
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from _support import MiB, subprocess_env
 
@@ -365,3 +368,27 @@ def cli_command() -> list[str]:
     """The installed `tamalloc` script (.venv/bin/tamalloc), else the module."""
     script = Path(sys.executable).parent / "tamalloc"
     return [str(script)] if script.exists() else [sys.executable, "-m", "tamalloc"]
+
+
+def skip_unless_real_oom_kills() -> None:
+    """Skip the calling test module unless this is `make vm-oom-test`'s guest: real OOM
+    kills need a guest of their own (whose log check accepts OOM reports) with cgroup2's
+    memory controller on."""
+    if os.environ.get("TAMALLOC_OOM_KILLS") != "1":
+        pytest.skip(
+            "real OOM kills: run by `make vm-oom-test` (a guest of its own, whose log check "
+            "accepts OOM reports)",
+            allow_module_level=True,
+        )
+    if os.environ.get("TAMALLOC_IN_VM") != "1":
+        pytest.skip(
+            "real OOM kills need the QEMU guest (TAMALLOC_IN_VM unset): run by `make vm-oom-test`",
+            allow_module_level=True,
+        )
+    controllers = CGROUP_ROOT / "cgroup.subtree_control"
+    if not controllers.exists() or "memory" not in controllers.read_text().split():
+        pytest.skip(
+            f"cgroup2 with the memory controller enabled is absent ({controllers}): "
+            "vm/guest-init.sh mounts it, on a kernel with CONFIG_MEMCG",
+            allow_module_level=True,
+        )

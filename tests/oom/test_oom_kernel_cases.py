@@ -34,7 +34,7 @@ import pytest
 import test_oom_kills as base
 
 import tamalloc
-from _support import KernelLog, subprocess_env
+from _support import EXIT_STOP_SCRIPT, KernelLog, subprocess_env
 from tamalloc.oom import OomDomain, collect_inputs, predict
 
 pytestmark = pytest.mark.usefixtures("require_kernel")
@@ -218,39 +218,6 @@ def test_swapoff_is_killed_first_as_oom_origin() -> None:
 
 # --- a victim already exiting ------------------------------------------------------------
 
-# A process held at PTRACE_EVENT_EXIT: the child joins CGROUP, touches SIZE bytes, stops
-# for its tracer (this script) and calls exit_group(); do_exit() stops it at
-# PTRACE_EVENT_EXIT with the group exit begun and its mm still held. The tracer reports
-# "ready CHILD", lets it finish on EOF and reports its wait status.
-EXITER_SCRIPT = r"""
-import ctypes, os, signal, sys
-cgroup, size = sys.argv[1], int(sys.argv[2])
-libc = ctypes.CDLL(None, use_errno=True)
-libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-TRACEME, CONT, SETOPTIONS, O_TRACEEXIT, EVENT_EXIT = 0, 7, 0x4200, 0x40, 6
-child = os.fork()
-if child == 0:
-    with open(cgroup + "/cgroup.procs", "w") as f:
-        f.write(str(os.getpid()))
-    import tamalloc
-    buf = tamalloc.alloc(size)
-    ctypes.memset(buf.address, 0x5A, size)
-    libc.ptrace(TRACEME, 0, None, None)
-    os.kill(os.getpid(), signal.SIGSTOP)
-    os._exit(0)
-_, status = os.waitpid(child, 0)
-assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP, status
-assert libc.ptrace(SETOPTIONS, child, None, O_TRACEEXIT) == 0, ctypes.get_errno()
-assert libc.ptrace(CONT, child, None, None) == 0, ctypes.get_errno()
-_, status = os.waitpid(child, 0)
-assert os.WIFSTOPPED(status) and status >> 8 == signal.SIGTRAP | EVENT_EXIT << 8, status
-print("ready", child, flush=True)
-sys.stdin.read()
-libc.ptrace(CONT, child, None, None)
-_, status = os.waitpid(child, 0)
-print("exited", os.waitstatus_to_exitcode(status), flush=True)
-"""
-
 
 def test_a_victim_already_exiting_is_not_killed_again() -> None:
     groups = sup.Cgroups("tamalloc-oomk-exiting")
@@ -263,7 +230,7 @@ def test_a_victim_already_exiting_is_not_killed_again() -> None:
         path = groups.domain("")
         sup.start_members(members, groups)
         tracer = subprocess.Popen(
-            [sys.executable, "-c", EXITER_SCRIPT, str(domain_dir), str(48 * sup.MiB)],
+            [sys.executable, "-c", EXIT_STOP_SCRIPT, str(domain_dir), str(48 * sup.MiB)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -24,7 +24,6 @@ the run (`oom scenarios: N predicted, M matched`).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,24 +35,7 @@ import pytest
 import tamalloc
 from _support import KernelLog
 
-if os.environ.get("TAMALLOC_OOM_KILLS") != "1":
-    pytest.skip(
-        "real OOM kills: run by `make vm-oom-test` (a guest of its own, whose log check "
-        "accepts OOM reports)",
-        allow_module_level=True,
-    )
-if os.environ.get("TAMALLOC_IN_VM") != "1":
-    pytest.skip(
-        "real OOM kills need the QEMU guest (TAMALLOC_IN_VM unset): run by `make vm-oom-test`",
-        allow_module_level=True,
-    )
-_controllers = sup.CGROUP_ROOT / "cgroup.subtree_control"
-if not _controllers.exists() or "memory" not in _controllers.read_text().split():
-    pytest.skip(
-        f"cgroup2 with the memory controller enabled is absent ({_controllers}): "
-        "vm/guest-init.sh mounts it, on a kernel with CONFIG_MEMCG",
-        allow_module_level=True,
-    )
+sup.skip_unless_real_oom_kills()
 
 pytestmark = pytest.mark.usefixtures("require_kernel")
 
