@@ -35,7 +35,6 @@ from pathlib import Path
 
 import pytest
 from stress_support import IN_VM, LONG, RUN_TIMEOUT, build, libc, run
-from test_stress_campaign import SEED, STORM_PID_MAX, no_splat  # noqa: F401  (fixture)
 
 from _support import meminfo_kb, subprocess_env
 
@@ -43,6 +42,8 @@ if not IN_VM:
     pytest.skip("runs inside the VM: make vm-test", allow_module_level=True)
 
 pytestmark = [pytest.mark.usefixtures("require_kernel"), pytest.mark.bpf]
+
+from test_stress_campaign import SEED, STORM_PID_MAX, no_splat  # noqa: E402, F401  (no_splat: the fixture)
 
 from tamalloc.backends import bpf, get_backend  # noqa: E402  (after the VM check)
 
