@@ -15,9 +15,9 @@
  * into loads that read 0 instead of faulting (as bpf_probe_read_kernel would, at a
  * fraction of a helper call's cost: a pass of 1,000 processes took 1.1 ms with
  * BPF_CORE_READ everywhere).  A task that is exiting while it is visited gives zeros
- * for what is gone, never a fault.  Only the pid-namespace walk, whose array index
- * is a variable, and the reader's task (bpf_get_current_task(), a plain number) keep
- * bpf_probe_read_kernel (BPF_CORE_READ).
+ * for what is gone, never a fault.  The pid-namespace walk, whose array index is a
+ * variable, the reader's task (bpf_get_current_task(), a plain number) and the RSS
+ * atomics up to 6.1 keep bpf_probe_read_kernel (BPF_CORE_READ): see there why.
  *
  * The iterator holds the task and RCU, which keep the task, its signal_struct, pids and
  * css_set, but not its mm (freed without RCU once the task drops it): the record of an
@@ -122,13 +122,16 @@ static __always_inline __u32 nr_in_ns(struct pid *pid, unsigned int level,
 	return BPF_CORE_READ(up, nr);
 }
 
-/* get_mm_counter(): the counter, a negative one read as 0 as /proc does. */
+/* get_mm_counter(): the counter, a negative one read as 0 as /proc does.  The atomics
+ * through the helper: the verifier of 6.1 cannot walk BTF into an array of typedefs
+ * ("Type 'atomic_long_t' is not a struct"). */
 #define RSS(mm, i) ({								\
 	long __v;								\
 	if (bpf_core_field_exists(((struct mm_struct___percpu *)(mm))->rss_stat))	\
 		__v = ((struct mm_struct___percpu *)(mm))->rss_stat[i].count;	\
 	else									\
-		__v = ((struct mm_struct___atomic *)(mm))->rss_stat.count[i].counter; \
+		__v = BPF_CORE_READ((struct mm_struct___atomic *)(mm),		\
+				    rss_stat.count[i].counter);			\
 	__v < 0 ? 0 : (__u64)__v;						\
 })
 
@@ -181,7 +184,10 @@ int tam_memstats(struct bpf_iter__task *ctx)
 		return 0;
 	level = BPF_CORE_READ(cpid, level);
 	ns = BPF_CORE_READ(upid_at(cpid, level), ns);
-	rec.pid = nr_in_ns(leader->thread_pid, level, ns);
+	/* Through the helper: a BTF pointer to the pid would take the variable offset of
+	 * upid_at(), which the verifier refuses before 6.x ("math between ptr_ pointer and
+	 * register with unbounded min value"); a number read by the helper may. */
+	rec.pid = nr_in_ns(BPF_CORE_READ(leader, thread_pid), level, ns);
 	if (!rec.pid)
 		return 0;	/* gone from the namespace meanwhile */
 
