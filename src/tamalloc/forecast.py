@@ -341,7 +341,7 @@ def _forecast(
     domains_now = predict(last, cgroup=cgroup)
     t_last = samples[-1].t
     ahead = 0.0 if now is None else max(now - t_last, 0.0)
-    task_fits: dict[int, Fit] = {}
+    task_fits: dict[int, Fit] | None = None
     out = []
     for dom in domains_now:
         key = dom.cgroup
@@ -388,7 +388,7 @@ def _forecast(
         confidence = _confidence(seconds, low, high)
         if dom.bound_by is not None and dom.bound_by != dom.cgroup:
             notes.append(f"the headroom is {dom.bound_by}'s, whose OOM comes first")
-        if not task_fits:
+        if task_fits is None:  # the tasks' trends: fitted once, for every growing domain
             task_fits = _task_fits(samples)
         at_oom = _victim_at(dom, last, task_fits, seconds + ahead)
         if at_oom is not None and victim_now is not None and at_oom.pid != victim_now.pid:
